@@ -1,0 +1,200 @@
+//! The MessagePack shapes of PROTOCOL.md, exactly as devices send and read them.
+//!
+//! Structs are maps with string keys; unknown keys are ignored and optional keys may be
+//! absent or nil. Field values are checked in [`crate::validate`], not here: a value of
+//! the wrong *type* fails decoding (a whole-batch 400), a value *out of range* rejects
+//! only its record.
+
+use serde::{Deserialize, Serialize};
+
+/// The most records one batch may carry.
+pub const MAX_BATCH_RECORDS: usize = 500;
+/// The longest `batch_id`, in characters.
+pub const MAX_BATCH_ID_CHARS: usize = 64;
+
+/// `POST /v1/sync/batches` body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    pub device_id: String,
+    pub batch_id: String,
+    /// Device clock when sending, unix ms.
+    pub sent_at: i64,
+    /// Records still queued on the device after this batch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+    pub records: Vec<Record>,
+}
+
+/// The connection a device reports it is uploading over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    Wifi,
+    Cellular,
+    /// Also what a newer app's unknown network name decodes to.
+    #[serde(other)]
+    Other,
+}
+
+/// One attendance record as the device sent it. `kind` and `record_id` stay strings
+/// here so that an unknown kind or a malformed id rejects one record, not the batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Per-device sequence number, >= 1; signed so that 0 and negatives are
+    /// out of range (rejected) rather than mistyped (400).
+    pub seq: i64,
+    pub record_id: String,
+    pub kind: String,
+    pub employee_id: String,
+    /// Device clock when the employee acted, unix ms.
+    pub recorded_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geo: Option<Geo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub face: Option<Face>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qr: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leave: Option<Leave>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// GPS fix captured with a record.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Geo {
+    pub lat: f64,
+    pub lon: f64,
+    pub accuracy_m: f64,
+}
+
+/// On-device face match result.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Face {
+    pub matched: bool,
+    pub score: f64,
+}
+
+/// The leave a `leave_request` asks for; dates are `YYYY-MM-DD`, inclusive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Leave {
+    pub from: String,
+    pub to: String,
+    pub leave_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The 200 answer to a batch: one ack per record, in the order of `records`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchResponse {
+    pub batch_id: String,
+    pub acks: Vec<Ack>,
+    /// Lowest seq of this device the server has not received.
+    pub next_seq: u64,
+    /// Server clock, unix ms.
+    pub server_time: i64,
+}
+
+/// What the gateway did with one record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ack {
+    pub seq: i64,
+    pub status: AckStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<RejectReason>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict_id: Option<String>,
+    /// otg addition: for `invalid`, the field and the rule it broke.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckStatus {
+    Accepted,
+    Duplicate,
+    Conflict,
+    Rejected,
+}
+
+impl AckStatus {
+    pub const ALL: [AckStatus; 4] = [Self::Accepted, Self::Duplicate, Self::Conflict, Self::Rejected];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Duplicate => "duplicate",
+            Self::Conflict => "conflict",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// Why a record will never be stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectReason {
+    TooOld,
+    Invalid,
+    SeqReused,
+    EmployeeMismatch,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 4] =
+        [Self::TooOld, Self::Invalid, Self::SeqReused, Self::EmployeeMismatch];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TooOld => "too_old",
+            Self::Invalid => "invalid",
+            Self::SeqReused => "seq_reused",
+            Self::EmployeeMismatch => "employee_mismatch",
+        }
+    }
+}
+
+/// `GET /v1/sync/status` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceStatus {
+    pub next_seq: u64,
+    /// Unix ms of the last batch this device had acked; nil before the first.
+    pub last_sync_at: Option<i64>,
+    pub open_conflicts: Vec<String>,
+}
+
+/// Decodes a MessagePack value, naming the path of the first key that is missing or
+/// mistyped (`records[3].seq: invalid type ...`).
+pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let mut deserializer = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        DecodeError(if path == "." {
+            error.into_inner().to_string()
+        } else {
+            format!("{path}: {}", error.into_inner())
+        })
+    })?;
+    if (deserializer.position() as usize) < bytes.len() {
+        return Err(DecodeError("trailing bytes after the MessagePack value".into()));
+    }
+    Ok(value)
+}
+
+/// Encodes a value as a MessagePack map with string keys, as devices expect.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    rmp_serde::to_vec_named(value).expect("wire types always encode")
+}
+
+/// Why a body is not a well-formed value of the expected shape.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(pub String);
