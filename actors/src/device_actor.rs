@@ -1,0 +1,211 @@
+//! `DeviceActor`: one per active device, the only writer of that device's seqs.
+//!
+//! It handles one batch at a time (an atomic response), so a device's batches are
+//! decided in arrival order against an up-to-date picture of what it has delivered,
+//! and it acks only after the store says the batch is durable.
+
+use crate::dedupe::{self, Decision, Incoming};
+use crate::registry::RegistryHandle;
+use crate::store::{DeviceCommit, DeviceProgress, SeqEntry, Store, StoreError, StoredRecord};
+use actix::prelude::*;
+use otg_schema::wire::{Ack, AckStatus, RejectReason};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Upload one batch of a device; the outcome comes back on `reply` once durable.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct IngestBatch {
+    pub org_id: String,
+    pub batch_id: String,
+    /// Server clock at receipt, unix ms.
+    pub received_at: i64,
+    pub reported_pending: Option<u64>,
+    pub records: Vec<Incoming>,
+    pub reply: oneshot::Sender<Result<BatchOutcome, StoreError>>,
+}
+
+/// The acks of a durable batch, in the order of its records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchOutcome {
+    pub acks: Vec<Ack>,
+    pub next_seq: u64,
+}
+
+/// Read the device's sync progress (through the actor, so it is never stale).
+#[derive(Message)]
+#[rtype(result = "Result<DeviceProgress, StoreError>")]
+pub struct ReadProgress;
+
+pub struct DeviceActor {
+    device_id: Arc<str>,
+    store: Arc<dyn Store>,
+    registry: RegistryHandle,
+    /// Loaded from the store on first use, then kept current by every commit.
+    progress: Option<DeviceProgress>,
+    last_active: Instant,
+    idle_timeout: Duration,
+}
+
+impl DeviceActor {
+    pub(crate) fn new(device_id: Arc<str>, store: Arc<dyn Store>, registry: RegistryHandle, idle_timeout: Duration) -> Self {
+        DeviceActor { device_id, store, registry, progress: None, last_active: Instant::now(), idle_timeout }
+    }
+}
+
+impl Actor for DeviceActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.idle_timeout / 2, |actor, ctx| {
+            if actor.last_active.elapsed() >= actor.idle_timeout {
+                actor.registry.evicted();
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        self.registry.forget(&self.device_id, &ctx.address());
+    }
+}
+
+impl Handler<IngestBatch> for DeviceActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, batch: IngestBatch, _ctx: &mut Self::Context) -> Self::Result {
+        self.last_active = Instant::now();
+        let (store, device_id, progress) = (self.store.clone(), self.device_id.clone(), self.progress.take());
+        let IngestBatch { org_id, batch_id, received_at, reported_pending, records, reply } = batch;
+        AtomicResponse::new(Box::pin(
+            async move {
+                let progress = match progress {
+                    Some(progress) => progress,
+                    None => store.device_progress(&device_id).await?,
+                };
+                let ingest = Ingest { device_id: &device_id, org_id, batch_id, received_at, reported_pending };
+                ingest.run(store.as_ref(), progress, records).await
+            }
+            .into_actor(self)
+            .map(move |result, actor, _ctx| {
+                actor.last_active = Instant::now();
+                let outcome = result.map(|(outcome, progress)| {
+                    actor.progress = Some(progress);
+                    outcome
+                });
+                // The device may have hung up; its records were stored all the same.
+                let _ = reply.send(outcome);
+            }),
+        ))
+    }
+}
+
+impl Handler<ReadProgress> for DeviceActor {
+    type Result = AtomicResponse<Self, Result<DeviceProgress, StoreError>>;
+
+    fn handle(&mut self, _: ReadProgress, _ctx: &mut Self::Context) -> Self::Result {
+        self.last_active = Instant::now();
+        let cached = self.progress.clone();
+        let (store, device_id) = (self.store.clone(), self.device_id.clone());
+        AtomicResponse::new(Box::pin(
+            async move {
+                match cached {
+                    Some(progress) => Ok(progress),
+                    None => store.device_progress(&device_id).await,
+                }
+            }
+            .into_actor(self)
+            .map(|result, actor, _ctx| {
+                if let Ok(progress) = &result {
+                    actor.progress = Some(progress.clone());
+                }
+                result
+            }),
+        ))
+    }
+}
+
+/// One batch on its way through dedupe, the durable write and the acks.
+struct Ingest<'a> {
+    device_id: &'a str,
+    org_id: String,
+    batch_id: String,
+    received_at: i64,
+    reported_pending: Option<u64>,
+}
+
+impl Ingest<'_> {
+    async fn run(
+        self,
+        store: &dyn Store,
+        progress: DeviceProgress,
+        records: Vec<Incoming>,
+    ) -> Result<(BatchOutcome, DeviceProgress), StoreError> {
+        let lookups = dedupe::seqs_to_look_up(&progress.received, &records);
+        let previously: HashMap<u64, SeqEntry> = if lookups.is_empty() {
+            HashMap::new()
+        } else {
+            let entries = store.seq_entries(self.device_id, &lookups).await?;
+            lookups.into_iter().zip(entries).filter_map(|(seq, entry)| Some((seq, entry?))).collect()
+        };
+        let (decisions, received) = dedupe::decide(&progress.received, &records, &previously);
+
+        let mut acks = Vec::with_capacity(records.len());
+        let mut entries = Vec::new();
+        for (record, decision) in records.into_iter().zip(decisions) {
+            let (ack, entry) = self.carry_out(record, decision);
+            acks.push(ack);
+            entries.extend(entry);
+        }
+        let progress = DeviceProgress {
+            received,
+            last_sync_at: Some(self.received_at),
+            reported_pending: self.reported_pending.or(progress.reported_pending),
+        };
+        let next_seq = progress.received.next_seq();
+        store.commit(DeviceCommit { device_id: self.device_id.to_owned(), entries, progress: progress.clone() }).await?;
+        Ok((BatchOutcome { acks, next_seq }, progress))
+    }
+
+    /// The ack for one record and, for a newly filled seq, what to store in it.
+    fn carry_out(&self, record: Incoming, decision: Decision) -> (Ack, Option<SeqEntry>) {
+        let seq = record.seq;
+        match (decision, record.verdict) {
+            (Decision::Store, Ok(valid)) => {
+                let stored = StoredRecord {
+                    device_id: self.device_id.to_owned(),
+                    org_id: self.org_id.clone(),
+                    batch_id: self.batch_id.clone(),
+                    received_at: self.received_at,
+                    record: valid,
+                };
+                (ack(seq, AckStatus::Accepted, None, None), Some(SeqEntry::Stored(stored)))
+            }
+            (Decision::Refuse, Err(rejection)) => {
+                let ack = ack(seq, AckStatus::Rejected, Some(rejection.reason), rejection.detail.clone());
+                let refused = SeqEntry::Rejected {
+                    seq: seq as u64,
+                    record_id: record.record_id,
+                    reason: rejection.reason,
+                    detail: rejection.detail,
+                };
+                (ack, Some(refused))
+            }
+            (Decision::NoSlot, verdict) => {
+                let detail = verdict.err().and_then(|rejection| rejection.detail);
+                (ack(seq, AckStatus::Rejected, Some(RejectReason::Invalid), detail), None)
+            }
+            (Decision::Replay { status, reason, detail }, _) => (ack(seq, status, reason, detail), None),
+            (Decision::SeqReused, _) => (ack(seq, AckStatus::Rejected, Some(RejectReason::SeqReused), None), None),
+            (decision @ (Decision::Store | Decision::Refuse), verdict) => {
+                unreachable!("dedupe decided {decision:?} for a record whose verdict is {verdict:?}")
+            }
+        }
+    }
+}
+
+fn ack(seq: i64, status: AckStatus, reason: Option<RejectReason>, detail: Option<String>) -> Ack {
+    Ack { seq, status, reason, conflict_id: None, detail }
+}

@@ -1,0 +1,64 @@
+//! Metrics of the actors and stores, registered on the gateway's registry.
+//!
+//! Names follow `otg_<subsystem>_<name>_<unit>`; no label carries a device or employee id.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
+use std::time::Duration;
+
+/// Group commit: how long each fsync'd group took and how many commits it covered.
+#[derive(Clone)]
+pub struct StoreMetrics {
+    commit_duration: Histogram,
+    group_size: Histogram,
+    commit_failures: IntCounter,
+}
+
+impl StoreMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = StoreMetrics {
+            commit_duration: Histogram::with_opts(
+                HistogramOpts::new("otg_store_commit_duration_seconds", "Time to write and fsync one commit group.")
+                    .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0]),
+            )?,
+            group_size: Histogram::with_opts(
+                HistogramOpts::new("otg_store_commit_group_size", "Device commits covered by one fsync.")
+                    .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]),
+            )?,
+            commit_failures: IntCounter::new("otg_store_commit_failures_total", "Commit groups that failed to write or fsync.")?,
+        };
+        registry.register(Box::new(metrics.commit_duration.clone()))?;
+        registry.register(Box::new(metrics.group_size.clone()))?;
+        registry.register(Box::new(metrics.commit_failures.clone()))?;
+        Ok(metrics)
+    }
+
+    pub fn observe_group(&self, commits: usize, took: Duration, succeeded: bool) {
+        self.commit_duration.observe(took.as_secs_f64());
+        self.group_size.observe(commits as f64);
+        if !succeeded {
+            self.commit_failures.inc();
+        }
+    }
+}
+
+/// Device actors: how many are alive, and how often a device found its mailbox full.
+#[derive(Clone)]
+pub struct DeviceMetrics {
+    pub active_actors: IntGauge,
+    pub mailbox_full: IntCounter,
+    pub actors_evicted: IntCounter,
+}
+
+impl DeviceMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = DeviceMetrics {
+            active_actors: IntGauge::new("otg_device_actors_active", "Device actors alive now.")?,
+            mailbox_full: IntCounter::new("otg_device_mailbox_full_total", "Batches refused with 429 because the device's mailbox was full.")?,
+            actors_evicted: IntCounter::new("otg_device_actors_evicted_total", "Device actors stopped after their idle timeout.")?,
+        };
+        registry.register(Box::new(metrics.active_actors.clone()))?;
+        registry.register(Box::new(metrics.mailbox_full.clone()))?;
+        registry.register(Box::new(metrics.actors_evicted.clone()))?;
+        Ok(metrics)
+    }
+}

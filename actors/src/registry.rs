@@ -1,0 +1,145 @@
+//! Finds or starts the `DeviceActor` of a device, spreading actors over one arbiter
+//! (thread) per core by a stable hash of the device id.
+//!
+//! Memory follows active devices: an actor stops itself after its idle timeout and
+//! leaves the registry, and the next batch of that device starts a fresh one, which
+//! resumes from the store.
+
+use crate::device_actor::{DeviceActor, IngestBatch, ReadProgress};
+use crate::metrics::DeviceMetrics;
+use crate::store::{DeviceProgress, Store, StoreError};
+use actix::dev::SendError;
+use actix::prelude::*;
+use dashmap::DashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How device actors live.
+#[derive(Debug, Clone)]
+pub struct DeviceActorOptions {
+    /// An actor with no message for this long stops.
+    pub idle_timeout: Duration,
+    /// Batches that may queue for one device; beyond it the device gets 429.
+    pub mailbox_capacity: usize,
+    /// Arbiter threads the actors are spread over.
+    pub arbiters: usize,
+}
+
+/// A device's mailbox is full: it is sending faster than it is being answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("this device already has {0} batches waiting")]
+pub struct DeviceBusy(pub usize);
+
+#[derive(Clone)]
+pub struct DeviceRegistry {
+    inner: RegistryHandle,
+}
+
+/// What a device actor holds of its registry, to leave it when it stops.
+#[derive(Clone)]
+pub(crate) struct RegistryHandle(Arc<Inner>);
+
+struct Inner {
+    actors: DashMap<Arc<str>, Addr<DeviceActor>>,
+    arbiters: Vec<ArbiterHandle>,
+    store: Arc<dyn Store>,
+    options: DeviceActorOptions,
+    metrics: DeviceMetrics,
+}
+
+impl DeviceRegistry {
+    /// Starts the arbiters; must run inside an actix `System`.
+    pub fn start(store: Arc<dyn Store>, options: DeviceActorOptions, metrics: DeviceMetrics) -> Self {
+        let arbiters = (0..options.arbiters.max(1)).map(|_| Arbiter::new().handle()).collect();
+        let inner = Inner { actors: DashMap::new(), arbiters, store, options, metrics };
+        DeviceRegistry { inner: RegistryHandle(Arc::new(inner)) }
+    }
+
+    /// Queues a batch for its device without waiting; `DeviceBusy` if its mailbox is full.
+    pub fn ingest(&self, device_id: &str, batch: IngestBatch) -> Result<(), DeviceBusy> {
+        let mut batch = batch;
+        // A stopped actor may linger in the map for a moment: retry once on a fresh one.
+        for _ in 0..2 {
+            let actor = self.actor(device_id);
+            match actor.try_send(batch) {
+                Ok(()) => return Ok(()),
+                Err(SendError::Full(_)) => {
+                    self.inner.0.metrics.mailbox_full.inc();
+                    return Err(DeviceBusy(self.inner.0.options.mailbox_capacity));
+                }
+                Err(SendError::Closed(returned)) => {
+                    self.inner.forget(device_id, &actor);
+                    batch = returned;
+                }
+            }
+        }
+        Err(DeviceBusy(self.inner.0.options.mailbox_capacity))
+    }
+
+    /// The device's progress as its actor sees it.
+    pub async fn progress(&self, device_id: &str) -> Result<DeviceProgress, StoreError> {
+        self.actor(device_id)
+            .send(ReadProgress)
+            .await
+            .map_err(|error| StoreError::Unavailable(error.to_string()))?
+    }
+
+    /// Device actors alive now.
+    pub fn active(&self) -> usize {
+        self.inner.0.actors.len()
+    }
+
+    /// Starts the actor of every device id given (for measuring their memory).
+    pub fn warm_up<'a>(&self, device_ids: impl IntoIterator<Item = &'a str>) {
+        for device_id in device_ids {
+            self.actor(device_id);
+        }
+    }
+
+    /// Stops the arbiters once nothing more will be sent.
+    pub fn stop(&self) {
+        for arbiter in &self.inner.0.arbiters {
+            arbiter.stop();
+        }
+    }
+
+    fn actor(&self, device_id: &str) -> Addr<DeviceActor> {
+        if let Some(actor) = self.inner.0.actors.get(device_id) {
+            return actor.clone();
+        }
+        let inner = &self.inner.0;
+        inner
+            .actors
+            .entry(Arc::from(device_id))
+            .or_insert_with(|| {
+                let arbiter = &inner.arbiters[shard_of(device_id, inner.arbiters.len())];
+                let (id, store, registry) = (Arc::from(device_id), inner.store.clone(), self.inner.clone());
+                let (idle_timeout, mailbox_capacity) = (inner.options.idle_timeout, inner.options.mailbox_capacity);
+                inner.metrics.active_actors.inc();
+                DeviceActor::start_in_arbiter(arbiter, move |ctx| {
+                    ctx.set_mailbox_capacity(mailbox_capacity);
+                    DeviceActor::new(id, store, registry, idle_timeout)
+                })
+            })
+            .clone()
+    }
+}
+
+impl RegistryHandle {
+    /// Drops the map entry if it still names this (stopped) actor.
+    pub(crate) fn forget(&self, device_id: &str, actor: &Addr<DeviceActor>) {
+        if self.0.actors.remove_if(device_id, |_, current| current == actor).is_some() {
+            self.0.metrics.active_actors.dec();
+        }
+    }
+
+    pub(crate) fn evicted(&self) {
+        self.0.metrics.actors_evicted.inc();
+    }
+}
+
+/// The arbiter a device lives on: the same for a device id in every run.
+fn shard_of(device_id: &str, shards: usize) -> usize {
+    (BuildHasherDefault::<DefaultHasher>::default().hash_one(device_id) % shards as u64) as usize
+}

@@ -1,0 +1,116 @@
+//! The behaviour every `Store` must show, run against each implementation.
+//!
+//! The embedded store runs it in every test run; the ScyllaDB store runs it whenever
+//! `OTG_SCYLLA_NODES` names a live cluster.
+
+use super::*;
+use otg_schema::wire::RejectReason;
+use otg_schema::ValidRecord;
+
+const DAY_START: i64 = 1_764_028_800_000; // 2025-11-25T00:00:00Z
+
+pub async fn run_all(store: &dyn Store) {
+    devices_enrol_once_and_revoke(store).await;
+    commits_are_readable_by_seq_and_by_timeline(store).await;
+    a_new_device_has_received_nothing(store).await;
+}
+
+pub fn record(seq: u64, employee_id: &str, recorded_at: i64) -> ValidRecord {
+    ValidRecord {
+        seq,
+        record_id: format!("00000000-0000-4000-8000-{seq:012}"),
+        kind: RecordKind::CheckIn,
+        employee_id: employee_id.into(),
+        recorded_at,
+        uptime_ms: None,
+        offline: true,
+        geo: None,
+        face: None,
+        qr: None,
+        leave: None,
+        note: None,
+    }
+}
+
+pub fn stored(device_id: &str, record: ValidRecord) -> SeqEntry {
+    SeqEntry::Stored(StoredRecord {
+        device_id: device_id.into(),
+        org_id: "acme".into(),
+        batch_id: "b-1".into(),
+        received_at: DAY_START,
+        record,
+    })
+}
+
+/// Commits seq 1 for `device_id`, leaving `next_seq` at 2.
+pub async fn commit_one_record(store: &dyn Store, device_id: &str) {
+    let mut progress = DeviceProgress::default();
+    progress.received.insert(1);
+    let entries = vec![stored(device_id, record(1, "emp-1", DAY_START + 1_000))];
+    store.commit(DeviceCommit { device_id: device_id.into(), entries, progress }).await.unwrap();
+}
+
+async fn devices_enrol_once_and_revoke(store: &dyn Store) {
+    let enrolment = DeviceEnrolment {
+        device_id: "conf-dev-1".into(),
+        org_id: "acme".into(),
+        employee_id: Some("emp-1".into()),
+        secret: [7; 32],
+        enrolled_at: DAY_START,
+        revoked_at: None,
+    };
+    store.enrol_device(&enrolment).await.unwrap();
+    assert!(matches!(store.enrol_device(&enrolment).await, Err(StoreError::AlreadyExists)));
+    assert_eq!(store.device("conf-dev-1").await.unwrap(), Some(enrolment.clone()));
+    assert_eq!(store.device("conf-unknown").await.unwrap(), None);
+
+    let revoked = store.revoke_device("conf-dev-1", DAY_START + 5).await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_at, Some(DAY_START + 5));
+    let again = store.revoke_device("conf-dev-1", DAY_START + 9).await.unwrap().unwrap();
+    assert_eq!(again.revoked_at, Some(DAY_START + 5), "the first revocation time stands");
+    assert_eq!(store.device("conf-dev-1").await.unwrap().unwrap().revoked_at, Some(DAY_START + 5));
+    assert_eq!(store.revoke_device("conf-unknown", DAY_START).await.unwrap(), None);
+}
+
+async fn commits_are_readable_by_seq_and_by_timeline(store: &dyn Store) {
+    let mut progress = DeviceProgress { last_sync_at: Some(DAY_START), reported_pending: Some(3), ..Default::default() };
+    for seq in [1, 2, 4] {
+        progress.received.insert(seq);
+    }
+    // Out of time order across a midnight, with a rejected seq in between.
+    let late = stored("conf-dev-2", record(1, "emp-2", DAY_START + 3_000));
+    let early = stored("conf-dev-2", record(4, "emp-2", DAY_START + 2_000));
+    let next_day = stored("conf-dev-2", record(5, "emp-2", DAY_START + 86_400_000));
+    let rejected = SeqEntry::Rejected {
+        seq: 2,
+        record_id: "r-2".into(),
+        reason: RejectReason::TooOld,
+        detail: None,
+    };
+    progress.received.insert(5);
+    let entries = vec![late.clone(), rejected.clone(), early.clone(), next_day];
+    store.commit(DeviceCommit { device_id: "conf-dev-2".into(), entries, progress: progress.clone() }).await.unwrap();
+
+    assert_eq!(store.device_progress("conf-dev-2").await.unwrap(), progress);
+    let entries = store.seq_entries("conf-dev-2", &[1, 2, 3, 4]).await.unwrap();
+    assert_eq!(entries, vec![Some(late), Some(rejected), None, Some(early)]);
+
+    let day = store.timeline("acme", "emp-2", UtcDay::of_unix_ms(DAY_START)).await.unwrap();
+    let seqs: Vec<u64> = day.iter().map(|entry| entry.seq).collect();
+    assert_eq!(seqs, vec![4, 1], "one UTC day, in recorded_at order, no other day");
+    assert_eq!(day[0].record_id, "00000000-0000-4000-8000-000000000004");
+    assert!(store.timeline("acme", "emp-2x", UtcDay::of_unix_ms(DAY_START)).await.unwrap().is_empty());
+
+    // Writing the same commit again changes nothing: writes are idempotent.
+    let entries = store.seq_entries("conf-dev-2", &[1]).await.unwrap();
+    let again = DeviceCommit { device_id: "conf-dev-2".into(), entries: entries.into_iter().flatten().collect(), progress: progress.clone() };
+    store.commit(again).await.unwrap();
+    assert_eq!(store.timeline("acme", "emp-2", UtcDay::of_unix_ms(DAY_START)).await.unwrap().len(), 2);
+}
+
+async fn a_new_device_has_received_nothing(store: &dyn Store) {
+    let progress = store.device_progress("conf-never-seen").await.unwrap();
+    assert_eq!(progress.received.next_seq(), 1);
+    assert_eq!(progress.last_sync_at, None);
+    store.ping().await.unwrap();
+}

@@ -1,0 +1,288 @@
+//! The embedded store on fjall: one machine, no set-up, durable by group commit.
+//!
+//! Callers encode their writes on their own threads and queue them; one committer
+//! thread gathers whatever is queued into one atomic write batch, fsyncs the journal
+//! once for all of it, and only then answers every caller in the group.
+
+use super::keys;
+use super::{DeviceCommit, DeviceEnrolment, DeviceProgress, SeqEntry, Store, StoreError, TimelineEntry};
+use crate::metrics::StoreMetrics;
+use async_trait::async_trait;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use otg_schema::UtcDay;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// Tuning of the embedded store.
+#[derive(Debug, Clone)]
+pub struct EmbeddedStoreOptions {
+    pub path: PathBuf,
+    /// Commits that may wait for the committer; callers beyond it wait to enqueue.
+    pub commit_queue_capacity: usize,
+    /// The most commits one fsync covers.
+    pub max_group_commits: usize,
+    /// fjall block cache, bytes.
+    pub cache_bytes: u64,
+}
+
+impl EmbeddedStoreOptions {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        EmbeddedStoreOptions {
+            path: path.into(),
+            commit_queue_capacity: 4096,
+            max_group_commits: 1024,
+            cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Tables {
+    devices: Keyspace,
+    progress: Keyspace,
+    seqs: Keyspace,
+    timeline: Keyspace,
+}
+
+/// One caller's encoded writes, waiting for the fsync that covers them.
+struct PendingCommit {
+    writes: Vec<(Table, Vec<u8>, Vec<u8>)>,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+#[derive(Clone, Copy)]
+enum Table {
+    Progress,
+    Seqs,
+    Timeline,
+}
+
+pub struct EmbeddedStore {
+    db: Database,
+    tables: Tables,
+    /// `None` once closed.
+    commits: Mutex<Option<mpsc::Sender<PendingCommit>>>,
+    committer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Serialises enrolment and revocation, whose read-then-write must not interleave.
+    admin_writes: tokio::sync::Mutex<()>,
+}
+
+impl EmbeddedStore {
+    pub fn open(options: EmbeddedStoreOptions, metrics: StoreMetrics) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(&options.path).map_err(unavailable)?;
+        let db = Database::builder(&options.path)
+            .cache_size(options.cache_bytes)
+            .manual_journal_persist(true)
+            .open()
+            .map_err(unavailable)?;
+        let keyspace = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(unavailable);
+        let tables = Tables {
+            devices: keyspace("devices")?,
+            progress: keyspace("progress")?,
+            seqs: keyspace("seqs")?,
+            timeline: keyspace("timeline")?,
+        };
+        let (sender, receiver) = mpsc::channel(options.commit_queue_capacity);
+        let committer = {
+            let (db, tables, max_group) = (db.clone(), tables.clone(), options.max_group_commits);
+            std::thread::Builder::new()
+                .name("otg-committer".into())
+                .spawn(move || run_committer(db, tables, receiver, max_group, metrics))
+                .map_err(unavailable)?
+        };
+        Ok(EmbeddedStore {
+            db,
+            tables,
+            commits: Mutex::new(Some(sender)),
+            committer: Mutex::new(Some(committer)),
+            admin_writes: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Writes one value outside the group committer, durably: for rare admin writes.
+    fn put_durably(&self, keyspace: &Keyspace, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
+        let mut batch = self.db.batch();
+        batch.insert(keyspace, key, value);
+        batch.commit().map_err(unavailable)?;
+        self.db.persist(PersistMode::SyncAll).map_err(unavailable)
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn enrol_device(&self, enrolment: &DeviceEnrolment) -> Result<(), StoreError> {
+        let _serialised = self.admin_writes.lock().await;
+        let key = enrolment.device_id.as_bytes();
+        if self.tables.devices.contains_key(key).map_err(unavailable)? {
+            return Err(StoreError::AlreadyExists);
+        }
+        self.put_durably(&self.tables.devices, key, encode(enrolment))
+    }
+
+    async fn device(&self, device_id: &str) -> Result<Option<DeviceEnrolment>, StoreError> {
+        read(&self.tables.devices, device_id.as_bytes())
+    }
+
+    async fn revoke_device(&self, device_id: &str, at: i64) -> Result<Option<DeviceEnrolment>, StoreError> {
+        let _serialised = self.admin_writes.lock().await;
+        let Some(mut enrolment) = read::<DeviceEnrolment>(&self.tables.devices, device_id.as_bytes())? else {
+            return Ok(None);
+        };
+        if enrolment.revoked_at.is_none() {
+            enrolment.revoked_at = Some(at);
+            self.put_durably(&self.tables.devices, device_id.as_bytes(), encode(&enrolment))?;
+        }
+        Ok(Some(enrolment))
+    }
+
+    async fn device_progress(&self, device_id: &str) -> Result<DeviceProgress, StoreError> {
+        Ok(read(&self.tables.progress, device_id.as_bytes())?.unwrap_or_default())
+    }
+
+    async fn seq_entries(&self, device_id: &str, seqs: &[u64]) -> Result<Vec<Option<SeqEntry>>, StoreError> {
+        seqs.iter().map(|&seq| read(&self.tables.seqs, &keys::seq(device_id, seq))).collect()
+    }
+
+    async fn commit(&self, commit: DeviceCommit) -> Result<(), StoreError> {
+        let mut writes = Vec::with_capacity(commit.entries.len() * 2 + 1);
+        for entry in &commit.entries {
+            if let SeqEntry::Stored(stored) = entry {
+                let record = &stored.record;
+                let position = TimelineEntry {
+                    recorded_at: record.recorded_at,
+                    device_id: stored.device_id.clone(),
+                    seq: record.seq,
+                    record_id: record.record_id.clone(),
+                    kind: record.kind,
+                };
+                let key = keys::timeline(&stored.org_id, &record.employee_id, record.recorded_at, &stored.device_id, record.seq);
+                writes.push((Table::Timeline, key, encode(&position)));
+            }
+            writes.push((Table::Seqs, keys::seq(&commit.device_id, entry.seq()), encode(entry)));
+        }
+        writes.push((Table::Progress, commit.device_id.into_bytes(), encode(&commit.progress)));
+
+        let sender = self.commits.lock().expect("commit sender lock").clone().ok_or_else(closed)?;
+        let (done, durable) = oneshot::channel();
+        sender.send(PendingCommit { writes, done }).await.map_err(|_| closed())?;
+        durable.await.map_err(|_| closed())?
+    }
+
+    async fn timeline(&self, org_id: &str, employee_id: &str, day: UtcDay) -> Result<Vec<TimelineEntry>, StoreError> {
+        self.tables
+            .timeline
+            .prefix(keys::timeline_partition(org_id, employee_id, day))
+            .map(|item| decode(&item.into_inner().map_err(unavailable)?.1))
+            .collect()
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        if self.commits.lock().expect("commit sender lock").is_none() {
+            return Err(closed());
+        }
+        self.tables.devices.contains_key(b"").map(drop).map_err(unavailable)
+    }
+
+    async fn close(&self) -> Result<(), StoreError> {
+        // Dropping the sender lets the committer finish what is queued, then exit.
+        drop(self.commits.lock().expect("commit sender lock").take());
+        let committer = self.committer.lock().expect("committer lock").take();
+        if let Some(committer) = committer {
+            tokio::task::spawn_blocking(move || committer.join())
+                .await
+                .map_err(unavailable)?
+                .map_err(|_| StoreError::Unavailable("the committer thread panicked".into()))?;
+        }
+        self.db.persist(PersistMode::SyncAll).map_err(unavailable)
+    }
+}
+
+/// Gathers queued commits into groups, one atomic batch and one fsync per group.
+fn run_committer(db: Database, tables: Tables, mut queue: mpsc::Receiver<PendingCommit>, max_group: usize, metrics: StoreMetrics) {
+    let mut group = Vec::with_capacity(max_group);
+    while let Some(first) = queue.blocking_recv() {
+        group.push(first);
+        while group.len() < max_group {
+            match queue.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let started = Instant::now();
+        let mut batch = db.batch();
+        for pending in &mut group {
+            for (table, key, value) in pending.writes.drain(..) {
+                let keyspace = match table {
+                    Table::Progress => &tables.progress,
+                    Table::Seqs => &tables.seqs,
+                    Table::Timeline => &tables.timeline,
+                };
+                batch.insert(keyspace, key, value);
+            }
+        }
+        let outcome = batch.commit().and_then(|()| db.persist(PersistMode::SyncData)).map_err(unavailable);
+        metrics.observe_group(group.len(), started.elapsed(), outcome.is_ok());
+        if let Err(error) = &outcome {
+            tracing::error!(%error, commits = group.len(), "group commit failed; nothing in it is acked");
+        }
+        for pending in group.drain(..) {
+            let _ = pending.done.send(outcome.clone());
+        }
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    rmp_serde::to_vec_named(value).expect("stored types always encode")
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    rmp_serde::from_slice(bytes).map_err(|error| StoreError::Corrupt(error.to_string()))
+}
+
+fn read<T: DeserializeOwned>(keyspace: &Keyspace, key: &[u8]) -> Result<Option<T>, StoreError> {
+    keyspace.get(key).map_err(unavailable)?.map(|bytes| decode(&bytes)).transpose()
+}
+
+fn unavailable(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+fn closed() -> StoreError {
+    StoreError::Unavailable("the store is closed".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &tempfile::TempDir) -> EmbeddedStore {
+        let metrics = StoreMetrics::register(&prometheus::Registry::new()).unwrap();
+        EmbeddedStore::open(EmbeddedStoreOptions::new(dir.path()), metrics).unwrap()
+    }
+
+    #[actix_rt::test]
+    async fn passes_the_store_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        super::super::conformance::run_all(&open(&dir)).await;
+    }
+
+    #[actix_rt::test]
+    async fn what_was_committed_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        super::super::conformance::commit_one_record(&store, "dev-reopen").await;
+        store.close().await.unwrap();
+        assert!(store.commit(DeviceCommit {
+            device_id: "dev-reopen".into(),
+            entries: vec![],
+            progress: DeviceProgress::default(),
+        }).await.is_err(), "a closed store refuses writes");
+        drop(store);
+        let reopened = open(&dir);
+        assert_eq!(reopened.device_progress("dev-reopen").await.unwrap().received.next_seq(), 2);
+    }
+}
