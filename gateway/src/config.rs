@@ -1,0 +1,143 @@
+//! The gateway's configuration: one typed struct with defaults, read from an optional
+//! TOML file (`--config`) and overridden by `OTG_*` environment variables
+//! (`OTG_LISTEN_ADDR`, `OTG_DATA_DIR`, `OTG_DEVICE_MAILBOX_CAPACITY`, ...).
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on; port 0 picks a free port (printed at start-up).
+    pub listen_addr: SocketAddr,
+    /// Bearer token of the admin API; generated and kept in `data_dir` when unset.
+    pub admin_token: Option<String>,
+    /// Where the embedded store keeps its files.
+    pub data_dir: PathBuf,
+    /// Largest request body; larger uploads get 413.
+    pub body_limit_bytes: usize,
+    /// HTTP worker threads; 0 means one per core.
+    pub http_workers: usize,
+    /// Device actor threads; 0 means one per core.
+    pub device_arbiters: usize,
+    /// A device actor with no batch for this long stops and frees its memory.
+    pub device_idle_timeout_ms: u64,
+    /// Batches that may wait for one device; beyond it that device gets 429.
+    pub device_mailbox_capacity: usize,
+    /// Device commits that may wait for the store's committer.
+    pub commit_queue_capacity: usize,
+    /// Most device commits one fsync covers.
+    pub max_group_commits: usize,
+    /// Block cache of the embedded store, MiB.
+    pub store_cache_mib: u64,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
+    pub shutdown_timeout_s: u64,
+    /// `tracing` filter, e.g. `info` or `otg_gateway=debug`.
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_token: None,
+            data_dir: PathBuf::from("./data"),
+            body_limit_bytes: 1024 * 1024,
+            http_workers: 0,
+            device_arbiters: 0,
+            device_idle_timeout_ms: 300_000,
+            device_mailbox_capacity: 4,
+            commit_queue_capacity: 4096,
+            max_group_commits: 1024,
+            store_cache_mib: 64,
+            shutdown_timeout_s: 30,
+            log: "info,fjall=warn,lsm_tree=warn".into(),
+        }
+    }
+}
+
+/// Variables read from the environment that belong to other tools, not the gateway.
+const FOREIGN_VARIABLES: &[&str] = &["scylla_nodes"];
+
+impl Config {
+    /// Defaults, then the TOML file if given, then `OTG_*` variables; then validated.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            anyhow::ensure!(file.exists(), "config file {} does not exist", file.display());
+            figment = figment.merge(Toml::file(file));
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("OTG_").ignore(FOREIGN_VARIABLES))
+            .extract()
+            .map_err(|error| anyhow::anyhow!("invalid configuration: {error}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let checks = [
+            (self.body_limit_bytes >= 1024, "body_limit_bytes must be at least 1024"),
+            (self.device_idle_timeout_ms >= 10, "device_idle_timeout_ms must be at least 10"),
+            (self.device_mailbox_capacity >= 1, "device_mailbox_capacity must be at least 1"),
+            (self.commit_queue_capacity >= 1, "commit_queue_capacity must be at least 1"),
+            (self.max_group_commits >= 1, "max_group_commits must be at least 1"),
+            (self.admin_token.as_ref().is_none_or(|token| token.len() >= 16), "admin_token must be at least 16 characters"),
+        ];
+        for (ok, message) in checks {
+            anyhow::ensure!(ok, "invalid configuration: {message}");
+        }
+        Ok(())
+    }
+
+    pub fn http_workers(&self) -> usize {
+        or_cores(self.http_workers)
+    }
+
+    pub fn device_arbiters(&self) -> usize {
+        or_cores(self.device_arbiters)
+    }
+}
+
+fn or_cores(configured: usize) -> usize {
+    if configured > 0 {
+        configured
+    } else {
+        std::thread::available_parallelism().map_or(2, usize::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_environment_override_the_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("otg.toml", "data_dir = \"/var/lib/otg\"\nbody_limit_bytes = 2048\n")?;
+            jail.set_env("OTG_BODY_LIMIT_BYTES", "4096");
+            jail.set_env("OTG_SCYLLA_NODES", "10.0.0.1:9042");
+            let config = Config::load(Some(Path::new("otg.toml"))).unwrap();
+            assert_eq!(config.data_dir, PathBuf::from("/var/lib/otg"));
+            assert_eq!(config.body_limit_bytes, 4096);
+            assert_eq!(config.listen_addr, Config::default().listen_addr);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_with_their_name() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("typo.toml", "listen_adr = \"0.0.0.0:80\"\n")?;
+            let error = Config::load(Some(Path::new("typo.toml"))).unwrap_err().to_string();
+            assert!(error.contains("listen_adr"), "{error}");
+            jail.set_env("OTG_DEVICE_MAILBOX_CAPACITY", "0");
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(error.contains("device_mailbox_capacity"), "{error}");
+            Ok(())
+        });
+    }
+}

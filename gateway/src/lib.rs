@@ -1,0 +1,112 @@
+//! otg's gateway: an actix-web server in front of the device actors and the store.
+//!
+//! `run` starts everything, serves until SIGTERM or SIGINT, then shuts down in order:
+//! stop accepting, let in-flight batches finish and be acked, flush the store, exit.
+
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod routes;
+pub mod state;
+
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use config::Config;
+use otg_actors::metrics::{DeviceMetrics, StoreMetrics};
+use otg_actors::store::{EmbeddedStore, EmbeddedStoreOptions, Store};
+use otg_actors::{DeviceActorOptions, DeviceRegistry};
+use state::AppState;
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Runs the gateway until a shutdown signal; must run inside an actix `System`.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let metrics_registry = prometheus::Registry::new();
+    let store_options = EmbeddedStoreOptions {
+        commit_queue_capacity: config.commit_queue_capacity,
+        max_group_commits: config.max_group_commits,
+        cache_bytes: config.store_cache_mib * 1024 * 1024,
+        ..EmbeddedStoreOptions::new(config.data_dir.join("store"))
+    };
+    let store: Arc<dyn Store> = Arc::new(
+        EmbeddedStore::open(store_options, StoreMetrics::register(&metrics_registry)?)
+            .with_context(|| format!("opening the embedded store in {}", config.data_dir.display()))?,
+    );
+    let devices = DeviceRegistry::start(
+        store.clone(),
+        DeviceActorOptions {
+            idle_timeout: Duration::from_millis(config.device_idle_timeout_ms),
+            mailbox_capacity: config.device_mailbox_capacity,
+            arbiters: config.device_arbiters(),
+        },
+        DeviceMetrics::register(&metrics_registry)?,
+    );
+    let admin_token = admin_token(&config)?;
+    let metrics = metrics::GatewayMetrics::register(&metrics_registry)?;
+    let listener = TcpListener::bind(config.listen_addr).with_context(|| format!("binding {}", config.listen_addr))?;
+    let address = listener.local_addr()?;
+    let (workers, shutdown_timeout) = (config.http_workers(), config.shutdown_timeout_s);
+    let state = web::Data::new(AppState::new(config, admin_token, store.clone(), devices.clone(), metrics, metrics_registry));
+
+    let server = {
+        let state = state.clone();
+        HttpServer::new(move || App::new().app_data(state.clone()).configure(routes::configure))
+            .workers(workers)
+            .disable_signals()
+            .shutdown_timeout(shutdown_timeout)
+            .listen(listener)?
+            .run()
+    };
+    // Tests and scripts read this line to find the port.
+    println!("otg-gateway listening on http://{address}");
+    tracing::info!(%address, "listening");
+
+    let handle = server.handle();
+    actix_web::rt::spawn(async move {
+        let (mut terminate, mut interrupt) = (signal(SignalKind::terminate()).expect("SIGTERM handler"), signal(SignalKind::interrupt()).expect("SIGINT handler"));
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM: draining"),
+            _ = interrupt.recv() => tracing::info!("SIGINT: draining"),
+        }
+        state.start_draining();
+        handle.stop(true).await;
+    });
+    server.await?;
+
+    store.close().await.context("flushing the store")?;
+    devices.stop();
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// The configured admin token, or one kept in the data dir: made and printed once.
+fn admin_token(config: &Config) -> anyhow::Result<String> {
+    if let Some(token) = &config.admin_token {
+        return Ok(token.clone());
+    }
+    let path = config.data_dir.join("admin-token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        println!("otg-gateway admin token: read from {}", path.display());
+        return Ok(token.trim().to_owned());
+    }
+    let token = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+    write_private(&path, &token).with_context(|| format!("writing {}", path.display()))?;
+    println!("otg-gateway admin token (made now, kept in {}): {token}", path.display());
+    Ok(token)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(path.parent().unwrap_or(Path::new(".")))?;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}

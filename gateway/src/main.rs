@@ -1,0 +1,26 @@
+//! `otg-gateway`: runs the gateway on the embedded store.
+
+use clap::Parser;
+use otg_gateway::config::Config;
+use std::path::PathBuf;
+
+/// otg, the Offline Tracking Gateway. Settings come from the file given, then from
+/// OTG_* environment variables (OTG_LISTEN_ADDR, OTG_DATA_DIR, OTG_ADMIN_TOKEN, ...).
+#[derive(Parser)]
+#[command(version)]
+struct Arguments {
+    /// A TOML file of settings (see docs/configuration.md).
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[actix_web::main]
+async fn main() -> anyhow::Result<()> {
+    let arguments = Arguments::parse();
+    let config = Config::load(arguments.config.as_deref())?;
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log)?)
+        .with_writer(std::io::stderr)
+        .init();
+    otg_gateway::run(config).await
+}

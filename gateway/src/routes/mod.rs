@@ -1,0 +1,30 @@
+//! Every HTTP route of the gateway, and how request-parsing errors become `ApiError`s.
+
+mod admin;
+mod ops;
+pub mod sync;
+
+use crate::error::ApiError;
+use actix_web::error::JsonPayloadError;
+use actix_web::web;
+
+/// Largest admin JSON body.
+const ADMIN_BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .app_data(web::JsonConfig::default().limit(ADMIN_BODY_LIMIT_BYTES).error_handler(|error, _| {
+            match error {
+                JsonPayloadError::ContentType => ApiError::NotJson,
+                JsonPayloadError::OverflowKnownLength { limit, .. } | JsonPayloadError::Overflow { limit } => {
+                    ApiError::PayloadTooLarge(limit)
+                }
+                other => ApiError::BadRequest(format!("invalid JSON body: {other}")),
+            }
+            .into()
+        }))
+        .configure(sync::routes)
+        .configure(admin::routes)
+        .configure(ops::routes)
+        .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such endpoint".into())) }));
+}

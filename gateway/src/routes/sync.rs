@@ -1,0 +1,110 @@
+//! Device endpoints (MessagePack): upload a batch, read the org's config, read status.
+//!
+//! A batch goes: content type, size limit, signature, decode, batch checks, record
+//! checks, then to the device's actor, and is answered once the actor says durable.
+
+use crate::auth::authenticate_device;
+use crate::body::read_limited;
+use crate::error::ApiError;
+use crate::state::AppState;
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use otg_actors::dedupe::Incoming;
+use otg_actors::IngestBatch;
+use otg_schema::validate::{check_batch, check_record, RecordRules};
+use otg_schema::wire::{self, Batch, BatchResponse, DeviceStatus};
+use otg_schema::OrgSettings;
+use serde::Serialize;
+use std::time::Instant;
+use tokio::sync::oneshot;
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/v1/sync/batches", web::post().to(upload_batch))
+        .route("/v1/sync/config", web::get().to(device_config))
+        .route("/v1/sync/status", web::get().to(device_status));
+}
+
+#[tracing::instrument(skip_all, fields(device_id))]
+async fn upload_batch(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let result = ingest(&request, payload, &state).await;
+    let (outcome, acks) = match &result {
+        Ok(response) => ("ok", response.acks.as_slice()),
+        Err(error) => (error.code(), &[][..]),
+    };
+    state.metrics.observe_batch(outcome, started.elapsed(), acks);
+    result.map(|response| msgpack(&response))
+}
+
+async fn ingest(request: &HttpRequest, payload: web::Payload, state: &AppState) -> Result<BatchResponse, ApiError> {
+    if !is_msgpack(request) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let body = read_limited(payload, state.config.body_limit_bytes, content_length(request)).await?;
+    let device = authenticate_device(request, &body, state.store.as_ref()).await?;
+    tracing::Span::current().record("device_id", device.device_id.as_str());
+    let batch: Batch = wire::decode(&body).map_err(ApiError::Malformed)?;
+    check_batch(&batch, &device.device_id)?;
+
+    let received_at = now_ms();
+    let settings = OrgSettings::default();
+    let rules = RecordRules {
+        now_ms: received_at,
+        max_offline_days: settings.max_offline_days,
+        enrolled_employee: device.employee_id.as_deref(),
+    };
+    let Batch { batch_id, pending, records, .. } = batch;
+    let records = records
+        .into_iter()
+        .map(|record| Incoming { seq: record.seq, record_id: record.record_id.clone(), verdict: check_record(record, &rules) })
+        .collect();
+
+    let (reply, durable) = oneshot::channel();
+    let ingest = IngestBatch {
+        org_id: device.org_id,
+        batch_id: batch_id.clone(),
+        received_at,
+        reported_pending: pending,
+        records,
+        reply,
+    };
+    state.devices.ingest(&device.device_id, ingest)?;
+    let outcome = durable.await.map_err(|_| ApiError::StoreUnavailable("the device actor stopped".into()))??;
+    Ok(BatchResponse { batch_id, acks: outcome.acks, next_seq: outcome.next_seq, server_time: now_ms() })
+}
+
+async fn device_config(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    authenticate_device(&request, b"", state.store.as_ref()).await?;
+    Ok(msgpack(&OrgSettings::default().device_config()))
+}
+
+async fn device_status(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let device = authenticate_device(&request, b"", state.store.as_ref()).await?;
+    let progress = state.devices.progress(&device.device_id).await?;
+    Ok(msgpack(&DeviceStatus {
+        next_seq: progress.received.next_seq(),
+        last_sync_at: progress.last_sync_at,
+        open_conflicts: Vec::new(),
+    }))
+}
+
+fn is_msgpack(request: &HttpRequest) -> bool {
+    let Some(content_type) = request.headers().get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()) else {
+        return false;
+    };
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/msgpack") || essence.eq_ignore_ascii_case("application/x-msgpack")
+}
+
+fn content_length(request: &HttpRequest) -> Option<usize> {
+    request.headers().get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+fn msgpack<T: Serialize>(value: &T) -> HttpResponse {
+    HttpResponse::Ok().content_type("application/msgpack").body(wire::encode(value))
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
