@@ -1,0 +1,169 @@
+//! Nothing acked is lost and nothing is stored twice: the gateway is killed with
+//! `kill -9` in the middle of many devices' uploads, restarted on the same data dir,
+//! and every record is sent again.
+
+mod support;
+
+use otg_schema::wire::{AckStatus, DeviceStatus, Record};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+use support::*;
+
+const DEVICES: usize = 16;
+const RECORDS_PER_BATCH: i64 = 40;
+
+/// What one device sent before the kill, batch by batch, and whether each was acked.
+struct Sent {
+    device: TestDevice,
+    batches: Vec<(Vec<Record>, bool)>,
+}
+
+#[test]
+fn kill_9_mid_ingest_loses_no_acked_record_and_half_writes_no_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gateway = Gateway::start(dir.path(), &[]);
+    let devices: Vec<TestDevice> = (0..DEVICES).map(|n| gateway.enrol(&format!("crash-{n}"), "acme", None)).collect();
+
+    let acked_batches = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let base_url = gateway.base_url.clone();
+    let sent: Vec<Sent> = std::thread::scope(|scope| {
+        let uploaders: Vec<_> = devices
+            .iter()
+            .map(|device| {
+                let (base_url, acked_batches, stop) = (base_url.as_str(), &acked_batches, &stop);
+                scope.spawn(move || upload_until_killed(base_url, device, acked_batches, stop))
+            })
+            .collect();
+        // Let a good number of batches be acked, then kill the gateway mid-stream.
+        assert!(eventually(Duration::from_secs(60), || acked_batches.load(Ordering::Relaxed) >= 100));
+        gateway.kill_hard();
+        stop.store(true, Ordering::Relaxed);
+        uploaders.into_iter().map(|uploader| uploader.join().unwrap()).collect()
+    });
+    let in_flight = sent.iter().filter(|device| device.batches.last().is_some_and(|(_, acked)| !acked)).count();
+    eprintln!("killed with {} batches acked, {in_flight} in flight", acked_batches.load(Ordering::Relaxed));
+
+    let gateway = Gateway::start(dir.path(), &[]);
+    for Sent { device, batches } in &sent {
+        let mut last_seq = 0;
+        for (index, (records, acked)) in batches.iter().enumerate() {
+            let response = gateway.upload_ok(device, &batch(&device.id, &format!("again-{index}"), records.clone()));
+            let statuses: HashSet<AckStatus> = response.acks.iter().map(|ack| ack.status).collect();
+            if *acked {
+                assert_eq!(statuses, HashSet::from([AckStatus::Duplicate]), "{}: acked batch {index} was lost", device.id);
+            } else {
+                assert_eq!(statuses.len(), 1, "{}: unacked batch {index} was half-written: {statuses:?}", device.id);
+            }
+            last_seq = records.last().unwrap().seq;
+        }
+        let status: DeviceStatus = gateway.device_get(device, "/v1/sync/status").msgpack();
+        assert_eq!(status.next_seq, last_seq as u64 + 1, "{}: every seq is stored once, with no gap", device.id);
+    }
+}
+
+/// Uploads one device's batches back to back until the gateway stops answering.
+fn upload_until_killed(base_url: &str, device: &TestDevice, acked_batches: &AtomicUsize, stop: &AtomicBool) -> Sent {
+    let mut batches = Vec::new();
+    let mut next_seq = 1;
+    while !stop.load(Ordering::Relaxed) {
+        let records: Vec<Record> = (next_seq..next_seq + RECORDS_PER_BATCH).map(|seq| record(seq, "emp-1")).collect();
+        next_seq += RECORDS_PER_BATCH;
+        let body = batch(&device.id, "b", records.clone());
+        let request = device.signed(base_url, "POST", "/v1/sync/batches", &body).timeout(Duration::from_secs(10));
+        let acked = match request.send_bytes(&body) {
+            Ok(response) => {
+                assert_eq!(response.status(), 200);
+                true
+            }
+            Err(ureq::Error::Status(status, _)) => panic!("unexpected status {status} before the kill"),
+            Err(ureq::Error::Transport(_)) => false,
+        };
+        batches.push((records, acked));
+        if !acked {
+            break;
+        }
+        acked_batches.fetch_add(1, Ordering::Relaxed);
+    }
+    Sent { device: device.clone(), batches }
+}
+
+/// A tmpfs of a few MiB, unmounted when dropped.
+struct SmallDisk {
+    path: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// Mounts one (root only: CI runs as root; elsewhere the test says it was skipped).
+    fn mount(mib: u32) -> Option<SmallDisk> {
+        let path = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(path.path())
+            .status()
+            .is_ok_and(|status| status.success());
+        if !mounted && std::env::var_os("CI").is_some() {
+            panic!("CI runs as root and must be able to mount a tmpfs for this test");
+        }
+        mounted.then_some(SmallDisk { path })
+    }
+
+    /// Writes a file until the disk is full.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.path.path().join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        while file.write_all(&[0u8; 64 * 1024]).is_ok() {}
+        let _ = file.sync_all();
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.path.path()).status();
+    }
+}
+
+#[test]
+fn a_full_disk_answers_503_acks_nothing_and_loses_nothing_acked() {
+    let Some(disk) = SmallDisk::mount(64) else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let data_dir = disk.path.path().join("otg");
+    let mut gateway = Gateway::start(&data_dir, &[]);
+    let device = gateway.enrol("dev-full", "acme", None);
+    let acked = batch(&device.id, "b-1", (1..=20).map(|seq| record(seq, "emp-1")).collect());
+    gateway.upload_ok(&device, &acked);
+
+    let filler = disk.fill();
+    // Buffers may absorb a few batches: keep uploading until the full disk bites.
+    let mut acked = vec![acked];
+    let (refused, reply) = loop {
+        assert!(acked.len() < 200, "a full disk never made a write fail");
+        let first = acked.len() as i64 * 20 + 1;
+        let body = batch(&device.id, "b-next", (first..first + 20).map(|seq| record(seq, "emp-1")).collect());
+        let reply = gateway.upload(&device, &body);
+        if reply.status != 200 {
+            break (body, reply);
+        }
+        acked.push(body);
+    };
+    assert_eq!((reply.status, reply.error_code().as_str()), (503, "store_unavailable"), "{}", reply.text());
+    assert!(reply.retry_after.is_some() && reply.json()["retry_after_ms"].as_u64().is_some());
+    assert_eq!(send(ureq::get(&gateway.url("/readyz")), b"").status, 503, "a failed store is not ready");
+    assert_eq!(gateway.upload(&device, &acked[0]).status, 503, "after a failed write nothing more is acked");
+
+    gateway.kill_hard();
+    std::fs::remove_file(filler).unwrap();
+    let gateway = Gateway::start(&data_dir, &[]);
+    for body in &acked {
+        let response = gateway.upload_ok(&device, body);
+        assert!(response.acks.iter().all(|ack| ack.status == AckStatus::Duplicate), "acked before the disk filled, kept after");
+    }
+    let response = gateway.upload_ok(&device, &refused);
+    let statuses: HashSet<AckStatus> = response.acks.iter().map(|ack| ack.status).collect();
+    assert_eq!(statuses.len(), 1, "the refused batch is whole or absent: {statuses:?}");
+}

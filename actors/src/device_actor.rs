@@ -12,19 +12,27 @@ use otg_schema::wire::{Ack, AckStatus, RejectReason};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
-/// Upload one batch of a device; the outcome comes back on `reply` once durable.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct IngestBatch {
+/// One checked batch of a device, as the gateway hands it over.
+#[derive(Debug)]
+pub struct Upload {
     pub org_id: String,
     pub batch_id: String,
     /// Server clock at receipt, unix ms.
     pub received_at: i64,
     pub reported_pending: Option<u64>,
     pub records: Vec<Incoming>,
-    pub reply: oneshot::Sender<Result<BatchOutcome, StoreError>>,
+}
+
+/// Ingest one upload; the outcome comes back on `reply` once durable. The mailbox
+/// slot is held until then, which is what bounds a device's queue.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct IngestBatch {
+    pub(crate) upload: Upload,
+    pub(crate) reply: oneshot::Sender<Result<BatchOutcome, StoreError>>,
+    pub(crate) mailbox_slot: OwnedSemaphorePermit,
 }
 
 /// The acks of a durable batch, in the order of its records.
@@ -78,7 +86,8 @@ impl Handler<IngestBatch> for DeviceActor {
     fn handle(&mut self, batch: IngestBatch, _ctx: &mut Self::Context) -> Self::Result {
         self.last_active = Instant::now();
         let (store, device_id, progress) = (self.store.clone(), self.device_id.clone(), self.progress.take());
-        let IngestBatch { org_id, batch_id, received_at, reported_pending, records, reply } = batch;
+        let IngestBatch { upload, reply, mailbox_slot } = batch;
+        let Upload { org_id, batch_id, received_at, reported_pending, records } = upload;
         AtomicResponse::new(Box::pin(
             async move {
                 let progress = match progress {
@@ -97,6 +106,7 @@ impl Handler<IngestBatch> for DeviceActor {
                 });
                 // The device may have hung up; its records were stored all the same.
                 let _ = reply.send(outcome);
+                drop(mailbox_slot);
             }),
         ))
     }

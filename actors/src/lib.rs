@@ -10,5 +10,5 @@ pub mod registry;
 pub mod seq_ranges;
 pub mod store;
 
-pub use device_actor::{BatchOutcome, IngestBatch};
+pub use device_actor::{BatchOutcome, Upload};
 pub use registry::{DeviceActorOptions, DeviceBusy, DeviceRegistry};

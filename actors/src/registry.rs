@@ -5,7 +5,7 @@
 //! leaves the registry, and the next batch of that device starts a fresh one, which
 //! resumes from the store.
 
-use crate::device_actor::{DeviceActor, IngestBatch, ReadProgress};
+use crate::device_actor::{BatchOutcome, DeviceActor, IngestBatch, ReadProgress, Upload};
 use crate::metrics::DeviceMetrics;
 use crate::store::{DeviceProgress, Store, StoreError};
 use actix::dev::SendError;
@@ -14,6 +14,7 @@ use dashmap::DashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{oneshot, Semaphore};
 
 /// How device actors live.
 #[derive(Debug, Clone)]
@@ -40,8 +41,15 @@ pub struct DeviceRegistry {
 #[derive(Clone)]
 pub(crate) struct RegistryHandle(Arc<Inner>);
 
+/// A live actor and the slots of its mailbox.
+#[derive(Clone)]
+struct DeviceEntry {
+    actor: Addr<DeviceActor>,
+    mailbox: Arc<Semaphore>,
+}
+
 struct Inner {
-    actors: DashMap<Arc<str>, Addr<DeviceActor>>,
+    actors: DashMap<Arc<str>, DeviceEntry>,
     arbiters: Vec<ArbiterHandle>,
     store: Arc<dyn Store>,
     options: DeviceActorOptions,
@@ -56,30 +64,36 @@ impl DeviceRegistry {
         DeviceRegistry { inner: RegistryHandle(Arc::new(inner)) }
     }
 
-    /// Queues a batch for its device without waiting; `DeviceBusy` if its mailbox is full.
-    pub fn ingest(&self, device_id: &str, batch: IngestBatch) -> Result<(), DeviceBusy> {
-        let mut batch = batch;
+    /// Queues an upload for its device without waiting, and returns where its outcome
+    /// will arrive; `DeviceBusy` if the device already has a full mailbox.
+    pub fn ingest(&self, device_id: &str, upload: Upload) -> Result<oneshot::Receiver<Result<BatchOutcome, StoreError>>, DeviceBusy> {
+        let busy = DeviceBusy(self.inner.0.options.mailbox_capacity);
+        let (reply, outcome) = oneshot::channel();
+        let mut entry = self.entry(device_id);
+        let Ok(mailbox_slot) = entry.mailbox.clone().try_acquire_owned() else {
+            self.inner.0.metrics.mailbox_full.inc();
+            return Err(busy);
+        };
+        let mut message = IngestBatch { upload, reply, mailbox_slot };
         // A stopped actor may linger in the map for a moment: retry once on a fresh one.
         for _ in 0..2 {
-            let actor = self.actor(device_id);
-            match actor.try_send(batch) {
-                Ok(()) => return Ok(()),
-                Err(SendError::Full(_)) => {
-                    self.inner.0.metrics.mailbox_full.inc();
-                    return Err(DeviceBusy(self.inner.0.options.mailbox_capacity));
-                }
+            match entry.actor.try_send(message) {
+                Ok(()) => return Ok(outcome),
+                Err(SendError::Full(_)) => break,
                 Err(SendError::Closed(returned)) => {
-                    self.inner.forget(device_id, &actor);
-                    batch = returned;
+                    self.inner.forget(device_id, &entry.actor);
+                    message = returned;
+                    entry = self.entry(device_id);
                 }
             }
         }
-        Err(DeviceBusy(self.inner.0.options.mailbox_capacity))
+        Err(busy)
     }
 
     /// The device's progress as its actor sees it.
     pub async fn progress(&self, device_id: &str) -> Result<DeviceProgress, StoreError> {
-        self.actor(device_id)
+        self.entry(device_id)
+            .actor
             .send(ReadProgress)
             .await
             .map_err(|error| StoreError::Unavailable(error.to_string()))?
@@ -93,7 +107,7 @@ impl DeviceRegistry {
     /// Starts the actor of every device id given (for measuring their memory).
     pub fn warm_up<'a>(&self, device_ids: impl IntoIterator<Item = &'a str>) {
         for device_id in device_ids {
-            self.actor(device_id);
+            self.entry(device_id);
         }
     }
 
@@ -104,9 +118,9 @@ impl DeviceRegistry {
         }
     }
 
-    fn actor(&self, device_id: &str) -> Addr<DeviceActor> {
-        if let Some(actor) = self.inner.0.actors.get(device_id) {
-            return actor.clone();
+    fn entry(&self, device_id: &str) -> DeviceEntry {
+        if let Some(entry) = self.inner.0.actors.get(device_id) {
+            return entry.clone();
         }
         let inner = &self.inner.0;
         inner
@@ -115,12 +129,10 @@ impl DeviceRegistry {
             .or_insert_with(|| {
                 let arbiter = &inner.arbiters[shard_of(device_id, inner.arbiters.len())];
                 let (id, store, registry) = (Arc::from(device_id), inner.store.clone(), self.inner.clone());
-                let (idle_timeout, mailbox_capacity) = (inner.options.idle_timeout, inner.options.mailbox_capacity);
+                let idle_timeout = inner.options.idle_timeout;
                 inner.metrics.active_actors.inc();
-                DeviceActor::start_in_arbiter(arbiter, move |ctx| {
-                    ctx.set_mailbox_capacity(mailbox_capacity);
-                    DeviceActor::new(id, store, registry, idle_timeout)
-                })
+                let actor = DeviceActor::start_in_arbiter(arbiter, move |_ctx| DeviceActor::new(id, store, registry, idle_timeout));
+                DeviceEntry { actor, mailbox: Arc::new(Semaphore::new(inner.options.mailbox_capacity)) }
             })
             .clone()
     }
@@ -129,7 +141,7 @@ impl DeviceRegistry {
 impl RegistryHandle {
     /// Drops the map entry if it still names this (stopped) actor.
     pub(crate) fn forget(&self, device_id: &str, actor: &Addr<DeviceActor>) {
-        if self.0.actors.remove_if(device_id, |_, current| current == actor).is_some() {
+        if self.0.actors.remove_if(device_id, |_, current| current.actor == *actor).is_some() {
             self.0.metrics.active_actors.dec();
         }
     }

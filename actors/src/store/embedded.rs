@@ -13,7 +13,8 @@ use otg_schema::UtcDay;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
@@ -69,6 +70,9 @@ pub struct EmbeddedStore {
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Serialises enrolment and revocation, whose read-then-write must not interleave.
     admin_writes: tokio::sync::Mutex<()>,
+    /// Set by the first failed write: fjall refuses every write after one (it poisons
+    /// itself), so the store stays unavailable until the gateway restarts.
+    failed: Arc<AtomicBool>,
 }
 
 impl EmbeddedStore {
@@ -87,11 +91,12 @@ impl EmbeddedStore {
             timeline: keyspace("timeline")?,
         };
         let (sender, receiver) = mpsc::channel(options.commit_queue_capacity);
+        let failed = Arc::new(AtomicBool::new(false));
         let committer = {
-            let (db, tables, max_group) = (db.clone(), tables.clone(), options.max_group_commits);
+            let committer = Committer { db: db.clone(), tables: tables.clone(), max_group: options.max_group_commits, metrics, failed: failed.clone() };
             std::thread::Builder::new()
                 .name("otg-committer".into())
-                .spawn(move || run_committer(db, tables, receiver, max_group, metrics))
+                .spawn(move || committer.run(receiver))
                 .map_err(unavailable)?
         };
         Ok(EmbeddedStore {
@@ -100,6 +105,7 @@ impl EmbeddedStore {
             commits: Mutex::new(Some(sender)),
             committer: Mutex::new(Some(committer)),
             admin_writes: tokio::sync::Mutex::new(()),
+            failed,
         })
     }
 
@@ -107,8 +113,11 @@ impl EmbeddedStore {
     fn put_durably(&self, keyspace: &Keyspace, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
         let mut batch = self.db.batch();
         batch.insert(keyspace, key, value);
-        batch.commit().map_err(unavailable)?;
-        self.db.persist(PersistMode::SyncAll).map_err(unavailable)
+        let outcome = batch.commit().and_then(|()| self.db.persist(PersistMode::SyncAll)).map_err(unavailable);
+        if outcome.is_err() {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        outcome
     }
 }
 
@@ -166,6 +175,9 @@ impl Store for EmbeddedStore {
         }
         writes.push((Table::Progress, commit.device_id.into_bytes(), encode(&commit.progress)));
 
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(StoreError::Unavailable("an earlier write failed; restart the gateway once the disk is fixed".into()));
+        }
         let sender = self.commits.lock().expect("commit sender lock").clone().ok_or_else(closed)?;
         let (done, durable) = oneshot::channel();
         sender.send(PendingCommit { writes, done }).await.map_err(|_| closed())?;
@@ -184,6 +196,9 @@ impl Store for EmbeddedStore {
         if self.commits.lock().expect("commit sender lock").is_none() {
             return Err(closed());
         }
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(StoreError::Unavailable("an earlier write failed; restart the gateway once the disk is fixed".into()));
+        }
         self.tables.devices.contains_key(b"").map(drop).map_err(unavailable)
     }
 
@@ -201,37 +216,52 @@ impl Store for EmbeddedStore {
     }
 }
 
-/// Gathers queued commits into groups, one atomic batch and one fsync per group.
-fn run_committer(db: Database, tables: Tables, mut queue: mpsc::Receiver<PendingCommit>, max_group: usize, metrics: StoreMetrics) {
-    let mut group = Vec::with_capacity(max_group);
-    while let Some(first) = queue.blocking_recv() {
-        group.push(first);
-        while group.len() < max_group {
-            match queue.try_recv() {
-                Ok(next) => group.push(next),
-                Err(_) => break,
+/// The thread that turns queued commits into groups, one atomic batch and one fsync each.
+struct Committer {
+    db: Database,
+    tables: Tables,
+    max_group: usize,
+    metrics: StoreMetrics,
+    failed: Arc<AtomicBool>,
+}
+
+impl Committer {
+    fn run(self, mut queue: mpsc::Receiver<PendingCommit>) {
+        let mut group = Vec::with_capacity(self.max_group);
+        while let Some(first) = queue.blocking_recv() {
+            group.push(first);
+            while group.len() < self.max_group {
+                match queue.try_recv() {
+                    Ok(next) => group.push(next),
+                    Err(_) => break,
+                }
+            }
+            let started = Instant::now();
+            let outcome = self.write(&mut group);
+            self.metrics.observe_group(group.len(), started.elapsed(), outcome.is_ok());
+            if let Err(error) = &outcome {
+                self.failed.store(true, Ordering::Relaxed);
+                tracing::error!(%error, commits = group.len(), "group commit failed; nothing in it is acked");
+            }
+            for pending in group.drain(..) {
+                let _ = pending.done.send(outcome.clone());
             }
         }
-        let started = Instant::now();
-        let mut batch = db.batch();
-        for pending in &mut group {
+    }
+
+    fn write(&self, group: &mut [PendingCommit]) -> Result<(), StoreError> {
+        let mut batch = self.db.batch();
+        for pending in group {
             for (table, key, value) in pending.writes.drain(..) {
                 let keyspace = match table {
-                    Table::Progress => &tables.progress,
-                    Table::Seqs => &tables.seqs,
-                    Table::Timeline => &tables.timeline,
+                    Table::Progress => &self.tables.progress,
+                    Table::Seqs => &self.tables.seqs,
+                    Table::Timeline => &self.tables.timeline,
                 };
                 batch.insert(keyspace, key, value);
             }
         }
-        let outcome = batch.commit().and_then(|()| db.persist(PersistMode::SyncData)).map_err(unavailable);
-        metrics.observe_group(group.len(), started.elapsed(), outcome.is_ok());
-        if let Err(error) = &outcome {
-            tracing::error!(%error, commits = group.len(), "group commit failed; nothing in it is acked");
-        }
-        for pending in group.drain(..) {
-            let _ = pending.done.send(outcome.clone());
-        }
+        batch.commit().and_then(|()| self.db.persist(PersistMode::SyncData)).map_err(unavailable)
     }
 }
 

@@ -10,13 +10,12 @@ use crate::state::AppState;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use otg_actors::dedupe::Incoming;
-use otg_actors::IngestBatch;
+use otg_actors::Upload;
 use otg_schema::validate::{check_batch, check_record, RecordRules};
 use otg_schema::wire::{self, Batch, BatchResponse, DeviceStatus};
 use otg_schema::OrgSettings;
 use serde::Serialize;
 use std::time::Instant;
-use tokio::sync::oneshot;
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -60,16 +59,8 @@ async fn ingest(request: &HttpRequest, payload: web::Payload, state: &AppState) 
         .map(|record| Incoming { seq: record.seq, record_id: record.record_id.clone(), verdict: check_record(record, &rules) })
         .collect();
 
-    let (reply, durable) = oneshot::channel();
-    let ingest = IngestBatch {
-        org_id: device.org_id,
-        batch_id: batch_id.clone(),
-        received_at,
-        reported_pending: pending,
-        records,
-        reply,
-    };
-    state.devices.ingest(&device.device_id, ingest)?;
+    let upload = Upload { org_id: device.org_id, batch_id: batch_id.clone(), received_at, reported_pending: pending, records };
+    let durable = state.devices.ingest(&device.device_id, upload)?;
     let outcome = durable.await.map_err(|_| ApiError::StoreUnavailable("the device actor stopped".into()))??;
     Ok(BatchResponse { batch_id, acks: outcome.acks, next_seq: outcome.next_seq, server_time: now_ms() })
 }

@@ -1,0 +1,232 @@
+//! Starts the real `otg-gateway` binary on port 0 with a fresh data dir and talks
+//! HTTP to it, as a device and as an administrator would.
+
+#![allow(dead_code)] // each test file uses its own part of this harness
+
+use otg_schema::signing::{DEVICE_ID_HEADER, REQUEST_TIME_HEADER, SIGNATURE_HEADER};
+use otg_schema::wire::{self, Batch, BatchResponse, Record};
+use otg_schema::DeviceSecret;
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const HOUR_MS: i64 = 3_600_000;
+
+/// A running gateway process.
+pub struct Gateway {
+    child: Child,
+    pub base_url: String,
+    pub data_dir: PathBuf,
+}
+
+impl Gateway {
+    /// Starts the binary on `data_dir` with extra `OTG_*` settings; waits until it listens.
+    pub fn start(data_dir: &Path, settings: &[(&str, &str)]) -> Gateway {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_otg-gateway"));
+        command
+            .env("OTG_LISTEN_ADDR", "127.0.0.1:0")
+            .env("OTG_DATA_DIR", data_dir)
+            .env("OTG_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("OTG_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (name, value) in settings {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("the gateway binary starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let base_url = loop {
+            let line = lines.next().expect("the gateway prints its address").unwrap();
+            if let Some(url) = line.strip_prefix("otg-gateway listening on ") {
+                break url.to_owned();
+            }
+        };
+        // Keep reading stdout so the gateway never blocks writing to it.
+        std::thread::spawn(move || lines.for_each(drop));
+        Gateway { child, base_url, data_dir: data_dir.to_owned() }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// `kill -9`: no chance to flush anything.
+    pub fn kill_hard(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for the process to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        self.child.wait().unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Enrols a device through the admin API and returns it, secret included.
+    pub fn enrol(&self, device_id: &str, org_id: &str, employee_id: Option<&str>) -> TestDevice {
+        let mut body = serde_json::json!({"device_id": device_id, "org_id": org_id});
+        if let Some(employee_id) = employee_id {
+            body["employee_id"] = employee_id.into();
+        }
+        let reply = self.admin("POST", "/v1/admin/devices", Some(body));
+        assert_eq!(reply.status, 201, "enrolling {device_id}: {}", reply.text());
+        let secret = reply.json()["secret"].as_str().unwrap().to_owned();
+        TestDevice { id: device_id.into(), secret: DeviceSecret::from_base64(&secret).unwrap() }
+    }
+
+    /// An admin call with the right token.
+    pub fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        let request = ureq::request(method, &self.url(path)).set("Authorization", &format!("Bearer {ADMIN_TOKEN}"));
+        match body {
+            Some(body) => send(request.set("Content-Type", "application/json"), body.to_string().as_bytes()),
+            None => send(request, b""),
+        }
+    }
+
+    /// Uploads a batch as `device`, signed, and returns the raw reply.
+    pub fn upload(&self, device: &TestDevice, body: &[u8]) -> Reply {
+        send(device.signed(&self.url(""), "POST", "/v1/sync/batches", body), body)
+    }
+
+    /// Uploads a batch that must be acked, and returns its decoded response.
+    pub fn upload_ok(&self, device: &TestDevice, body: &[u8]) -> BatchResponse {
+        let reply = self.upload(device, body);
+        assert_eq!(reply.status, 200, "upload: {}", reply.text());
+        reply.msgpack()
+    }
+
+    /// A signed GET of a device endpoint.
+    pub fn device_get(&self, device: &TestDevice, path: &str) -> Reply {
+        send(device.signed(&self.url(""), "GET", path, b""), b"")
+    }
+
+    /// The value of an unlabelled metric, from `/metrics`.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = send(ureq::get(&self.url("/metrics")), b"").text();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no metric {name}"))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An enrolled device: its id and the secret it signs with.
+#[derive(Clone)]
+pub struct TestDevice {
+    pub id: String,
+    pub secret: DeviceSecret,
+}
+
+impl TestDevice {
+    /// A request with the three signature headers over `body`.
+    pub fn signed(&self, base_url: &str, method: &str, path: &str, body: &[u8]) -> ureq::Request {
+        let request_time = chrono::Utc::now().timestamp_millis().to_string();
+        let signature = self.secret.sign(method, path, &request_time, body);
+        ureq::request(method, &format!("{base_url}{path}"))
+            .set("Content-Type", "application/msgpack")
+            .set(DEVICE_ID_HEADER, &self.id)
+            .set(REQUEST_TIME_HEADER, &request_time)
+            .set(SIGNATURE_HEADER, &signature)
+    }
+}
+
+/// A reply of any status, read whole.
+pub struct Reply {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| panic!("not JSON: {}", self.text()))
+    }
+
+    pub fn msgpack<T: serde::de::DeserializeOwned>(&self) -> T {
+        wire::decode(&self.body).unwrap_or_else(|error| panic!("not the expected MessagePack ({error}): {:?}", self.body))
+    }
+
+    /// The `error` code of a JSON error body.
+    pub fn error_code(&self) -> String {
+        self.json()["error"].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+/// Sends a request and reads the reply, whatever its status.
+pub fn send(request: ureq::Request, body: &[u8]) -> Reply {
+    let response = match request.send_bytes(body) {
+        Ok(response) => response,
+        Err(ureq::Error::Status(_, response)) => response,
+        Err(error) => panic!("request failed: {error}"),
+    };
+    let status = response.status();
+    let retry_after = response.header("Retry-After").map(str::to_owned);
+    let content_type = response.header("Content-Type").unwrap_or_default().to_owned();
+    let mut body = Vec::new();
+    std::io::Read::read_to_end(&mut response.into_reader(), &mut body).unwrap();
+    Reply { status, retry_after, content_type, body }
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A valid check-in (or check-out on even seqs) an hour ago, with a fresh record id.
+pub fn record(seq: i64, employee_id: &str) -> Record {
+    Record {
+        seq,
+        record_id: uuid::Uuid::new_v4().to_string(),
+        kind: if seq % 2 == 1 { "check_in" } else { "check_out" }.into(),
+        employee_id: employee_id.into(),
+        recorded_at: now_ms() - HOUR_MS + seq,
+        uptime_ms: None,
+        offline: Some(true),
+        geo: None,
+        face: None,
+        qr: None,
+        leave: None,
+        note: None,
+    }
+}
+
+/// Encodes a batch of `records` for `device_id`.
+pub fn batch(device_id: &str, batch_id: &str, records: Vec<Record>) -> Vec<u8> {
+    wire::encode(&Batch {
+        device_id: device_id.into(),
+        batch_id: batch_id.into(),
+        sent_at: now_ms(),
+        pending: Some(0),
+        network: None,
+        records,
+    })
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    condition()
+}
