@@ -1,1 +1,248 @@
-fn main() {}
+//! End-to-end ingest over loopback, beside the store's raw group-commit ceiling, in one
+//! run so the two figures share the machine's mood.
+//!
+//! `cargo bench -p otg-gateway --bench ingest` (env: `BENCH_SECONDS`, default 10).
+//!
+//! 1. ceiling: 64 concurrent writers commit 100-record device commits straight into
+//!    the embedded store (no HTTP, no decode, no signature);
+//! 2. saturation: 64 devices upload signed 100-record batches back to back to the real
+//!    `otg-gateway` binary; durably-acked records/s and batch latency;
+//! 3. paced: the same at a fixed 50,000 records/s, for the latency at that rate.
+
+use hdrhistogram::Histogram;
+use otg_actors::metrics::StoreMetrics;
+use otg_actors::seq_ranges::SeqRanges;
+use otg_actors::store::{DeviceCommit, DeviceProgress, EmbeddedStore, EmbeddedStoreOptions, SeqEntry, Store, StoredRecord};
+use otg_schema::signing::{DEVICE_ID_HEADER, REQUEST_TIME_HEADER, SIGNATURE_HEADER};
+use otg_schema::validate::{check_record, RecordRules};
+use otg_schema::wire::{self, Batch, Geo, Record};
+use otg_schema::DeviceSecret;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const CONCURRENT_DEVICES: usize = 64;
+const RECORDS_PER_BATCH: i64 = 100;
+const PACED_RECORDS_PER_SECOND: u64 = 50_000;
+const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
+
+fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` does not: skip the long run then.
+    if !std::env::args().any(|argument| argument == "--bench") {
+        return;
+    }
+    let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let run_for = Duration::from_secs(seconds);
+
+    let ceiling = store_ceiling(run_for);
+    let saturated = over_http(run_for, None, "sat");
+    let paced = over_http(run_for, Some(PACED_RECORDS_PER_SECOND), "paced");
+
+    println!("\n| measurement | records/s | batch p50 | batch p99 | gateway CPU |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, run) in [("store group-commit ceiling (no HTTP)", &ceiling), ("end to end, 64 devices, saturated", &saturated), ("end to end, paced at 50,000 records/s", &paced)] {
+        let cores = run.gateway_cores.map_or("-".into(), |cores| format!("{cores:.2} cores"));
+        println!("| {name} | {:.0} | {:.1} ms | {:.1} ms | {cores} |", run.records_per_second, run.p50_ms, run.p99_ms);
+    }
+    println!("\nend-to-end / ceiling = {:.2}", saturated.records_per_second / ceiling.records_per_second);
+}
+
+struct RunFigures {
+    records_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// Cores the gateway process used on average (startup and enrolment included).
+    gateway_cores: Option<f64>,
+}
+
+impl RunFigures {
+    fn from(records: u64, took: Duration, latencies: &Histogram<u64>) -> Self {
+        RunFigures {
+            records_per_second: records as f64 / took.as_secs_f64(),
+            p50_ms: latencies.value_at_quantile(0.5) as f64 / 1000.0,
+            p99_ms: latencies.value_at_quantile(0.99) as f64 / 1000.0,
+            gateway_cores: None,
+        }
+    }
+}
+
+fn records(first_seq: i64, now: i64) -> Vec<Record> {
+    (first_seq..first_seq + RECORDS_PER_BATCH)
+        .map(|seq| Record {
+            seq,
+            record_id: uuid::Uuid::new_v4().to_string(),
+            kind: if seq % 2 == 1 { "check_in" } else { "check_out" }.into(),
+            employee_id: "emp-1".into(),
+            recorded_at: now - 3_600_000 + seq,
+            uptime_ms: Some(1_000 + seq),
+            offline: Some(true),
+            geo: Some(Geo { lat: 52.52, lon: 13.405, accuracy_m: 8.5 }),
+            face: None,
+            qr: None,
+            leave: None,
+            note: None,
+        })
+        .collect()
+}
+
+/// The same 100-record commits, written by 64 concurrent writers straight to the store.
+fn store_ceiling(run_for: Duration) -> RunFigures {
+    let dir = tempfile::tempdir().unwrap();
+    actix_web::rt::System::new().block_on(async move {
+        let metrics = StoreMetrics::register(&prometheus::Registry::new()).unwrap();
+        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(EmbeddedStoreOptions::new(dir.path()), metrics).unwrap());
+        let now = chrono::Utc::now().timestamp_millis();
+        let rules = RecordRules { now_ms: now, max_offline_days: 7, enrolled_employee: None };
+        let started = Instant::now();
+        let writers: Vec<_> = (0..CONCURRENT_DEVICES)
+            .map(|writer| {
+                let store = store.clone();
+                actix_web::rt::spawn(async move {
+                    let device_id = format!("ceiling-{writer}");
+                    let (mut latencies, mut written, mut received) = (latency_histogram(), 0u64, SeqRanges::default());
+                    while started.elapsed() < run_for {
+                        let first_seq = written as i64 + 1;
+                        let entries: Vec<SeqEntry> = records(first_seq, now)
+                            .into_iter()
+                            .map(|record| {
+                                received.insert(record.seq as u64);
+                                SeqEntry::Stored(StoredRecord {
+                                    device_id: device_id.clone(),
+                                    org_id: "acme".into(),
+                                    batch_id: "b".into(),
+                                    received_at: now,
+                                    record: check_record(record, &rules).unwrap(),
+                                })
+                            })
+                            .collect();
+                        let progress = DeviceProgress { received: received.clone(), last_sync_at: Some(now), reported_pending: None };
+                        let commit_started = Instant::now();
+                        store.commit(DeviceCommit { device_id: device_id.clone(), entries, progress }).await.unwrap();
+                        latencies.record(commit_started.elapsed().as_micros() as u64).unwrap();
+                        written += RECORDS_PER_BATCH as u64;
+                    }
+                    (written, latencies)
+                })
+            })
+            .collect();
+        let (mut total, mut latencies) = (0, latency_histogram());
+        for writer in writers {
+            let (written, writer_latencies) = writer.await.unwrap();
+            total += written;
+            latencies.add(writer_latencies).unwrap();
+        }
+        let figures = RunFigures::from(total, started.elapsed(), &latencies);
+        store.close().await.unwrap();
+        figures
+    })
+}
+
+/// Uploads over HTTP to a fresh gateway; paced to `rate` records/s when given.
+fn over_http(run_for: Duration, rate: Option<u64>, prefix: &str) -> RunFigures {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gateway = Command::new(env!("CARGO_BIN_EXE_otg-gateway"))
+        .env("OTG_LISTEN_ADDR", "127.0.0.1:0")
+        .env("OTG_DATA_DIR", dir.path())
+        .env("OTG_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("OTG_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(gateway.stdout.take().unwrap()).lines();
+    let base_url = loop {
+        if let Some(url) = lines.next().unwrap().unwrap().strip_prefix("otg-gateway listening on ") {
+            break url.to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+
+    let agent = ureq::AgentBuilder::new().max_idle_connections_per_host(CONCURRENT_DEVICES).build();
+    let devices: Vec<(String, DeviceSecret)> = (0..CONCURRENT_DEVICES)
+        .map(|n| {
+            let device_id = format!("{prefix}-{n}");
+            let reply: serde_json::Value = agent
+                .post(&format!("{base_url}/v1/admin/devices"))
+                .set("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
+                .send_json(serde_json::json!({"device_id": device_id, "org_id": "acme"}))
+                .unwrap()
+                .into_json()
+                .unwrap();
+            (device_id, DeviceSecret::from_base64(reply["secret"].as_str().unwrap()).unwrap())
+        })
+        .collect();
+
+    // Each device's pace, if paced: batches per second split evenly over the devices.
+    let batch_interval = rate.map(|rate| Duration::from_secs_f64(CONCURRENT_DEVICES as f64 * RECORDS_PER_BATCH as f64 / rate as f64));
+    let started = Instant::now();
+    let results: Vec<(u64, Histogram<u64>)> = std::thread::scope(|scope| {
+        let uploaders: Vec<_> = devices
+            .iter()
+            .enumerate()
+            .map(|(index, (device_id, secret))| {
+                let (agent, base_url) = (agent.clone(), base_url.as_str());
+                scope.spawn(move || {
+                    let (mut latencies, mut acked, mut next_seq) = (latency_histogram(), 0u64, 1);
+                    // Devices are spread evenly over the interval, not sent in lockstep.
+                    let offset = batch_interval.map_or(Duration::ZERO, |interval| interval * index as u32 / CONCURRENT_DEVICES as u32);
+                    let mut next_send = Instant::now() + offset;
+                    while started.elapsed() < run_for {
+                        if let Some(interval) = batch_interval {
+                            std::thread::sleep(next_send.saturating_duration_since(Instant::now()));
+                            next_send += interval;
+                        }
+                        let now = chrono::Utc::now().timestamp_millis();
+                        let body = wire::encode(&Batch {
+                            device_id: device_id.clone(),
+                            batch_id: format!("b-{next_seq}"),
+                            sent_at: now,
+                            pending: Some(0),
+                            network: None,
+                            records: records(next_seq, now),
+                        });
+                        next_seq += RECORDS_PER_BATCH;
+                        let request_time = now.to_string();
+                        let signature = secret.sign("POST", "/v1/sync/batches", &request_time, &body);
+                        let sent = Instant::now();
+                        let response = agent
+                            .post(&format!("{base_url}/v1/sync/batches"))
+                            .set("Content-Type", "application/msgpack")
+                            .set(DEVICE_ID_HEADER, device_id)
+                            .set(REQUEST_TIME_HEADER, &request_time)
+                            .set(SIGNATURE_HEADER, &signature)
+                            .send_bytes(&body)
+                            .expect("every batch is acked");
+                        let mut reply = Vec::new();
+                        std::io::Read::read_to_end(&mut response.into_reader(), &mut reply).unwrap();
+                        latencies.record(sent.elapsed().as_micros() as u64).unwrap();
+                        acked += RECORDS_PER_BATCH as u64;
+                    }
+                    (acked, latencies)
+                })
+            })
+            .collect();
+        uploaders.into_iter().map(|uploader| uploader.join().unwrap()).collect()
+    });
+    let took = started.elapsed();
+    let gateway_cores = cpu_seconds(&format!("/proc/{}/stat", gateway.id())) / took.as_secs_f64();
+    let (mut total, mut latencies) = (0, latency_histogram());
+    for (acked, device_latencies) in results {
+        total += acked;
+        latencies.add(device_latencies).unwrap();
+    }
+    unsafe { libc::kill(gateway.id() as i32, libc::SIGTERM) };
+    assert!(gateway.wait().unwrap().success());
+    RunFigures { gateway_cores: Some(gateway_cores), ..RunFigures::from(total, took, &latencies) }
+}
+
+/// CPU seconds (user + system) a process has used, from its /proc stat file.
+fn cpu_seconds(stat_path: &str) -> f64 {
+    let stat = std::fs::read_to_string(stat_path).unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()
+}

@@ -60,6 +60,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         HttpServer::new(move || App::new().app_data(state.clone()).configure(routes::configure))
             .workers(workers)
             .disable_signals()
+            .tcp_nodelay(true)
             .shutdown_timeout(shutdown_timeout)
             .listen(listener)?
             .run()

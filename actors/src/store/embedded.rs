@@ -1,14 +1,15 @@
 //! The embedded store on fjall: one machine, no set-up, durable by group commit.
 //!
-//! Callers encode their writes on their own threads and queue them; one committer
-//! thread gathers whatever is queued into one atomic write batch, fsyncs the journal
-//! once for all of it, and only then answers every caller in the group.
+//! Callers build their own atomic write batch on their own threads (encoding, key
+//! building and copying are the larger part of a write) and queue it; one committer
+//! thread commits everything queued, batch after batch, fsyncs the journal once for
+//! the whole group, and only then answers every caller in the group.
 
 use super::keys;
 use super::{DeviceCommit, DeviceEnrolment, DeviceProgress, SeqEntry, Store, StoreError, TimelineEntry};
 use crate::metrics::StoreMetrics;
 use async_trait::async_trait;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
 use otg_schema::UtcDay;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -49,17 +50,10 @@ struct Tables {
     timeline: Keyspace,
 }
 
-/// One caller's encoded writes, waiting for the fsync that covers them.
+/// One device's atomic batch, waiting to be committed and covered by an fsync.
 struct PendingCommit {
-    writes: Vec<(Table, Vec<u8>, Vec<u8>)>,
+    batch: OwnedWriteBatch,
     done: oneshot::Sender<Result<(), StoreError>>,
-}
-
-#[derive(Clone, Copy)]
-enum Table {
-    Progress,
-    Seqs,
-    Timeline,
 }
 
 pub struct EmbeddedStore {
@@ -93,7 +87,7 @@ impl EmbeddedStore {
         let (sender, receiver) = mpsc::channel(options.commit_queue_capacity);
         let failed = Arc::new(AtomicBool::new(false));
         let committer = {
-            let committer = Committer { db: db.clone(), tables: tables.clone(), max_group: options.max_group_commits, metrics, failed: failed.clone() };
+            let committer = Committer { db: db.clone(), max_group: options.max_group_commits, metrics, failed: failed.clone() };
             std::thread::Builder::new()
                 .name("otg-committer".into())
                 .spawn(move || committer.run(receiver))
@@ -157,7 +151,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn commit(&self, commit: DeviceCommit) -> Result<(), StoreError> {
-        let mut writes = Vec::with_capacity(commit.entries.len() * 2 + 1);
+        let mut batch = OwnedWriteBatch::with_capacity(self.db.clone(), commit.entries.len() * 2 + 1);
         for entry in &commit.entries {
             if let SeqEntry::Stored(stored) = entry {
                 let record = &stored.record;
@@ -169,18 +163,18 @@ impl Store for EmbeddedStore {
                     kind: record.kind,
                 };
                 let key = keys::timeline(&stored.org_id, &record.employee_id, record.recorded_at, &stored.device_id, record.seq);
-                writes.push((Table::Timeline, key, encode(&position)));
+                batch.insert(&self.tables.timeline, key, encode(&position));
             }
-            writes.push((Table::Seqs, keys::seq(&commit.device_id, entry.seq()), encode(entry)));
+            batch.insert(&self.tables.seqs, keys::seq(&commit.device_id, entry.seq()), encode(entry));
         }
-        writes.push((Table::Progress, commit.device_id.into_bytes(), encode(&commit.progress)));
+        batch.insert(&self.tables.progress, commit.device_id.into_bytes(), encode(&commit.progress));
 
         if self.failed.load(Ordering::Relaxed) {
             return Err(StoreError::Unavailable("an earlier write failed; restart the gateway once the disk is fixed".into()));
         }
         let sender = self.commits.lock().expect("commit sender lock").clone().ok_or_else(closed)?;
         let (done, durable) = oneshot::channel();
-        sender.send(PendingCommit { writes, done }).await.map_err(|_| closed())?;
+        sender.send(PendingCommit { batch, done }).await.map_err(|_| closed())?;
         durable.await.map_err(|_| closed())?
     }
 
@@ -216,10 +210,9 @@ impl Store for EmbeddedStore {
     }
 }
 
-/// The thread that turns queued commits into groups, one atomic batch and one fsync each.
+/// The thread that commits queued batches in groups, with one fsync per group.
 struct Committer {
     db: Database,
-    tables: Tables,
     max_group: usize,
     metrics: StoreMetrics,
     failed: Arc<AtomicBool>,
@@ -227,46 +220,42 @@ struct Committer {
 
 impl Committer {
     fn run(self, mut queue: mpsc::Receiver<PendingCommit>) {
-        let mut group = Vec::with_capacity(self.max_group);
+        let (mut batches, mut waiting) = (Vec::with_capacity(self.max_group), Vec::with_capacity(self.max_group));
         while let Some(first) = queue.blocking_recv() {
-            group.push(first);
-            while group.len() < self.max_group {
-                match queue.try_recv() {
-                    Ok(next) => group.push(next),
-                    Err(_) => break,
-                }
+            let mut next = Some(first);
+            while let Some(PendingCommit { batch, done }) = next {
+                batches.push(batch);
+                waiting.push(done);
+                next = if batches.len() < self.max_group { queue.try_recv().ok() } else { None };
             }
             let started = Instant::now();
-            let outcome = self.write(&mut group);
-            self.metrics.observe_group(group.len(), started.elapsed(), outcome.is_ok());
+            let outcome = self.write(batches.drain(..));
+            self.metrics.observe_group(waiting.len(), started.elapsed(), outcome.is_ok());
             if let Err(error) = &outcome {
                 self.failed.store(true, Ordering::Relaxed);
-                tracing::error!(%error, commits = group.len(), "group commit failed; nothing in it is acked");
+                tracing::error!(%error, commits = waiting.len(), "group commit failed; nothing in it is acked");
             }
-            for pending in group.drain(..) {
-                let _ = pending.done.send(outcome.clone());
+            for done in waiting.drain(..) {
+                let _ = done.send(outcome.clone());
             }
         }
     }
 
-    fn write(&self, group: &mut [PendingCommit]) -> Result<(), StoreError> {
-        let mut batch = self.db.batch();
-        for pending in group {
-            for (table, key, value) in pending.writes.drain(..) {
-                let keyspace = match table {
-                    Table::Progress => &self.tables.progress,
-                    Table::Seqs => &self.tables.seqs,
-                    Table::Timeline => &self.tables.timeline,
-                };
-                batch.insert(keyspace, key, value);
-            }
+    /// Commits each device's batch (atomic on its own), then makes them all durable.
+    /// The first failure fails the rest: fjall refuses writes once a write failed.
+    fn write(&self, batches: impl Iterator<Item = OwnedWriteBatch>) -> Result<(), StoreError> {
+        for batch in batches {
+            batch.commit().map_err(unavailable)?;
         }
-        batch.commit().and_then(|()| self.db.persist(PersistMode::SyncData)).map_err(unavailable)
+        self.db.persist(PersistMode::SyncData).map_err(unavailable)
     }
 }
 
+/// Stored values are MessagePack arrays (struct fields by position): half the bytes
+/// of named maps on the hottest path. A field may only ever be appended, with
+/// `#[serde(default)]`, so that values written before still read.
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    rmp_serde::to_vec_named(value).expect("stored types always encode")
+    rmp_serde::to_vec(value).expect("stored types always encode")
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
