@@ -104,13 +104,6 @@ impl DeviceRegistry {
         self.inner.0.actors.len()
     }
 
-    /// Starts the actor of every device id given (for measuring their memory).
-    pub fn warm_up<'a>(&self, device_ids: impl IntoIterator<Item = &'a str>) {
-        for device_id in device_ids {
-            self.entry(device_id);
-        }
-    }
-
     /// Stops the arbiters once nothing more will be sent.
     pub fn stop(&self) {
         for arbiter in &self.inner.0.arbiters {

@@ -70,18 +70,10 @@ impl RunFigures {
 fn records(first_seq: i64, now: i64) -> Vec<Record> {
     (first_seq..first_seq + RECORDS_PER_BATCH)
         .map(|seq| Record {
-            seq,
-            record_id: uuid::Uuid::new_v4().to_string(),
-            kind: if seq % 2 == 1 { "check_in" } else { "check_out" }.into(),
-            employee_id: "emp-1".into(),
-            recorded_at: now - 3_600_000 + seq,
             uptime_ms: Some(1_000 + seq),
             offline: Some(true),
             geo: Some(Geo { lat: 52.52, lon: 13.405, accuracy_m: 8.5 }),
-            face: None,
-            qr: None,
-            leave: None,
-            note: None,
+            ..Record::new(seq, uuid::Uuid::new_v4().to_string(), if seq % 2 == 1 { "check_in" } else { "check_out" }, "emp-1", now - 3_600_000 + seq)
         })
         .collect()
 }

@@ -32,18 +32,9 @@ fn main() -> anyhow::Result<()> {
         pending: Some(0),
         network: None,
         records: vec![Record {
-            seq: 1,
-            record_id: uuid::Uuid::new_v4().to_string(),
-            kind: "check_in".into(),
-            employee_id: "emp-9".into(),
-            recorded_at: now - 60_000,
-            uptime_ms: None,
             offline: Some(true),
             geo: Some(Geo { lat: 52.52, lon: 13.405, accuracy_m: 8.5 }),
-            face: None,
-            qr: None,
-            leave: None,
-            note: None,
+            ..Record::new(1, uuid::Uuid::new_v4().to_string(), "check_in", "emp-9", now - 60_000)
         }],
     };
     let body = wire::encode(&batch);

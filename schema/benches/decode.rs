@@ -10,18 +10,10 @@ const NOW: i64 = 1_764_072_000_000;
 fn batch(records: usize) -> Vec<u8> {
     let records = (1..=records as i64)
         .map(|seq| Record {
-            seq,
-            record_id: format!("7f8c2a8e-3c1d-4b7e-9a51-{seq:012}"),
-            kind: if seq % 2 == 1 { "check_in" } else { "check_out" }.into(),
-            employee_id: "emp-9".into(),
-            recorded_at: NOW - 3_600_000 + seq,
             uptime_ms: Some(123_456 + seq),
             offline: Some(true),
             geo: Some(Geo { lat: 52.52, lon: 13.405, accuracy_m: 8.5 }),
-            face: None,
-            qr: None,
-            leave: None,
-            note: None,
+            ..Record::new(seq, format!("7f8c2a8e-3c1d-4b7e-9a51-{seq:012}"), if seq % 2 == 1 { "check_in" } else { "check_out" }, "emp-9", NOW - 3_600_000 + seq)
         })
         .collect();
     encode(&Batch {

@@ -193,20 +193,7 @@ mod tests {
     }
 
     fn record() -> Record {
-        Record {
-            seq: 1,
-            record_id: "7f8c2a8e-3c1d-4b7e-9a51-2f0d6c1e4b9a".into(),
-            kind: "check_in".into(),
-            employee_id: "emp-9".into(),
-            recorded_at: NOW - 3_600_000,
-            uptime_ms: None,
-            offline: None,
-            geo: None,
-            face: None,
-            qr: None,
-            leave: None,
-            note: None,
-        }
+        Record::new(1, "7f8c2a8e-3c1d-4b7e-9a51-2f0d6c1e4b9a", "check_in", "emp-9", NOW - 3_600_000)
     }
 
     fn detail_of(record: Record) -> String {

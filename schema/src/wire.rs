@@ -66,6 +66,26 @@ pub struct Record {
     pub note: Option<String>,
 }
 
+impl Record {
+    /// A record with only the required keys; set the optional ones with `..`.
+    pub fn new(seq: i64, record_id: impl Into<String>, kind: &str, employee_id: impl Into<String>, recorded_at: i64) -> Self {
+        Record {
+            seq,
+            record_id: record_id.into(),
+            kind: kind.into(),
+            employee_id: employee_id.into(),
+            recorded_at,
+            uptime_ms: None,
+            offline: None,
+            geo: None,
+            face: None,
+            qr: None,
+            leave: None,
+            note: None,
+        }
+    }
+}
+
 /// GPS fix captured with a record.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Geo {

@@ -191,20 +191,8 @@ pub fn now_ms() -> i64 {
 
 /// A valid check-in (or check-out on even seqs) an hour ago, with a fresh record id.
 pub fn record(seq: i64, employee_id: &str) -> Record {
-    Record {
-        seq,
-        record_id: uuid::Uuid::new_v4().to_string(),
-        kind: if seq % 2 == 1 { "check_in" } else { "check_out" }.into(),
-        employee_id: employee_id.into(),
-        recorded_at: now_ms() - HOUR_MS + seq,
-        uptime_ms: None,
-        offline: Some(true),
-        geo: None,
-        face: None,
-        qr: None,
-        leave: None,
-        note: None,
-    }
+    let kind = if seq % 2 == 1 { "check_in" } else { "check_out" };
+    Record { offline: Some(true), ..Record::new(seq, uuid::Uuid::new_v4().to_string(), kind, employee_id, now_ms() - HOUR_MS + seq) }
 }
 
 /// Encodes a batch of `records` for `device_id`.
