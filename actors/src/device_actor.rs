@@ -12,7 +12,7 @@ use otg_schema::wire::{Ack, AckStatus, RejectReason};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{oneshot, OwnedSemaphorePermit};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// One checked batch of a device, as the gateway hands it over.
 #[derive(Debug)]
@@ -51,6 +51,8 @@ pub struct DeviceActor {
     device_id: Arc<str>,
     store: Arc<dyn Store>,
     registry: RegistryHandle,
+    /// The slots of this device's mailbox, shared with the registry.
+    mailbox: Arc<Semaphore>,
     /// Loaded from the store on first use, then kept current by every commit.
     progress: Option<DeviceProgress>,
     last_active: Instant,
@@ -58,8 +60,22 @@ pub struct DeviceActor {
 }
 
 impl DeviceActor {
-    pub(crate) fn new(device_id: Arc<str>, store: Arc<dyn Store>, registry: RegistryHandle, idle_timeout: Duration) -> Self {
-        DeviceActor { device_id, store, registry, progress: None, last_active: Instant::now(), idle_timeout }
+    pub(crate) fn new(device_id: Arc<str>, store: Arc<dyn Store>, registry: RegistryHandle, mailbox: Arc<Semaphore>, idle_timeout: Duration) -> Self {
+        DeviceActor { device_id, store, registry, mailbox, progress: None, last_active: Instant::now(), idle_timeout }
+    }
+
+    /// Stops if idle and nothing is queued. Taking every mailbox slot and closing the
+    /// mailbox first means no batch can arrive once the actor has decided to stop.
+    fn stop_if_idle(&mut self, ctx: &mut Context<Self>) {
+        if self.last_active.elapsed() < self.idle_timeout {
+            return;
+        }
+        if let Ok(all_slots) = self.mailbox.try_acquire_many(self.registry.mailbox_capacity()) {
+            all_slots.forget();
+            self.mailbox.close();
+            self.registry.evicted();
+            ctx.stop();
+        }
     }
 }
 
@@ -67,12 +83,7 @@ impl Actor for DeviceActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(self.idle_timeout / 2, |actor, ctx| {
-            if actor.last_active.elapsed() >= actor.idle_timeout {
-                actor.registry.evicted();
-                ctx.stop();
-            }
-        });
+        ctx.run_interval(self.idle_timeout / 2, Self::stop_if_idle);
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {

@@ -4,6 +4,11 @@
 //! Memory follows active devices: an actor stops itself after its idle timeout and
 //! leaves the registry, and the next batch of that device starts a fresh one, which
 //! resumes from the store.
+//!
+//! Each device's mailbox is bounded by a semaphore: a queued batch holds a permit until
+//! it is answered. An idle actor stops only after taking every permit and closing the
+//! semaphore, so no batch can be queued to an actor that is stopping: a sender that
+//! finds the semaphore closed starts a fresh actor instead.
 
 use crate::device_actor::{BatchOutcome, DeviceActor, IngestBatch, ReadProgress, Upload};
 use crate::metrics::DeviceMetrics;
@@ -14,7 +19,7 @@ use dashmap::DashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, Semaphore, TryAcquireError};
 
 /// How device actors live.
 #[derive(Debug, Clone)]
@@ -67,31 +72,41 @@ impl DeviceRegistry {
     /// Queues an upload for its device without waiting, and returns where its outcome
     /// will arrive; `DeviceBusy` if the device already has a full mailbox.
     pub fn ingest(&self, device_id: &str, upload: Upload) -> Result<oneshot::Receiver<Result<BatchOutcome, StoreError>>, DeviceBusy> {
-        let busy = DeviceBusy(self.inner.0.options.mailbox_capacity);
         let (reply, outcome) = oneshot::channel();
-        let mut entry = self.entry(device_id);
-        let Ok(mailbox_slot) = entry.mailbox.clone().try_acquire_owned() else {
-            self.inner.0.metrics.mailbox_full.inc();
-            return Err(busy);
-        };
-        let mut message = IngestBatch { upload, reply, mailbox_slot };
-        // A stopped actor may linger in the map for a moment: retry once on a fresh one.
+        let mut upload = Some((upload, reply));
+        // An actor that has just stopped is replaced once by a fresh one.
         for _ in 0..2 {
-            match entry.actor.try_send(message) {
+            let entry = self.entry(device_id);
+            let mailbox_slot = match entry.mailbox.clone().try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(TryAcquireError::NoPermits) => break,
+                Err(TryAcquireError::Closed) => {
+                    self.inner.forget(device_id, &entry.actor);
+                    continue;
+                }
+            };
+            let (upload_now, reply) = upload.take().expect("an upload is sent at most once");
+            match entry.actor.try_send(IngestBatch { upload: upload_now, reply, mailbox_slot }) {
                 Ok(()) => return Ok(outcome),
                 Err(SendError::Full(_)) => break,
                 Err(SendError::Closed(returned)) => {
                     self.inner.forget(device_id, &entry.actor);
-                    message = returned;
-                    entry = self.entry(device_id);
+                    upload = Some((returned.upload, returned.reply));
                 }
             }
         }
-        Err(busy)
+        self.inner.0.metrics.mailbox_full.inc();
+        Err(DeviceBusy(self.inner.0.options.mailbox_capacity))
     }
 
     /// The device's progress as its actor sees it.
     pub async fn progress(&self, device_id: &str) -> Result<DeviceProgress, StoreError> {
+        // A read has no effect, so it may simply be asked again of a fresh actor.
+        let entry = self.entry(device_id);
+        if let Ok(progress) = entry.actor.send(ReadProgress).await {
+            return progress;
+        }
+        self.inner.forget(device_id, &entry.actor);
         self.entry(device_id)
             .actor
             .send(ReadProgress)
@@ -122,10 +137,13 @@ impl DeviceRegistry {
             .or_insert_with(|| {
                 let arbiter = &inner.arbiters[shard_of(device_id, inner.arbiters.len())];
                 let (id, store, registry) = (Arc::from(device_id), inner.store.clone(), self.inner.clone());
-                let idle_timeout = inner.options.idle_timeout;
+                let mailbox = Arc::new(Semaphore::new(inner.options.mailbox_capacity));
+                let (idle_timeout, actor_mailbox) = (inner.options.idle_timeout, mailbox.clone());
                 inner.metrics.active_actors.inc();
-                let actor = DeviceActor::start_in_arbiter(arbiter, move |_ctx| DeviceActor::new(id, store, registry, idle_timeout));
-                DeviceEntry { actor, mailbox: Arc::new(Semaphore::new(inner.options.mailbox_capacity)) }
+                let actor = DeviceActor::start_in_arbiter(arbiter, move |_ctx| {
+                    DeviceActor::new(id, store, registry, actor_mailbox, idle_timeout)
+                });
+                DeviceEntry { actor, mailbox }
             })
             .clone()
     }
@@ -142,9 +160,48 @@ impl RegistryHandle {
     pub(crate) fn evicted(&self) {
         self.0.metrics.actors_evicted.inc();
     }
+
+    /// All the slots of a device's mailbox, as an idle actor counts them.
+    pub(crate) fn mailbox_capacity(&self) -> u32 {
+        self.0.options.mailbox_capacity as u32
+    }
 }
 
 /// The arbiter a device lives on: the same for a device id in every run.
 fn shard_of(device_id: &str, shards: usize) -> usize {
     (BuildHasherDefault::<DefaultHasher>::default().hash_one(device_id) % shards as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dedupe::Incoming;
+    use crate::metrics::StoreMetrics;
+    use crate::store::{conformance, EmbeddedStore, EmbeddedStoreOptions};
+
+    fn upload(seq: u64) -> Upload {
+        let record = conformance::record(seq, "emp-1", 1_764_028_800_000);
+        let incoming = Incoming { seq: seq as i64, record_id: record.record_id.clone(), verdict: Ok(record) };
+        Upload { org_id: "acme".into(), batch_id: "b".into(), received_at: 0, reported_pending: None, records: vec![incoming] }
+    }
+
+    /// Batches sent just as an idle actor stops are never dropped: each is answered,
+    /// by the old actor or by a fresh one that resumed from the store.
+    #[actix_rt::test]
+    async fn batches_racing_an_idle_stop_are_all_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let prometheus = prometheus::Registry::new();
+        let store = EmbeddedStore::open(EmbeddedStoreOptions::new(dir.path()), StoreMetrics::register(&prometheus).unwrap()).unwrap();
+        let options = DeviceActorOptions { idle_timeout: Duration::from_millis(10), mailbox_capacity: 2, arbiters: 2 };
+        let metrics = DeviceMetrics::register(&prometheus).unwrap();
+        let devices = DeviceRegistry::start(Arc::new(store), options, metrics.clone());
+        for seq in 1..=150u64 {
+            tokio::time::sleep(Duration::from_micros(seq * 97 % 12_000)).await;
+            let outcome = devices.ingest("dev-race", upload(seq)).unwrap().await;
+            let outcome = outcome.expect("the batch was answered, not dropped").unwrap();
+            assert_eq!(outcome.next_seq, seq + 1);
+        }
+        assert!(metrics.actors_evicted.get() > 10, "the actor went idle and stopped between batches");
+        devices.stop();
+    }
 }
