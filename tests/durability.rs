@@ -24,30 +24,45 @@ fn kill_9_mid_ingest_loses_no_acked_record_and_half_writes_no_batch() {
     let dir = tempfile::tempdir().unwrap();
     let mut gateway = Gateway::start(dir.path(), &[]);
     let devices: Vec<TestDevice> = (0..DEVICES).map(|n| gateway.enrol(&format!("crash-{n}"), "acme", None)).collect();
+    let sent = upload_until(&gateway.base_url.clone(), &devices, 100, || gateway.kill_hard());
+    check_after_restart(&Gateway::start(dir.path(), &[]), &sent);
+}
 
+#[test]
+fn sigint_mid_ingest_acks_in_flight_batches_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gateway = Gateway::start(dir.path(), &[]);
+    let devices: Vec<TestDevice> = (0..DEVICES).map(|n| gateway.enrol(&format!("drain-{n}"), "acme", None)).collect();
+    let mut exit = None;
+    let sent = upload_until(&gateway.base_url.clone(), &devices, 100, || exit = Some(gateway.stop_with(libc::SIGINT)));
+    assert!(exit.unwrap().success(), "SIGINT drains and exits 0");
+    check_after_restart(&Gateway::start(dir.path(), &[]), &sent);
+}
+
+/// Every device uploads back to back until `acked` batches were acked in all; then
+/// `stop` acts on the gateway, and each device goes on until its gateway stops answering.
+fn upload_until(base_url: &str, devices: &[TestDevice], acked: usize, stop: impl FnOnce()) -> Vec<Sent> {
     let acked_batches = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
-    let base_url = gateway.base_url.clone();
-    let sent: Vec<Sent> = std::thread::scope(|scope| {
+    let stopped = AtomicBool::new(false);
+    std::thread::scope(|scope| {
         let uploaders: Vec<_> = devices
             .iter()
             .map(|device| {
-                let (base_url, acked_batches, stop) = (base_url.as_str(), &acked_batches, &stop);
-                scope.spawn(move || upload_until_killed(base_url, device, acked_batches, stop))
+                let (acked_batches, stopped) = (&acked_batches, &stopped);
+                scope.spawn(move || upload_until_refused(base_url, device, acked_batches, stopped))
             })
             .collect();
-        // Let a good number of batches be acked, then kill the gateway mid-stream.
-        assert!(eventually(Duration::from_secs(60), || acked_batches.load(Ordering::Relaxed) >= 100));
-        gateway.kill_hard();
-        stop.store(true, Ordering::Relaxed);
+        assert!(eventually(Duration::from_secs(60), || acked_batches.load(Ordering::Relaxed) >= acked));
+        stop();
+        stopped.store(true, Ordering::Relaxed);
         uploaders.into_iter().map(|uploader| uploader.join().unwrap()).collect()
-    });
-    let in_flight = sent.iter().filter(|device| device.batches.last().is_some_and(|(_, acked)| !acked)).count();
-    eprintln!("killed with {} batches acked, {in_flight} in flight", acked_batches.load(Ordering::Relaxed));
+    })
+}
 
-    let gateway = Gateway::start(dir.path(), &[]);
-    for Sent { device, batches } in &sent {
-        let mut last_seq = 0;
+/// Sends every batch again, in order: each acked one must come back all `duplicate`,
+/// each unacked one whole (all stored or none), and `next_seq` must follow the last.
+fn check_after_restart(gateway: &Gateway, sent: &[Sent]) {
+    for Sent { device, batches } in sent {
         for (index, (records, acked)) in batches.iter().enumerate() {
             let response = gateway.upload_ok(device, &batch(&device.id, &format!("again-{index}"), records.clone()));
             let statuses: HashSet<AckStatus> = response.acks.iter().map(|ack| ack.status).collect();
@@ -56,22 +71,22 @@ fn kill_9_mid_ingest_loses_no_acked_record_and_half_writes_no_batch() {
             } else {
                 assert_eq!(statuses.len(), 1, "{}: unacked batch {index} was half-written: {statuses:?}", device.id);
             }
-            last_seq = records.last().unwrap().seq;
         }
+        let last_seq = batches.last().map_or(0, |(records, _)| records.last().unwrap().seq);
         let status: DeviceStatus = gateway.device_get(device, "/v1/sync/status").msgpack();
         assert_eq!(status.next_seq, last_seq as u64 + 1, "{}: every seq is stored once, with no gap", device.id);
     }
 }
 
-/// Uploads one device's batches back to back until the gateway stops answering.
-fn upload_until_killed(base_url: &str, device: &TestDevice, acked_batches: &AtomicUsize, stop: &AtomicBool) -> Sent {
+/// Uploads one device's batches back to back until the gateway refuses the connection.
+fn upload_until_refused(base_url: &str, device: &TestDevice, acked_batches: &AtomicUsize, stop: &AtomicBool) -> Sent {
     let mut batches = Vec::new();
     let mut next_seq = 1;
     while !stop.load(Ordering::Relaxed) {
         let records: Vec<Record> = (next_seq..next_seq + RECORDS_PER_BATCH).map(|seq| record(seq, "emp-1")).collect();
         next_seq += RECORDS_PER_BATCH;
         let body = batch(&device.id, "b", records.clone());
-        let request = device.signed(base_url, "POST", "/v1/sync/batches", &body).timeout(Duration::from_secs(10));
+        let request = device.signed(base_url, "POST", "/v1/sync/batches", &body).timeout(Duration::from_secs(20));
         let acked = match request.send_bytes(&body) {
             Ok(response) => {
                 assert_eq!(response.status(), 200);

@@ -61,7 +61,12 @@ impl Gateway {
 
     /// SIGTERM, then waits for the process to exit.
     pub fn terminate(&mut self) -> ExitStatus {
-        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// Sends `signal` (SIGTERM, SIGINT), then waits for the process to exit.
+    pub fn stop_with(&mut self, signal: i32) -> ExitStatus {
+        unsafe { libc::kill(self.pid(), signal) };
         self.child.wait().unwrap()
     }
 
