@@ -55,6 +55,30 @@ impl Default for OrgSettings {
 }
 
 impl OrgSettings {
+    /// Checks every field's range; the error names the field and the rule.
+    pub fn validate(&self) -> Result<(), String> {
+        let checks = [
+            ((1..=365).contains(&self.max_offline_days), "max_offline_days: must be 1 to 365"),
+            (self.storage_limit_bytes >= 1 << 20, "storage_limit_bytes: must be at least 1048576"),
+            ((100..=3_600_000).contains(&self.retry_base_ms), "retry_base_ms: must be 100 to 3600000"),
+            (self.retry_max_ms >= self.retry_base_ms && self.retry_max_ms <= 86_400_000, "retry_max_ms: must be at least retry_base_ms and at most 86400000"),
+            ((1..=500).contains(&self.max_batch_records), "max_batch_records: must be 1 to 500"),
+            (self.max_clock_skew_s <= 86_400, "max_clock_skew_s: must be at most 86400"),
+            (self.duplicate_window_s <= 3_600, "duplicate_window_s: must be at most 3600"),
+            ((1..=48).contains(&self.max_shift_hours), "max_shift_hours: must be 1 to 48"),
+            ((1..=604_800).contains(&self.gap_timeout_s), "gap_timeout_s: must be 1 to 604800"),
+        ];
+        if let Some((_, message)) = checks.iter().find(|(ok, _)| !ok) {
+            return Err((*message).to_owned());
+        }
+        let mut kinds = self.sync_priorities.clone();
+        kinds.sort();
+        if kinds != RecordKind::ALL.to_vec() {
+            return Err("sync_priorities: must name each record kind exactly once".into());
+        }
+        Ok(())
+    }
+
     /// The part of the settings a device reads.
     pub fn device_config(&self) -> DeviceConfig {
         DeviceConfig {
@@ -83,4 +107,20 @@ pub struct DeviceConfig {
     pub conflict_resolution: ConflictResolution,
     pub max_batch_records: u32,
     pub sync_priorities: Vec<RecordKind>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid_and_out_of_range_values_are_named() {
+        assert_eq!(OrgSettings::default().validate(), Ok(()));
+        let zero_days = OrgSettings { max_offline_days: 0, ..OrgSettings::default() };
+        assert!(zero_days.validate().unwrap_err().starts_with("max_offline_days"));
+        let upside_down = OrgSettings { retry_max_ms: 10, ..OrgSettings::default() };
+        assert!(upside_down.validate().unwrap_err().starts_with("retry_max_ms"));
+        let missing_kind = OrgSettings { sync_priorities: vec![RecordKind::CheckIn], ..OrgSettings::default() };
+        assert!(missing_kind.validate().unwrap_err().starts_with("sync_priorities"));
+    }
 }

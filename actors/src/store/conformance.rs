@@ -5,7 +5,7 @@
 
 use super::*;
 use otg_schema::wire::RejectReason;
-use otg_schema::ValidRecord;
+use otg_schema::{OrgSettings, ValidRecord};
 
 const DAY_START: i64 = 1_764_028_800_000; // 2025-11-25T00:00:00Z
 
@@ -13,6 +13,7 @@ pub async fn run_all(store: &dyn Store) {
     devices_enrol_once_and_revoke(store).await;
     commits_are_readable_by_seq_and_by_timeline(store).await;
     a_new_device_has_received_nothing(store).await;
+    org_settings_default_until_replaced(store).await;
 }
 
 pub fn record(seq: u64, employee_id: &str, recorded_at: i64) -> ValidRecord {
@@ -113,4 +114,12 @@ async fn a_new_device_has_received_nothing(store: &dyn Store) {
     assert_eq!(progress.received.next_seq(), 1);
     assert_eq!(progress.last_sync_at, None);
     store.ping().await.unwrap();
+}
+
+async fn org_settings_default_until_replaced(store: &dyn Store) {
+    assert_eq!(store.org_settings("conf-org").await.unwrap(), OrgSettings::default());
+    let strict = OrgSettings { max_offline_days: 2, duplicate_window_s: 30, ..OrgSettings::default() };
+    store.put_org_settings("conf-org", &strict).await.unwrap();
+    assert_eq!(store.org_settings("conf-org").await.unwrap(), strict);
+    assert_eq!(store.org_settings("conf-org-2").await.unwrap(), OrgSettings::default());
 }

@@ -10,7 +10,7 @@ use super::{DeviceCommit, DeviceEnrolment, DeviceProgress, SeqEntry, Store, Stor
 use crate::metrics::StoreMetrics;
 use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
-use otg_schema::UtcDay;
+use otg_schema::{OrgSettings, UtcDay};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -45,6 +45,7 @@ impl EmbeddedStoreOptions {
 #[derive(Clone)]
 struct Tables {
     devices: Keyspace,
+    orgs: Keyspace,
     progress: Keyspace,
     seqs: Keyspace,
     timeline: Keyspace,
@@ -80,6 +81,7 @@ impl EmbeddedStore {
         let keyspace = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(unavailable);
         let tables = Tables {
             devices: keyspace("devices")?,
+            orgs: keyspace("orgs")?,
             progress: keyspace("progress")?,
             seqs: keyspace("seqs")?,
             timeline: keyspace("timeline")?,
@@ -184,6 +186,14 @@ impl Store for EmbeddedStore {
             .prefix(keys::timeline_partition(org_id, employee_id, day))
             .map(|item| decode(&item.into_inner().map_err(unavailable)?.1))
             .collect()
+    }
+
+    async fn org_settings(&self, org_id: &str) -> Result<OrgSettings, StoreError> {
+        Ok(read(&self.tables.orgs, org_id.as_bytes())?.unwrap_or_default())
+    }
+
+    async fn put_org_settings(&self, org_id: &str, settings: &OrgSettings) -> Result<(), StoreError> {
+        self.put_durably(&self.tables.orgs, org_id.as_bytes(), encode(settings))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -15,7 +15,7 @@ pub use embedded::{EmbeddedStore, EmbeddedStoreOptions};
 use crate::seq_ranges::SeqRanges;
 use async_trait::async_trait;
 use otg_schema::wire::RejectReason;
-use otg_schema::{RecordKind, UtcDay, ValidRecord};
+use otg_schema::{OrgSettings, RecordKind, UtcDay, ValidRecord};
 use serde::{Deserialize, Serialize};
 
 /// Why a store call failed. Every variant but `AlreadyExists` is transient to the
@@ -128,6 +128,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// One UTC day of an employee's timeline, in `recorded_at` order.
     async fn timeline(&self, org_id: &str, employee_id: &str, day: UtcDay) -> Result<Vec<TimelineEntry>, StoreError>;
+
+    /// The org's settings; the defaults for an org that never set any.
+    async fn org_settings(&self, org_id: &str) -> Result<OrgSettings, StoreError>;
+
+    /// Replaces the org's settings, durably.
+    async fn put_org_settings(&self, org_id: &str, settings: &OrgSettings) -> Result<(), StoreError>;
 
     /// Succeeds when the store can serve reads and writes.
     async fn ping(&self) -> Result<(), StoreError>;

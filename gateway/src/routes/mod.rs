@@ -2,6 +2,7 @@
 
 mod admin;
 mod ops;
+mod orgs;
 pub mod sync;
 
 use crate::error::ApiError;
@@ -25,6 +26,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         }))
         .configure(sync::routes)
         .configure(admin::routes)
+        .configure(orgs::routes)
         .configure(ops::routes)
         .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such endpoint".into())) }));
 }

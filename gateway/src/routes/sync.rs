@@ -13,7 +13,6 @@ use otg_actors::dedupe::Incoming;
 use otg_actors::Upload;
 use otg_schema::validate::{check_batch, check_record, RecordRules};
 use otg_schema::wire::{self, Batch, BatchResponse, DeviceStatus};
-use otg_schema::OrgSettings;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -47,7 +46,7 @@ async fn ingest(request: &HttpRequest, payload: web::Payload, state: &AppState) 
     check_batch(&batch, &device.device_id)?;
 
     let received_at = now_ms();
-    let settings = OrgSettings::default();
+    let settings = state.store.org_settings(&device.org_id).await?;
     let rules = RecordRules {
         now_ms: received_at,
         max_offline_days: settings.max_offline_days,
@@ -66,8 +65,8 @@ async fn ingest(request: &HttpRequest, payload: web::Payload, state: &AppState) 
 }
 
 async fn device_config(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    authenticate_device(&request, b"", state.store.as_ref()).await?;
-    Ok(msgpack(&OrgSettings::default().device_config()))
+    let device = authenticate_device(&request, b"", state.store.as_ref()).await?;
+    Ok(msgpack(&state.store.org_settings(&device.org_id).await?.device_config()))
 }
 
 async fn device_status(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
