@@ -3,6 +3,7 @@
 //! `DeviceRegistry` hands each batch to its device's `DeviceActor`, which decides it
 //! (`dedupe`), writes it through a `Store`, and answers once the write is durable.
 
+pub mod conflict_rules;
 pub mod dedupe;
 pub mod device_actor;
 pub mod metrics;
