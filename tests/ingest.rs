@@ -59,7 +59,8 @@ fn a_kiosk_records_for_any_employee_and_leave_requests_are_stored() {
     let kiosk = gateway.enrol("kiosk-1", "acme", None);
     let leave = Leave { from: "2030-01-02".into(), to: "2030-01-04".into(), leave_type: "vacation".into(), reason: None };
     let request = otg_schema::wire::Record { kind: "leave_request".into(), leave: Some(leave), ..record(3, "emp-3") };
-    let records = vec![record(1, "emp-1"), record(2, "emp-2"), request];
+    let emp_2_checks_in = otg_schema::wire::Record { kind: "check_in".into(), ..record(2, "emp-2") };
+    let records = vec![record(1, "emp-1"), emp_2_checks_in, request];
     let response = gateway.upload_ok(&kiosk, &batch(&kiosk.id, "b-1", records));
     assert_eq!(statuses(&response), vec![(AckStatus::Accepted, None); 3]);
 }

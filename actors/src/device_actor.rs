@@ -4,9 +4,15 @@
 //! decided in arrival order against an up-to-date picture of what it has delivered,
 //! and it acks only after the store says the batch is durable.
 
+use crate::conflict_actor::{PlaceRecords, Placed};
+use crate::conflict_actors::ConflictActors;
 use crate::dedupe::{self, Decision, Incoming};
+use crate::evaluation::{self, EvaluationPlan};
 use crate::registry::RegistryHandle;
-use crate::store::{DeviceCommit, DeviceProgress, SeqEntry, Store, StoreError, StoredRecord};
+use crate::seq_ranges::SeqRanges;
+use crate::store::{Commit, ConflictRecord, DeviceProgress, DeviceWrite, SeqEntry, Store, StoreError, StoredRecord, TimelineEntry};
+use futures_util::future::try_join_all;
+use otg_schema::OrgSettings;
 use actix::prelude::*;
 use otg_schema::wire::{Ack, AckStatus, RejectReason};
 use std::collections::HashMap;
@@ -23,6 +29,8 @@ pub struct Upload {
     pub received_at: i64,
     pub reported_pending: Option<u64>,
     pub records: Vec<Incoming>,
+    /// The org's settings when the batch arrived.
+    pub settings: OrgSettings,
 }
 
 /// Ingest one upload; the outcome comes back on `reply` once durable. The mailbox
@@ -97,16 +105,17 @@ impl Handler<IngestBatch> for DeviceActor {
     fn handle(&mut self, batch: IngestBatch, _ctx: &mut Self::Context) -> Self::Result {
         self.last_active = Instant::now();
         let (store, device_id, progress) = (self.store.clone(), self.device_id.clone(), self.progress.take());
+        let conflicts = self.registry.conflict_actors();
         let IngestBatch { upload, reply, mailbox_slot } = batch;
-        let Upload { org_id, batch_id, received_at, reported_pending, records } = upload;
+        let Upload { org_id, batch_id, received_at, reported_pending, records, settings } = upload;
         AtomicResponse::new(Box::pin(
             async move {
                 let progress = match progress {
                     Some(progress) => progress,
                     None => store.device_progress(&device_id).await?,
                 };
-                let ingest = Ingest { device_id: &device_id, org_id, batch_id, received_at, reported_pending };
-                ingest.run(store.as_ref(), progress, records).await
+                let ingest = Ingest { device_id: &device_id, org_id, batch_id, received_at, reported_pending, settings };
+                ingest.run(store.as_ref(), &conflicts, progress, records).await
             }
             .into_actor(self)
             .map(move |result, actor, _ctx| {
@@ -155,12 +164,24 @@ struct Ingest<'a> {
     batch_id: String,
     received_at: i64,
     reported_pending: Option<u64>,
+    settings: OrgSettings,
+}
+
+/// What placing a batch's records in their employees' timelines decided.
+#[derive(Default)]
+struct Placement {
+    timeline: Vec<TimelineEntry>,
+    conflicts: Vec<ConflictRecord>,
+    /// The first conflict of each record that has one.
+    conflict_of: HashMap<String, String>,
+    employees: Vec<String>,
 }
 
 impl Ingest<'_> {
     async fn run(
         self,
         store: &dyn Store,
+        conflicts: &ConflictActors,
         progress: DeviceProgress,
         records: Vec<Incoming>,
     ) -> Result<(BatchOutcome, DeviceProgress), StoreError> {
@@ -180,14 +201,91 @@ impl Ingest<'_> {
             acks.push(ack);
             entries.extend(entry);
         }
+
+        // Conflict evaluation slots in between "ordered" and "acked".
+        let gap_timeout_ms = i64::from(self.settings.gap_timeout_s) * 1000;
+        let plan = evaluation::plan(progress.evaluation, &received, self.received_at, gap_timeout_ms);
+        let placement = self.place(store, conflicts, &entries, &progress.received, &plan).await?;
+        let this_batch: HashMap<i64, &str> = entries.iter().map(|entry| (entry.seq() as i64, entry.record_id())).collect();
+        for ack in acks.iter_mut().filter(|ack| ack.status == AckStatus::Accepted) {
+            if let Some(conflict_id) = this_batch.get(&ack.seq).and_then(|record_id| placement.conflict_of.get(*record_id)) {
+                ack.status = AckStatus::Conflict;
+                ack.conflict_id = Some(conflict_id.clone());
+            }
+        }
+
         let progress = DeviceProgress {
             received,
             last_sync_at: Some(self.received_at),
             reported_pending: self.reported_pending.or(progress.reported_pending),
+            evaluation: plan.after,
         };
         let next_seq = progress.received.next_seq();
-        store.commit(DeviceCommit { device_id: self.device_id.to_owned(), entries, progress: progress.clone() }).await?;
+        let commit = Commit {
+            device: Some(DeviceWrite { device_id: self.device_id.to_owned(), entries, progress: progress.clone() }),
+            timeline: placement.timeline,
+            conflicts: placement.conflicts,
+        };
+        if let Err(error) = store.commit(commit).await {
+            for employee_id in &placement.employees {
+                conflicts.forget_timeline(&self.org_id, employee_id);
+            }
+            return Err(error);
+        }
         Ok((BatchOutcome { acks, next_seq }, progress))
+    }
+
+    /// Places this batch's stored records, and earlier ones a filled gap releases, in
+    /// their employees' timelines, evaluating those whose turn it is.
+    async fn place(
+        &self,
+        store: &dyn Store,
+        conflicts: &ConflictActors,
+        entries: &[SeqEntry],
+        received_before: &SeqRanges,
+        plan: &EvaluationPlan,
+    ) -> Result<Placement, StoreError> {
+        let released: Vec<u64> = plan.released().filter(|&seq| received_before.contains(seq)).collect();
+        let earlier = if released.is_empty() { Vec::new() } else { store.seq_entries(self.device_id, &released).await? };
+        let mut records: Vec<(StoredRecord, bool)> = earlier
+            .into_iter()
+            .flatten()
+            .chain(entries.iter().cloned())
+            .filter_map(|entry| match entry {
+                SeqEntry::Stored(stored) => {
+                    let evaluate = plan.evaluates(stored.record.seq);
+                    Some((stored, evaluate))
+                }
+                SeqEntry::Rejected { .. } => None,
+            })
+            .collect();
+        if records.is_empty() {
+            return Ok(Placement::default());
+        }
+        records.sort_by_key(|(stored, _)| stored.record.seq);
+
+        let mut by_employee: HashMap<String, Vec<(StoredRecord, bool)>> = HashMap::new();
+        for record in records {
+            by_employee.entry(record.0.record.employee_id.clone()).or_default().push(record);
+        }
+        let placed = try_join_all(by_employee.into_iter().map(|(employee_id, records)| async move {
+            let place = || PlaceRecords { records: records.clone(), received_at: self.received_at, settings: self.settings.clone() };
+            conflicts.place(&self.org_id, &employee_id, place).await.map(|placed| (employee_id, placed))
+        }))
+        .await?;
+
+        let mut placement = Placement::default();
+        for (employee_id, records) in placed {
+            placement.employees.push(employee_id);
+            for Placed { record_id, timeline, conflicts } in records {
+                if let Some(first) = conflicts.first() {
+                    placement.conflict_of.insert(record_id, first.id.clone());
+                }
+                placement.timeline.extend(timeline);
+                placement.conflicts.extend(conflicts);
+            }
+        }
+        Ok(placement)
     }
 
     /// The ack for one record and, for a newly filled seq, what to store in it.

@@ -3,8 +3,11 @@
 //! `DeviceRegistry` hands each batch to its device's `DeviceActor`, which decides it
 //! (`dedupe`), writes it through a `Store`, and answers once the write is durable.
 
+pub mod conflict_actor;
+mod conflict_actors;
 pub mod conflict_rules;
 pub mod dedupe;
+pub mod evaluation;
 pub mod device_actor;
 pub mod metrics;
 pub mod registry;

@@ -45,6 +45,7 @@ impl StoreMetrics {
 #[derive(Clone)]
 pub struct DeviceMetrics {
     pub active_actors: IntGauge,
+    pub conflict_actors_active: IntGauge,
     pub mailbox_full: IntCounter,
     pub actors_evicted: IntCounter,
 }
@@ -53,10 +54,12 @@ impl DeviceMetrics {
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let metrics = DeviceMetrics {
             active_actors: IntGauge::new("otg_device_actors_active", "Device actors alive now.")?,
+            conflict_actors_active: IntGauge::new("otg_conflict_actors_active", "Conflict actors (one per active employee) alive now.")?,
             mailbox_full: IntCounter::new("otg_device_mailbox_full_total", "Batches refused with 429 because the device's mailbox was full.")?,
             actors_evicted: IntCounter::new("otg_device_actors_evicted_total", "Device actors stopped after their idle timeout.")?,
         };
         registry.register(Box::new(metrics.active_actors.clone()))?;
+        registry.register(Box::new(metrics.conflict_actors_active.clone()))?;
         registry.register(Box::new(metrics.mailbox_full.clone()))?;
         registry.register(Box::new(metrics.actors_evicted.clone()))?;
         Ok(metrics)

@@ -11,6 +11,7 @@
 //! finds the semaphore closed starts a fresh actor instead.
 
 use crate::device_actor::{BatchOutcome, DeviceActor, IngestBatch, ReadProgress, Upload};
+use crate::conflict_actors::ConflictActors;
 use crate::metrics::DeviceMetrics;
 use crate::store::{DeviceProgress, Store, StoreError};
 use actix::dev::SendError;
@@ -55,6 +56,7 @@ struct DeviceEntry {
 
 struct Inner {
     actors: DashMap<Arc<str>, DeviceEntry>,
+    conflicts: Arc<ConflictActors>,
     arbiters: Vec<ArbiterHandle>,
     store: Arc<dyn Store>,
     options: DeviceActorOptions,
@@ -64,8 +66,9 @@ struct Inner {
 impl DeviceRegistry {
     /// Starts the arbiters; must run inside an actix `System`.
     pub fn start(store: Arc<dyn Store>, options: DeviceActorOptions, metrics: DeviceMetrics) -> Self {
-        let arbiters = (0..options.arbiters.max(1)).map(|_| Arbiter::new().handle()).collect();
-        let inner = Inner { actors: DashMap::new(), arbiters, store, options, metrics };
+        let arbiters: Vec<ArbiterHandle> = (0..options.arbiters.max(1)).map(|_| Arbiter::new().handle()).collect();
+        let conflicts = ConflictActors::new(arbiters.clone(), store.clone(), options.idle_timeout, metrics.conflict_actors_active.clone());
+        let inner = Inner { actors: DashMap::new(), conflicts: Arc::new(conflicts), arbiters, store, options, metrics };
         DeviceRegistry { inner: RegistryHandle(Arc::new(inner)) }
     }
 
@@ -161,6 +164,10 @@ impl RegistryHandle {
         self.0.metrics.actors_evicted.inc();
     }
 
+    pub(crate) fn conflict_actors(&self) -> Arc<ConflictActors> {
+        self.0.conflicts.clone()
+    }
+
     /// All the slots of a device's mailbox, as an idle actor counts them.
     pub(crate) fn mailbox_capacity(&self) -> u32 {
         self.0.options.mailbox_capacity as u32
@@ -168,7 +175,7 @@ impl RegistryHandle {
 }
 
 /// The arbiter a device lives on: the same for a device id in every run.
-fn shard_of(device_id: &str, shards: usize) -> usize {
+pub(crate) fn shard_of(device_id: &str, shards: usize) -> usize {
     (BuildHasherDefault::<DefaultHasher>::default().hash_one(device_id) % shards as u64) as usize
 }
 
@@ -182,7 +189,7 @@ mod tests {
     fn upload(seq: u64) -> Upload {
         let record = conformance::record(seq, "emp-1", 1_764_028_800_000);
         let incoming = Incoming { seq: seq as i64, record_id: record.record_id.clone(), verdict: Ok(record) };
-        Upload { org_id: "acme".into(), batch_id: "b".into(), received_at: 0, reported_pending: None, records: vec![incoming] }
+        Upload { org_id: "acme".into(), batch_id: "b".into(), received_at: 0, reported_pending: None, records: vec![incoming], settings: Default::default() }
     }
 
     /// Batches sent just as an idle actor stops are never dropped: each is answered,
@@ -196,12 +203,12 @@ mod tests {
         let metrics = DeviceMetrics::register(&prometheus).unwrap();
         let devices = DeviceRegistry::start(Arc::new(store), options, metrics.clone());
         for seq in 1..=150u64 {
-            tokio::time::sleep(Duration::from_micros(seq * 97 % 12_000)).await;
+            tokio::time::sleep(Duration::from_micros(seq * 97 % 25_000)).await;
             let outcome = devices.ingest("dev-race", upload(seq)).unwrap().await;
             let outcome = outcome.expect("the batch was answered, not dropped").unwrap();
             assert_eq!(outcome.next_seq, seq + 1);
         }
-        assert!(metrics.actors_evicted.get() > 10, "the actor went idle and stopped between batches");
+        assert!(metrics.actors_evicted.get() > 10, "the actor went idle and stopped between batches: {}", metrics.actors_evicted.get());
         devices.stop();
     }
 }

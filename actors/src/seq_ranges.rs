@@ -28,6 +28,14 @@ impl SeqRanges {
         self.next_seq
     }
 
+    /// The highest seq received, if any.
+    pub fn highest(&self) -> Option<u64> {
+        match self.above.last_key_value() {
+            Some((_, &end)) => Some(end - 1),
+            None => self.next_seq.checked_sub(1).filter(|&seq| seq >= 1),
+        }
+    }
+
     /// How many separate runs of seqs lie above the first gap.
     pub fn gap_count(&self) -> usize {
         self.above.len()
@@ -96,6 +104,7 @@ mod tests {
                 for probe in 1..70 {
                     prop_assert_eq!(ranges.contains(probe), model.contains(&probe));
                 }
+                prop_assert_eq!(ranges.highest(), model.last().copied());
                 let runs_above = model.iter().filter(|&&s| s > first_missing && !model.contains(&(s - 1))).count();
                 prop_assert_eq!(ranges.gap_count(), runs_above);
             }

@@ -12,7 +12,7 @@
 use hdrhistogram::Histogram;
 use otg_actors::metrics::StoreMetrics;
 use otg_actors::seq_ranges::SeqRanges;
-use otg_actors::store::{DeviceCommit, DeviceProgress, EmbeddedStore, EmbeddedStoreOptions, SeqEntry, Store, StoredRecord};
+use otg_actors::store::{Commit, DeviceProgress, DeviceWrite, EmbeddedStore, EmbeddedStoreOptions, RecordStatus, SeqEntry, Store, StoredRecord, TimelineEntry};
 use otg_schema::signing::{DEVICE_ID_HEADER, REQUEST_TIME_HEADER, SIGNATURE_HEADER};
 use otg_schema::validate::{check_record, RecordRules};
 use otg_schema::wire::{self, Batch, Geo, Record};
@@ -108,9 +108,17 @@ fn store_ceiling(run_for: Duration) -> RunFigures {
                                 })
                             })
                             .collect();
-                        let progress = DeviceProgress { received: received.clone(), last_sync_at: Some(now), reported_pending: None };
+                        let progress = DeviceProgress { received: received.clone(), last_sync_at: Some(now), ..DeviceProgress::default() };
+                        let timeline = entries
+                            .iter()
+                            .filter_map(|entry| match entry {
+                                SeqEntry::Stored(stored) => Some(TimelineEntry::of(stored, RecordStatus::Active)),
+                                SeqEntry::Rejected { .. } => None,
+                            })
+                            .collect();
+                        let device = DeviceWrite { device_id: device_id.clone(), entries, progress };
                         let commit_started = Instant::now();
-                        store.commit(DeviceCommit { device_id: device_id.clone(), entries, progress }).await.unwrap();
+                        store.commit(Commit { device: Some(device), timeline, conflicts: vec![] }).await.unwrap();
                         latencies.record(commit_started.elapsed().as_micros() as u64).unwrap();
                         written += RECORDS_PER_BATCH as u64;
                     }

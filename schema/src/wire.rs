@@ -188,7 +188,20 @@ pub struct DeviceStatus {
     pub next_seq: u64,
     /// Unix ms of the last batch this device had acked; nil before the first.
     pub last_sync_at: Option<i64>,
-    pub open_conflicts: Vec<String>,
+    pub open_conflicts: Vec<OpenConflict>,
+}
+
+/// An open conflict one of this device's records takes part in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OpenConflict {
+    pub conflict_id: String,
+    /// `duplicate_event`, `overlap`, `orphan_check_out`, ...
+    pub kind: String,
+    /// This device's record in the conflict.
+    pub seq: u64,
+    pub record_id: String,
+    /// Whether the org's policy set this device's record aside for the other one.
+    pub superseded: bool,
 }
 
 /// Decodes a MessagePack value, naming the path of the first key that is missing or

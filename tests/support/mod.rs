@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const HOUR_MS: i64 = 3_600_000;
+pub const MINUTE_MS: i64 = 60_000;
 
 /// A running gateway process.
 pub struct Gateway {
@@ -194,10 +195,13 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// A valid check-in (or check-out on even seqs) an hour ago, with a fresh record id.
+/// A valid record with a fresh id: a check-in on odd seqs, a check-out on even ones,
+/// ten minutes apart from four days ago on, so one device's records make a
+/// conflict-free run of short shifts.
 pub fn record(seq: i64, employee_id: &str) -> Record {
     let kind = if seq % 2 == 1 { "check_in" } else { "check_out" };
-    Record { offline: Some(true), ..Record::new(seq, uuid::Uuid::new_v4().to_string(), kind, employee_id, now_ms() - HOUR_MS + seq) }
+    let recorded_at = now_ms() / HOUR_MS * HOUR_MS - 96 * HOUR_MS + seq * 10 * MINUTE_MS;
+    Record { offline: Some(true), ..Record::new(seq, uuid::Uuid::new_v4().to_string(), kind, employee_id, recorded_at) }
 }
 
 /// Encodes a batch of `records` for `device_id`.

@@ -5,9 +5,21 @@
 
 use super::*;
 use otg_schema::wire::RejectReason;
-use otg_schema::{OrgSettings, ValidRecord};
+use otg_schema::{OrgSettings, RecordKind, ValidRecord};
 
 const DAY_START: i64 = 1_764_028_800_000; // 2025-11-25T00:00:00Z
+
+/// A commit of a device's seqs, with the timeline entries of its stored records.
+pub fn device_commit(device_id: &str, entries: Vec<SeqEntry>, progress: DeviceProgress) -> Commit {
+    let timeline = entries
+        .iter()
+        .filter_map(|entry| match entry {
+            SeqEntry::Stored(stored) => Some(TimelineEntry::of(stored, RecordStatus::Active)),
+            SeqEntry::Rejected { .. } => None,
+        })
+        .collect();
+    Commit { device: Some(DeviceWrite { device_id: device_id.into(), entries, progress }), timeline, conflicts: vec![] }
+}
 
 pub async fn run_all(store: &dyn Store) {
     devices_enrol_once_and_revoke(store).await;
@@ -48,7 +60,7 @@ pub async fn commit_one_record(store: &dyn Store, device_id: &str) {
     let mut progress = DeviceProgress::default();
     progress.received.insert(1);
     let entries = vec![stored(device_id, record(1, "emp-1", DAY_START + 1_000))];
-    store.commit(DeviceCommit { device_id: device_id.into(), entries, progress }).await.unwrap();
+    store.commit(device_commit(device_id, entries, progress)).await.unwrap();
 }
 
 async fn devices_enrol_once_and_revoke(store: &dyn Store) {
@@ -90,7 +102,7 @@ async fn commits_are_readable_by_seq_and_by_timeline(store: &dyn Store) {
     };
     progress.received.insert(5);
     let entries = vec![late.clone(), rejected.clone(), early.clone(), next_day];
-    store.commit(DeviceCommit { device_id: "conf-dev-2".into(), entries, progress: progress.clone() }).await.unwrap();
+    store.commit(device_commit("conf-dev-2", entries, progress.clone())).await.unwrap();
 
     assert_eq!(store.device_progress("conf-dev-2").await.unwrap(), progress);
     let entries = store.seq_entries("conf-dev-2", &[1, 2, 3, 4]).await.unwrap();
@@ -104,7 +116,7 @@ async fn commits_are_readable_by_seq_and_by_timeline(store: &dyn Store) {
 
     // Writing the same commit again changes nothing: writes are idempotent.
     let entries = store.seq_entries("conf-dev-2", &[1]).await.unwrap();
-    let again = DeviceCommit { device_id: "conf-dev-2".into(), entries: entries.into_iter().flatten().collect(), progress: progress.clone() };
+    let again = device_commit("conf-dev-2", entries.into_iter().flatten().collect(), progress.clone());
     store.commit(again).await.unwrap();
     assert_eq!(store.timeline("acme", "emp-2", UtcDay::of_unix_ms(DAY_START)).await.unwrap().len(), 2);
 }

@@ -6,7 +6,7 @@
 //! the whole group, and only then answers every caller in the group.
 
 use super::keys;
-use super::{DeviceCommit, DeviceEnrolment, DeviceProgress, SeqEntry, Store, StoreError, TimelineEntry};
+use super::{Commit, ConflictRecord, Cursor, DeviceEnrolment, DeviceProgress, Page, SeqEntry, Store, StoreError, TimelineEntry};
 use crate::metrics::StoreMetrics;
 use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
@@ -49,6 +49,9 @@ struct Tables {
     progress: Keyspace,
     seqs: Keyspace,
     timeline: Keyspace,
+    conflicts: Keyspace,
+    conflicts_by_org: Keyspace,
+    conflicts_by_device: Keyspace,
 }
 
 /// One device's atomic batch, waiting to be committed and covered by an fsync.
@@ -85,6 +88,9 @@ impl EmbeddedStore {
             progress: keyspace("progress")?,
             seqs: keyspace("seqs")?,
             timeline: keyspace("timeline")?,
+            conflicts: keyspace("conflicts")?,
+            conflicts_by_org: keyspace("conflicts_by_org")?,
+            conflicts_by_device: keyspace("conflicts_by_device")?,
         };
         let (sender, receiver) = mpsc::channel(options.commit_queue_capacity);
         let failed = Arc::new(AtomicBool::new(false));
@@ -152,24 +158,31 @@ impl Store for EmbeddedStore {
         seqs.iter().map(|&seq| read(&self.tables.seqs, &keys::seq(device_id, seq))).collect()
     }
 
-    async fn commit(&self, commit: DeviceCommit) -> Result<(), StoreError> {
-        let mut batch = OwnedWriteBatch::with_capacity(self.db.clone(), commit.entries.len() * 2 + 1);
-        for entry in &commit.entries {
-            if let SeqEntry::Stored(stored) = entry {
-                let record = &stored.record;
-                let position = TimelineEntry {
-                    recorded_at: record.recorded_at,
-                    device_id: stored.device_id.clone(),
-                    seq: record.seq,
-                    record_id: record.record_id.clone(),
-                    kind: record.kind,
-                };
-                let key = keys::timeline(&stored.org_id, &record.employee_id, record.recorded_at, &stored.device_id, record.seq);
-                batch.insert(&self.tables.timeline, key, encode(&position));
+    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        let Commit { device, timeline, conflicts } = commit;
+        let capacity = device.as_ref().map_or(0, |device| device.entries.len() + 1) + timeline.len() + conflicts.len() * 4;
+        let mut batch = OwnedWriteBatch::with_capacity(self.db.clone(), capacity);
+        if let Some(device) = device {
+            for entry in &device.entries {
+                batch.insert(&self.tables.seqs, keys::seq(&device.device_id, entry.seq()), encode(entry));
             }
-            batch.insert(&self.tables.seqs, keys::seq(&commit.device_id, entry.seq()), encode(entry));
+            batch.insert(&self.tables.progress, device.device_id.into_bytes(), encode(&device.progress));
         }
-        batch.insert(&self.tables.progress, commit.device_id.into_bytes(), encode(&commit.progress));
+        for entry in &timeline {
+            let value = encode(entry);
+            for (day, at) in timeline_positions(entry) {
+                let key = keys::timeline(&entry.org_id, &entry.employee_id, day, at, &entry.device_id, entry.seq);
+                batch.insert(&self.tables.timeline, key, value.clone());
+            }
+        }
+        for conflict in &conflicts {
+            batch.insert(&self.tables.conflicts, conflict.id.as_bytes(), encode(conflict));
+            batch.insert(&self.tables.conflicts_by_org, keys::conflict_of_org(&conflict.org_id, conflict.detected_at, &conflict.id), conflict.id.as_bytes());
+            let devices = std::iter::once(&conflict.device_record).chain(&conflict.server_record);
+            for record in devices {
+                batch.insert(&self.tables.conflicts_by_device, keys::conflict_of_device(&record.device_id, &conflict.id), conflict.id.as_bytes());
+            }
+        }
 
         if self.failed.load(Ordering::Relaxed) {
             return Err(StoreError::Unavailable("an earlier write failed; restart the gateway once the disk is fixed".into()));
@@ -186,6 +199,37 @@ impl Store for EmbeddedStore {
             .prefix(keys::timeline_partition(org_id, employee_id, day))
             .map(|item| decode(&item.into_inner().map_err(unavailable)?.1))
             .collect()
+    }
+
+    async fn conflict(&self, conflict_id: &str) -> Result<Option<ConflictRecord>, StoreError> {
+        read(&self.tables.conflicts, conflict_id.as_bytes())
+    }
+
+    async fn conflicts(&self, org_id: &str, open: Option<bool>, page: Page<'_>) -> Result<Vec<(ConflictRecord, Cursor)>, StoreError> {
+        let mut found = Vec::with_capacity(page.limit);
+        for item in scan_after(&self.tables.conflicts_by_org, &keys::text_prefix(org_id), page.after) {
+            let (key, conflict_id) = item.into_inner().map_err(unavailable)?;
+            let conflict: ConflictRecord = read(&self.tables.conflicts, &conflict_id)?
+                .ok_or_else(|| StoreError::Corrupt(format!("conflict {} is listed but not stored", String::from_utf8_lossy(&conflict_id))))?;
+            if open.is_none_or(|open| open == conflict.is_open()) {
+                found.push((conflict, key.to_vec()));
+                if found.len() == page.limit {
+                    break;
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    async fn open_conflicts_of_device(&self, device_id: &str) -> Result<Vec<ConflictRecord>, StoreError> {
+        let mut open = Vec::new();
+        for item in self.tables.conflicts_by_device.prefix(keys::text_prefix(device_id)) {
+            let (_, conflict_id) = item.into_inner().map_err(unavailable)?;
+            if let Some(conflict) = read::<ConflictRecord>(&self.tables.conflicts, &conflict_id)?.filter(ConflictRecord::is_open) {
+                open.push(conflict);
+            }
+        }
+        Ok(open)
     }
 
     async fn org_settings(&self, org_id: &str) -> Result<OrgSettings, StoreError> {
@@ -217,6 +261,31 @@ impl Store for EmbeddedStore {
                 .map_err(|_| StoreError::Unavailable("the committer thread panicked".into()))?;
         }
         self.db.persist(PersistMode::SyncAll).map_err(unavailable)
+    }
+}
+
+/// The partitions a timeline entry is written to, with its clustering time in each: its
+/// own day at `recorded_at`, and for a leave request also every day it covers, first.
+fn timeline_positions(entry: &TimelineEntry) -> Vec<(UtcDay, i64)> {
+    let mut positions = vec![(UtcDay::of_unix_ms(entry.recorded_at), entry.recorded_at)];
+    if let Some((from, to)) = entry.leave {
+        let mut day = from;
+        while day <= to {
+            positions.push((day, day.start_unix_ms()));
+            day = day.next();
+        }
+    }
+    positions
+}
+
+/// The items of a partition (`prefix`) that come after the key `after`.
+fn scan_after(keyspace: &Keyspace, prefix: &[u8], after: Option<&[u8]>) -> fjall::Iter {
+    match after.filter(|after| after.starts_with(prefix)) {
+        Some(after) => {
+            let (_, end) = fjall::util::prefix_to_range(prefix);
+            keyspace.range((std::ops::Bound::Excluded(fjall::UserKey::from(after)), end))
+        }
+        None => keyspace.prefix(prefix),
     }
 }
 
@@ -305,11 +374,8 @@ mod tests {
         let store = open(&dir);
         super::super::conformance::commit_one_record(&store, "dev-reopen").await;
         store.close().await.unwrap();
-        assert!(store.commit(DeviceCommit {
-            device_id: "dev-reopen".into(),
-            entries: vec![],
-            progress: DeviceProgress::default(),
-        }).await.is_err(), "a closed store refuses writes");
+        let write = super::super::DeviceWrite { device_id: "dev-reopen".into(), entries: vec![], progress: DeviceProgress::default() };
+        assert!(store.commit(Commit { device: Some(write), ..Commit::default() }).await.is_err(), "a closed store refuses writes");
         drop(store);
         let reopened = open(&dir);
         assert_eq!(reopened.device_progress("dev-reopen").await.unwrap().received.next_seq(), 2);

@@ -19,6 +19,30 @@ fn push_i32(key: &mut Vec<u8>, value: i32) {
     key.extend_from_slice(&((value as u32) ^ (1 << 31)).to_be_bytes());
 }
 
+/// `conflicts_by_org`: (org) partition, clustered by (detected_at, id).
+pub fn conflict_of_org(org_id: &str, detected_at: i64, conflict_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(org_id.len() + conflict_id.len() + 10);
+    push_text(&mut key, org_id);
+    push_i64(&mut key, detected_at);
+    key.extend_from_slice(conflict_id.as_bytes());
+    key
+}
+
+/// `conflicts_by_device`: (device) partition, clustered by conflict id.
+pub fn conflict_of_device(device_id: &str, conflict_id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(device_id.len() + conflict_id.len() + 1);
+    push_text(&mut key, device_id);
+    key.extend_from_slice(conflict_id.as_bytes());
+    key
+}
+
+/// The prefix of a partition keyed by one text part.
+pub fn text_prefix(text: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(text.len() + 1);
+    push_text(&mut key, text);
+    key
+}
+
 /// `seqs`: (device_id) partition, clustered by seq.
 pub fn seq(device_id: &str, seq: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(device_id.len() + 9);
@@ -36,10 +60,11 @@ pub fn timeline_partition(org_id: &str, employee_id: &str, day: UtcDay) -> Vec<u
     key
 }
 
-/// `timeline`: one record, clustered by (recorded_at, device, seq).
-pub fn timeline(org_id: &str, employee_id: &str, recorded_at: i64, device_id: &str, seq: u64) -> Vec<u8> {
-    let mut key = timeline_partition(org_id, employee_id, UtcDay::of_unix_ms(recorded_at));
-    push_i64(&mut key, recorded_at);
+/// `timeline`: one record in the partition of `day`, clustered by (at, device, seq).
+/// `at` is the record's `recorded_at`, or the day's start for a leave covering it.
+pub fn timeline(org_id: &str, employee_id: &str, day: UtcDay, at: i64, device_id: &str, seq: u64) -> Vec<u8> {
+    let mut key = timeline_partition(org_id, employee_id, day);
+    push_i64(&mut key, at);
     push_text(&mut key, device_id);
     key.extend_from_slice(&seq.to_be_bytes());
     key
@@ -52,8 +77,8 @@ mod tests {
     #[test]
     fn byte_order_is_time_order_within_a_partition() {
         let day_start = UtcDay(20_000).start_unix_ms();
-        let early = timeline("acme", "emp", day_start + 5, "dev-b", 9);
-        let late = timeline("acme", "emp", day_start + 300, "dev-a", 1);
+        let early = timeline("acme", "emp", UtcDay(20_000), day_start + 5, "dev-b", 9);
+        let late = timeline("acme", "emp", UtcDay(20_000), day_start + 300, "dev-a", 1);
         assert!(early < late);
         assert!(early.starts_with(&timeline_partition("acme", "emp", UtcDay(20_000))));
     }

@@ -6,17 +6,16 @@
 
 mod embedded;
 mod keys;
+mod model;
 
 #[cfg(test)]
 pub(crate) mod conformance;
 
 pub use embedded::{EmbeddedStore, EmbeddedStoreOptions};
+pub use model::*;
 
-use crate::seq_ranges::SeqRanges;
 use async_trait::async_trait;
-use otg_schema::wire::RejectReason;
-use otg_schema::{OrgSettings, RecordKind, UtcDay, ValidRecord};
-use serde::{Deserialize, Serialize};
+use otg_schema::{OrgSettings, UtcDay};
 
 /// Why a store call failed. Every variant but `AlreadyExists` is transient to the
 /// caller: nothing was acked, so the device keeps its records and retries.
@@ -28,82 +27,6 @@ pub enum StoreError {
     Unavailable(String),
     #[error("stored value is corrupt: {0}")]
     Corrupt(String),
-}
-
-/// An enrolled device and the secret its requests are signed with.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceEnrolment {
-    pub device_id: String,
-    pub org_id: String,
-    /// `None` for a shared kiosk that records for any employee of its org.
-    pub employee_id: Option<String>,
-    pub secret: [u8; 32],
-    pub enrolled_at: i64,
-    pub revoked_at: Option<i64>,
-}
-
-/// How far a device has synced: the seqs received and what it last reported.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DeviceProgress {
-    pub received: SeqRanges,
-    /// Unix ms of the last batch acked to this device.
-    pub last_sync_at: Option<i64>,
-    /// The `pending` count the device reported with its last batch.
-    pub reported_pending: Option<u64>,
-}
-
-/// A record as stored, with where and when it came from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StoredRecord {
-    pub device_id: String,
-    pub org_id: String,
-    pub batch_id: String,
-    /// Server clock at receipt, unix ms.
-    pub received_at: i64,
-    pub record: ValidRecord,
-}
-
-/// What a (device, seq) slot holds once received: the record, or why it was refused.
-/// A refused seq is kept too, so it leaves no gap and a resend gets the same answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum SeqEntry {
-    Stored(StoredRecord),
-    Rejected { seq: u64, record_id: String, reason: RejectReason, detail: Option<String> },
-}
-
-impl SeqEntry {
-    pub fn seq(&self) -> u64 {
-        match self {
-            SeqEntry::Stored(stored) => stored.record.seq,
-            SeqEntry::Rejected { seq, .. } => *seq,
-        }
-    }
-
-    pub fn record_id(&self) -> &str {
-        match self {
-            SeqEntry::Stored(stored) => &stored.record.record_id,
-            SeqEntry::Rejected { record_id, .. } => record_id,
-        }
-    }
-}
-
-/// One device's batch outcome, written atomically (embedded) or idempotently (ScyllaDB).
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeviceCommit {
-    pub device_id: String,
-    /// Newly received seqs only; resends and reused seqs write nothing.
-    pub entries: Vec<SeqEntry>,
-    pub progress: DeviceProgress,
-}
-
-/// A record's place in its employee's timeline, ordered by `recorded_at`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TimelineEntry {
-    pub recorded_at: i64,
-    pub device_id: String,
-    pub seq: u64,
-    pub record_id: String,
-    pub kind: RecordKind,
 }
 
 /// Where otg keeps everything. Writes return only once durable.
@@ -123,11 +46,22 @@ pub trait Store: Send + Sync + 'static {
     /// What each of `seqs` holds, in the same order.
     async fn seq_entries(&self, device_id: &str, seqs: &[u64]) -> Result<Vec<Option<SeqEntry>>, StoreError>;
 
-    /// Writes a device's new entries and progress; returns once durable.
-    async fn commit(&self, commit: DeviceCommit) -> Result<(), StoreError>;
+    /// Writes everything in `commit` atomically (embedded) or idempotently
+    /// (ScyllaDB); returns once durable.
+    async fn commit(&self, commit: Commit) -> Result<(), StoreError>;
 
-    /// One UTC day of an employee's timeline, in `recorded_at` order.
+    /// One UTC day of an employee's timeline, in `recorded_at` order: the records
+    /// of that day, and the leave requests that cover it.
     async fn timeline(&self, org_id: &str, employee_id: &str, day: UtcDay) -> Result<Vec<TimelineEntry>, StoreError>;
+
+    async fn conflict(&self, conflict_id: &str) -> Result<Option<ConflictRecord>, StoreError>;
+
+    /// An org's conflicts in detection order, only open or only resolved ones if
+    /// `open` says so, each with the cursor that continues after it.
+    async fn conflicts(&self, org_id: &str, open: Option<bool>, page: Page<'_>) -> Result<Vec<(ConflictRecord, Cursor)>, StoreError>;
+
+    /// The conflicts a device's records take part in, open ones only.
+    async fn open_conflicts_of_device(&self, device_id: &str) -> Result<Vec<ConflictRecord>, StoreError>;
 
     /// The org's settings; the defaults for an org that never set any.
     async fn org_settings(&self, org_id: &str) -> Result<OrgSettings, StoreError>;

@@ -12,7 +12,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use otg_actors::dedupe::Incoming;
 use otg_actors::Upload;
 use otg_schema::validate::{check_batch, check_record, RecordRules};
-use otg_schema::wire::{self, Batch, BatchResponse, DeviceStatus};
+use otg_actors::store::{ConflictRecord, PolicyOutcome};
+use otg_schema::wire::{self, Batch, BatchResponse, DeviceStatus, OpenConflict};
 use serde::Serialize;
 use std::time::Instant;
 
@@ -58,7 +59,7 @@ async fn ingest(request: &HttpRequest, payload: web::Payload, state: &AppState) 
         .map(|record| Incoming { seq: record.seq, record_id: record.record_id.clone(), verdict: check_record(record, &rules) })
         .collect();
 
-    let upload = Upload { org_id: device.org_id, batch_id: batch_id.clone(), received_at, reported_pending: pending, records };
+    let upload = Upload { org_id: device.org_id, batch_id: batch_id.clone(), received_at, reported_pending: pending, records, settings };
     let durable = state.devices.ingest(&device.device_id, upload)?;
     let outcome = durable.await.map_err(|_| ApiError::StoreUnavailable("the device actor stopped".into()))??;
     Ok(BatchResponse { batch_id, acks: outcome.acks, next_seq: outcome.next_seq, server_time: now_ms() })
@@ -72,11 +73,28 @@ async fn device_config(request: HttpRequest, state: web::Data<AppState>) -> Resu
 async fn device_status(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let device = authenticate_device(&request, b"", state.store.as_ref()).await?;
     let progress = state.devices.progress(&device.device_id).await?;
+    let open_conflicts = state.store.open_conflicts_of_device(&device.device_id).await?;
     Ok(msgpack(&DeviceStatus {
         next_seq: progress.received.next_seq(),
         last_sync_at: progress.last_sync_at,
-        open_conflicts: Vec::new(),
+        open_conflicts: open_conflicts.iter().filter_map(|conflict| open_conflict(conflict, &device.device_id)).collect(),
     }))
+}
+
+/// How a device sees a conflict its record takes part in.
+fn open_conflict(conflict: &ConflictRecord, device_id: &str) -> Option<OpenConflict> {
+    let (record, superseded) = if conflict.device_record.device_id == device_id {
+        (&conflict.device_record, conflict.outcome == PolicyOutcome::NewcomerSuperseded)
+    } else {
+        (conflict.server_record.as_ref()?, conflict.outcome == PolicyOutcome::ServerSuperseded)
+    };
+    Some(OpenConflict {
+        conflict_id: conflict.id.clone(),
+        kind: conflict.kind.as_str().to_owned(),
+        seq: record.seq,
+        record_id: record.record_id.clone(),
+        superseded,
+    })
 }
 
 fn is_msgpack(request: &HttpRequest) -> bool {

@@ -1,0 +1,254 @@
+//! `ConflictActor`: one per active (org, employee), the keeper of that employee's
+//! timeline while device actors place records in it.
+//!
+//! It caches the employee's UTC-day partitions it has read, evaluates records one at a
+//! time (so two devices of one employee never race each other), applies the org's
+//! policy, and returns the timeline entries and conflicts to write. The cache is
+//! updated before the device actor's commit; a failed commit makes it forget.
+
+use crate::conflict_rules::{self, ConflictKind, Event, RuleSettings};
+use crate::conflict_actors::ActorHandle;
+use crate::store::{ConflictRecord, PolicyOutcome, RecordStatus, Store, StoreError, StoredRecord, TimelineEntry};
+use actix::prelude::*;
+use otg_schema::{ConflictResolution, OrgSettings, UtcDay};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Most UTC days an actor keeps cached; it starts afresh beyond that.
+const MAX_CACHED_DAYS: usize = 32;
+const MS_PER_HOUR: i64 = 3_600_000;
+
+/// Place records of this employee in the timeline; evaluate those marked so, in order.
+#[derive(Message)]
+#[rtype(result = "Result<Vec<Placed>, StoreError>")]
+pub struct PlaceRecords {
+    /// In the device's seq order, each with whether to evaluate it now.
+    pub records: Vec<(StoredRecord, bool)>,
+    pub received_at: i64,
+    pub settings: OrgSettings,
+}
+
+/// What placing one record decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placed {
+    pub record_id: String,
+    /// The record's entry, and any stored entry whose status the policy changed.
+    pub timeline: Vec<TimelineEntry>,
+    /// The conflicts found for the record (none if it was not evaluated).
+    pub conflicts: Vec<ConflictRecord>,
+}
+
+/// A commit that carried placed records failed: cached days may hold records that
+/// were never stored.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ForgetTimeline;
+
+pub struct ConflictActor {
+    org_id: String,
+    employee_id: String,
+    store: Arc<dyn Store>,
+    handle: ActorHandle<ConflictActor>,
+    days: BTreeMap<UtcDay, Vec<TimelineEntry>>,
+    last_active: Instant,
+    idle_timeout: Duration,
+}
+
+impl ConflictActor {
+    pub(crate) fn new(org_id: String, employee_id: String, store: Arc<dyn Store>, handle: ActorHandle<ConflictActor>, idle_timeout: Duration) -> Self {
+        ConflictActor { org_id, employee_id, store, handle, days: BTreeMap::new(), last_active: Instant::now(), idle_timeout }
+    }
+}
+
+impl Actor for ConflictActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.idle_timeout / 2, |actor, ctx| {
+            if actor.last_active.elapsed() >= actor.idle_timeout {
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, ctx: &mut Self::Context) {
+        self.handle.forget(&ctx.address());
+    }
+}
+
+impl Handler<ForgetTimeline> for ConflictActor {
+    type Result = ();
+
+    fn handle(&mut self, _: ForgetTimeline, _ctx: &mut Self::Context) {
+        self.days.clear();
+    }
+}
+
+impl Handler<PlaceRecords> for ConflictActor {
+    type Result = AtomicResponse<Self, Result<Vec<Placed>, StoreError>>;
+
+    fn handle(&mut self, place: PlaceRecords, _ctx: &mut Self::Context) -> Self::Result {
+        self.last_active = Instant::now();
+        if self.days.len() > MAX_CACHED_DAYS {
+            self.days.clear();
+        }
+        let days = std::mem::take(&mut self.days);
+        let (store, org_id, employee_id) = (self.store.clone(), self.org_id.clone(), self.employee_id.clone());
+        AtomicResponse::new(Box::pin(
+            async move {
+                let mut timeline = CachedTimeline { days, store, org_id, employee_id };
+                let placed = timeline.place(place).await;
+                (placed, timeline.days)
+            }
+            .into_actor(self)
+            .map(|(placed, days), actor, _ctx| {
+                actor.days = days;
+                placed
+            }),
+        ))
+    }
+}
+
+/// The employee's cached days, and the store to read the missing ones from.
+struct CachedTimeline {
+    days: BTreeMap<UtcDay, Vec<TimelineEntry>>,
+    store: Arc<dyn Store>,
+    org_id: String,
+    employee_id: String,
+}
+
+impl CachedTimeline {
+    async fn place(&mut self, place: PlaceRecords) -> Result<Vec<Placed>, StoreError> {
+        let rules = RuleSettings {
+            duplicate_window_ms: i64::from(place.settings.duplicate_window_s) * 1000,
+            max_shift_ms: i64::from(place.settings.max_shift_hours) * MS_PER_HOUR,
+            max_clock_skew_ms: i64::from(place.settings.max_clock_skew_s) * 1000,
+        };
+        let mut placed = Vec::with_capacity(place.records.len());
+        for (stored, evaluate_now) in place.records {
+            let mut entry = TimelineEntry::of(&stored, RecordStatus::Active);
+            let (mut writes, mut conflicts) = (Vec::new(), Vec::new());
+            if evaluate_now {
+                self.load(window(&entry, rules.max_shift_ms)).await?;
+                let (found, superseded) = self.evaluate(&entry, place.received_at, rules, place.settings.conflict_resolution).await?;
+                if found.iter().any(|conflict| conflict.outcome == PolicyOutcome::NewcomerSuperseded) {
+                    entry.status = RecordStatus::Superseded;
+                }
+                for mut server_entry in superseded {
+                    server_entry.status = RecordStatus::Superseded;
+                    self.put(server_entry.clone());
+                    writes.push(server_entry);
+                }
+                conflicts = found;
+            }
+            self.put(entry.clone());
+            writes.insert(0, entry);
+            placed.push(Placed { record_id: stored.record.record_id, timeline: writes, conflicts });
+        }
+        Ok(placed)
+    }
+
+    /// The conflicts of `newcomer` against the effective timeline, and the stored
+    /// entries the policy supersedes.
+    async fn evaluate(
+        &self,
+        newcomer: &TimelineEntry,
+        received_at: i64,
+        rules: RuleSettings,
+        policy: ConflictResolution,
+    ) -> Result<(Vec<ConflictRecord>, Vec<TimelineEntry>), StoreError> {
+        let around = self.effective(window(newcomer, rules.max_shift_ms), &newcomer.record_id);
+        let events: Vec<Event> = around.iter().map(|entry| event(entry)).collect();
+        let findings = conflict_rules::evaluate(&event(newcomer), received_at, &events, rules);
+        let (mut conflicts, mut superseded) = (Vec::new(), Vec::new());
+        for finding in findings {
+            let other = finding.other.map(|index| around[index]);
+            let id = conflict_rules::conflict_id(finding.kind, &newcomer.record_id, other.map(|entry| entry.record_id.as_str()));
+            // Found before (a re-evaluation after a crash): it stands as it was decided.
+            if let Some(existing) = self.store.conflict(&id).await? {
+                conflicts.push(existing);
+                continue;
+            }
+            let outcome = policy_outcome(finding.kind, policy);
+            if let (PolicyOutcome::ServerSuperseded, Some(other)) = (outcome, other) {
+                superseded.push(other.clone());
+            }
+            conflicts.push(ConflictRecord {
+                id,
+                org_id: self.org_id.clone(),
+                employee_id: self.employee_id.clone(),
+                kind: finding.kind,
+                device_record: newcomer.reference(),
+                server_record: other.map(TimelineEntry::reference),
+                policy,
+                outcome,
+                detected_at: received_at,
+                resolution: None,
+            });
+        }
+        Ok((conflicts, superseded))
+    }
+
+    /// Reads the days of `span` that are not cached.
+    async fn load(&mut self, span: (UtcDay, UtcDay)) -> Result<(), StoreError> {
+        let mut day = span.0;
+        while day <= span.1 {
+            if !self.days.contains_key(&day) {
+                let entries = self.store.timeline(&self.org_id, &self.employee_id, day).await?;
+                self.days.insert(day, entries);
+            }
+            day = day.next();
+        }
+        Ok(())
+    }
+
+    /// The effective entries of `span`, once each, in time order, without `except`.
+    fn effective(&self, span: (UtcDay, UtcDay), except: &str) -> Vec<&TimelineEntry> {
+        let mut seen: HashMap<&str, &TimelineEntry> = HashMap::new();
+        for entries in self.days.range(span.0..=span.1).map(|(_, entries)| entries) {
+            for entry in entries.iter().filter(|entry| entry.status == RecordStatus::Active && entry.record_id != except) {
+                seen.insert(entry.record_id.as_str(), entry);
+            }
+        }
+        let mut effective: Vec<&TimelineEntry> = seen.into_values().collect();
+        effective.sort_by(|a, b| (a.recorded_at, &a.device_id, a.seq).cmp(&(b.recorded_at, &b.device_id, b.seq)));
+        effective
+    }
+
+    /// Puts an entry (new, or with a new status) into every cached day it belongs to.
+    fn put(&mut self, entry: TimelineEntry) {
+        let (first, last) = entry.leave.map_or_else(|| {
+            let day = UtcDay::of_unix_ms(entry.recorded_at);
+            (day, day)
+        }, |(from, to)| (from.min(UtcDay::of_unix_ms(entry.recorded_at)), to.max(UtcDay::of_unix_ms(entry.recorded_at))));
+        for (_, entries) in self.days.range_mut(first..=last) {
+            entries.retain(|cached| cached.record_id != entry.record_id);
+            entries.push(entry.clone());
+        }
+    }
+}
+
+/// The days whose records can collide with `entry`.
+fn window(entry: &TimelineEntry, max_shift_ms: i64) -> (UtcDay, UtcDay) {
+    match entry.leave {
+        Some((from, to)) => (from, to),
+        None => (UtcDay::of_unix_ms(entry.recorded_at - max_shift_ms), UtcDay::of_unix_ms(entry.recorded_at + max_shift_ms)),
+    }
+}
+
+fn event(entry: &TimelineEntry) -> Event<'_> {
+    Event { record_id: &entry.record_id, kind: entry.kind, recorded_at: entry.recorded_at, leave: entry.leave }
+}
+
+/// What the org's policy does with a new conflict.
+fn policy_outcome(kind: ConflictKind, policy: ConflictResolution) -> PolicyOutcome {
+    if !kind.is_between_two() {
+        return PolicyOutcome::BothStand;
+    }
+    match policy {
+        ConflictResolution::ServerWins => PolicyOutcome::NewcomerSuperseded,
+        ConflictResolution::DeviceWins => PolicyOutcome::ServerSuperseded,
+        ConflictResolution::Manual => PolicyOutcome::BothStand,
+    }
+}

@@ -1,0 +1,92 @@
+//! Finds or starts the `ConflictActor` of an (org, employee), on the device actors'
+//! arbiters, and stops it after its idle timeout.
+//!
+//! Device actors ask and wait (`send`), one request each at a time, so a conflict
+//! actor's mailbox holds at most one request per device actor with a batch in work.
+
+use crate::conflict_actor::{ConflictActor, ForgetTimeline, PlaceRecords, Placed};
+use crate::store::{Store, StoreError};
+use actix::prelude::*;
+use dashmap::DashMap;
+use prometheus::IntGauge;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub(crate) struct ConflictActors {
+    actors: Arc<DashMap<Arc<str>, Addr<ConflictActor>>>,
+    arbiters: Vec<ArbiterHandle>,
+    store: Arc<dyn Store>,
+    idle_timeout: Duration,
+    active: IntGauge,
+}
+
+/// What a conflict actor holds of its map, to leave it when it stops.
+pub struct ActorHandle<A: Actor> {
+    actors: Arc<DashMap<Arc<str>, Addr<A>>>,
+    key: Arc<str>,
+    active: IntGauge,
+}
+
+impl<A: Actor> ActorHandle<A> {
+    pub(crate) fn forget(&self, actor: &Addr<A>) {
+        if self.actors.remove_if(&self.key, |_, current| current == actor).is_some() {
+            self.active.dec();
+        }
+    }
+}
+
+impl ConflictActors {
+    pub(crate) fn new(arbiters: Vec<ArbiterHandle>, store: Arc<dyn Store>, idle_timeout: Duration, active: IntGauge) -> Self {
+        ConflictActors { actors: Arc::new(DashMap::new()), arbiters, store, idle_timeout, active }
+    }
+
+    /// Places records in the employee's timeline; a request that met an actor just as
+    /// it stopped is asked again of a fresh one (placing changes nothing stored).
+    pub(crate) async fn place(&self, org_id: &str, employee_id: &str, records: impl Fn() -> PlaceRecords) -> Result<Vec<Placed>, StoreError> {
+        let key = key(org_id, employee_id);
+        let actor = self.actor(&key, org_id, employee_id);
+        match actor.send(records()).await {
+            Ok(placed) => placed,
+            Err(_) => {
+                self.forget(&key, &actor);
+                self.actor(&key, org_id, employee_id)
+                    .send(records())
+                    .await
+                    .map_err(|error| StoreError::Unavailable(format!("conflict actor: {error}")))?
+            }
+        }
+    }
+
+    /// Drops the employee's cached days (after a failed commit).
+    pub(crate) fn forget_timeline(&self, org_id: &str, employee_id: &str) {
+        if let Some(actor) = self.actors.get(key(org_id, employee_id).as_ref()) {
+            actor.do_send(ForgetTimeline);
+        }
+    }
+
+    fn forget(&self, key: &str, actor: &Addr<ConflictActor>) {
+        if self.actors.remove_if(key, |_, current| current == actor).is_some() {
+            self.active.dec();
+        }
+    }
+
+    fn actor(&self, key: &Arc<str>, org_id: &str, employee_id: &str) -> Addr<ConflictActor> {
+        if let Some(actor) = self.actors.get(key.as_ref()) {
+            return actor.clone();
+        }
+        self.actors
+            .entry(key.clone())
+            .or_insert_with(|| {
+                let arbiter = &self.arbiters[crate::registry::shard_of(key, self.arbiters.len())];
+                let handle = ActorHandle { actors: self.actors.clone(), key: key.clone(), active: self.active.clone() };
+                let (org_id, employee_id, store, idle_timeout) = (org_id.to_owned(), employee_id.to_owned(), self.store.clone(), self.idle_timeout);
+                self.active.inc();
+                ConflictActor::start_in_arbiter(arbiter, move |_| ConflictActor::new(org_id, employee_id, store, handle, idle_timeout))
+            })
+            .clone()
+    }
+}
+
+fn key(org_id: &str, employee_id: &str) -> Arc<str> {
+    Arc::from(format!("{org_id}\0{employee_id}"))
+}

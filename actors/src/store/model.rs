@@ -1,0 +1,230 @@
+//! What otg stores, independent of where: devices, seqs, the employee timeline,
+//! conflicts, and the commit that writes them together.
+
+use crate::conflict_rules::ConflictKind;
+use crate::seq_ranges::SeqRanges;
+use otg_schema::wire::RejectReason;
+use otg_schema::{ConflictResolution, RecordKind, UtcDay, ValidRecord};
+use serde::{Deserialize, Serialize};
+
+/// An enrolled device and the secret its requests are signed with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceEnrolment {
+    pub device_id: String,
+    pub org_id: String,
+    /// `None` for a shared kiosk that records for any employee of its org.
+    pub employee_id: Option<String>,
+    pub secret: [u8; 32],
+    pub enrolled_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// How far a device has synced: the seqs received and evaluated, and what it last
+/// reported.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceProgress {
+    pub received: SeqRanges,
+    /// Unix ms of the last batch acked to this device.
+    pub last_sync_at: Option<i64>,
+    /// The `pending` count the device reported with its last batch.
+    pub reported_pending: Option<u64>,
+    /// Conflict evaluation: every received seq below this was evaluated.
+    #[serde(default)]
+    pub evaluation: EvaluationProgress,
+}
+
+/// Where conflict evaluation of a device's records stands. Records are evaluated in
+/// seq order: those behind a gap wait for it to fill, or for the org's gap timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvaluationProgress {
+    /// Every received seq below this has been evaluated.
+    pub evaluated_below: u64,
+    /// Server time since when received records have waited behind a gap.
+    pub waiting_since: Option<i64>,
+}
+
+impl Default for EvaluationProgress {
+    fn default() -> Self {
+        EvaluationProgress { evaluated_below: 1, waiting_since: None }
+    }
+}
+
+/// A record as stored, with where and when it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredRecord {
+    pub device_id: String,
+    pub org_id: String,
+    pub batch_id: String,
+    /// Server clock at receipt, unix ms.
+    pub received_at: i64,
+    pub record: ValidRecord,
+}
+
+/// What a (device, seq) slot holds once received: the record, or why it was refused.
+/// A refused seq is kept too, so it leaves no gap and a resend gets the same answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum SeqEntry {
+    Stored(StoredRecord),
+    Rejected { seq: u64, record_id: String, reason: RejectReason, detail: Option<String> },
+}
+
+impl SeqEntry {
+    pub fn seq(&self) -> u64 {
+        match self {
+            SeqEntry::Stored(stored) => stored.record.seq,
+            SeqEntry::Rejected { seq, .. } => *seq,
+        }
+    }
+
+    pub fn record_id(&self) -> &str {
+        match self {
+            SeqEntry::Stored(stored) => &stored.record.record_id,
+            SeqEntry::Rejected { record_id, .. } => record_id,
+        }
+    }
+}
+
+/// Everything one step writes together: a device's batch outcome with the timeline
+/// entries and conflicts it brings, or an administrator's resolution.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Commit {
+    pub device: Option<DeviceWrite>,
+    /// New timeline entries, or stored ones with a new status.
+    pub timeline: Vec<TimelineEntry>,
+    /// New conflicts, or stored ones with a new resolution.
+    pub conflicts: Vec<ConflictRecord>,
+}
+
+/// A device's newly received seqs and its progress after them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceWrite {
+    pub device_id: String,
+    /// Newly received seqs only; resends and reused seqs write nothing.
+    pub entries: Vec<SeqEntry>,
+    pub progress: DeviceProgress,
+}
+
+/// Whether a stored record counts in the effective timeline. Nothing is ever deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordStatus {
+    Active,
+    /// Kept, but another record of its conflict stands instead.
+    Superseded,
+    /// Kept, but an administrator discarded it.
+    Discarded,
+}
+
+/// A record's place in its employee's timeline, ordered by `recorded_at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub org_id: String,
+    pub employee_id: String,
+    pub recorded_at: i64,
+    pub device_id: String,
+    pub seq: u64,
+    pub record_id: String,
+    pub kind: RecordKind,
+    /// The days a leave request covers, both inclusive.
+    pub leave: Option<(UtcDay, UtcDay)>,
+    pub status: RecordStatus,
+}
+
+impl TimelineEntry {
+    pub fn of(stored: &StoredRecord, status: RecordStatus) -> Self {
+        let record = &stored.record;
+        TimelineEntry {
+            org_id: stored.org_id.clone(),
+            employee_id: record.employee_id.clone(),
+            recorded_at: record.recorded_at,
+            device_id: stored.device_id.clone(),
+            seq: record.seq,
+            record_id: record.record_id.clone(),
+            kind: record.kind,
+            leave: record.leave.as_ref().map(|leave| (leave.from, leave.to)),
+            status,
+        }
+    }
+
+    pub fn reference(&self) -> RecordRef {
+        RecordRef {
+            record_id: self.record_id.clone(),
+            device_id: self.device_id.clone(),
+            seq: self.seq,
+            recorded_at: self.recorded_at,
+            kind: self.kind,
+        }
+    }
+}
+
+/// Where a record of a conflict is stored, enough to find its timeline entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordRef {
+    pub record_id: String,
+    pub device_id: String,
+    pub seq: u64,
+    pub recorded_at: i64,
+    pub kind: RecordKind,
+}
+
+/// What the org's policy did when the conflict was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyOutcome {
+    /// `server_wins`: the record stored first stands, the newcomer is superseded.
+    NewcomerSuperseded,
+    /// `device_wins`: the newcomer stands, the record stored first is superseded.
+    ServerSuperseded,
+    /// `manual`, or a conflict of one record: both stand until an administrator decides.
+    BothStand,
+}
+
+/// An administrator's decision on a conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    KeepServer,
+    KeepDevice,
+    KeepBoth,
+    DiscardBoth,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdminResolution {
+    pub resolution: Resolution,
+    pub note: String,
+    pub resolved_at: i64,
+}
+
+/// A conflict: its kind, the newcomer (`device_record`), the record stored before it
+/// (`server_record`, for conflicts between two), and what has been decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConflictRecord {
+    pub id: String,
+    pub org_id: String,
+    pub employee_id: String,
+    pub kind: ConflictKind,
+    pub device_record: RecordRef,
+    pub server_record: Option<RecordRef>,
+    pub policy: ConflictResolution,
+    pub outcome: PolicyOutcome,
+    pub detected_at: i64,
+    pub resolution: Option<AdminResolution>,
+}
+
+impl ConflictRecord {
+    pub fn is_open(&self) -> bool {
+        self.resolution.is_none()
+    }
+}
+
+/// Where a list continues: the opaque position after an item.
+pub type Cursor = Vec<u8>;
+
+/// Which part of a list to read: up to `limit` items after `after`.
+#[derive(Debug, Clone, Copy)]
+pub struct Page<'a> {
+    pub after: Option<&'a [u8]>,
+    pub limit: usize,
+}
+
