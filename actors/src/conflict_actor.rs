@@ -8,7 +8,7 @@
 
 use crate::conflict_rules::{self, ConflictKind, Event, RuleSettings};
 use crate::conflict_actors::ActorHandle;
-use crate::store::{ConflictRecord, PolicyOutcome, RecordStatus, Store, StoreError, StoredRecord, TimelineEntry};
+use crate::store::{AdminResolution, Commit, ConflictRecord, PolicyOutcome, RecordRef, RecordStatus, Resolution, Store, StoreError, StoredRecord, TimelineEntry};
 use actix::prelude::*;
 use otg_schema::{ConflictResolution, OrgSettings, UtcDay};
 use std::collections::{BTreeMap, HashMap};
@@ -44,6 +44,26 @@ pub struct Placed {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ForgetTimeline;
+
+/// Settle a conflict of this employee as an administrator decided.
+#[derive(Message)]
+#[rtype(result = "Result<ConflictRecord, ResolveError>")]
+pub struct ResolveConflict {
+    pub conflict_id: String,
+    pub resolution: Resolution,
+    pub note: String,
+    pub resolved_at: i64,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ResolveError {
+    #[error("no conflict {0}")]
+    NotFound(String),
+    #[error("conflict {0} is already resolved")]
+    AlreadyResolved(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 pub struct ConflictActor {
     org_id: String,
@@ -110,6 +130,28 @@ impl Handler<PlaceRecords> for ConflictActor {
     }
 }
 
+impl Handler<ResolveConflict> for ConflictActor {
+    type Result = AtomicResponse<Self, Result<ConflictRecord, ResolveError>>;
+
+    fn handle(&mut self, resolve: ResolveConflict, _ctx: &mut Self::Context) -> Self::Result {
+        self.last_active = Instant::now();
+        let days = std::mem::take(&mut self.days);
+        let (store, org_id, employee_id) = (self.store.clone(), self.org_id.clone(), self.employee_id.clone());
+        AtomicResponse::new(Box::pin(
+            async move {
+                let mut timeline = CachedTimeline { days, store, org_id, employee_id };
+                let resolved = timeline.resolve(resolve).await;
+                (resolved, timeline.days)
+            }
+            .into_actor(self)
+            .map(|(resolved, days), actor, _ctx| {
+                actor.days = days;
+                resolved
+            }),
+        ))
+    }
+}
+
 /// The employee's cached days, and the store to read the missing ones from.
 struct CachedTimeline {
     days: BTreeMap<UtcDay, Vec<TimelineEntry>>,
@@ -147,6 +189,51 @@ impl CachedTimeline {
             placed.push(Placed { record_id: stored.record.record_id, timeline: writes, conflicts });
         }
         Ok(placed)
+    }
+
+    /// Records the decision and sets the records' statuses, in one durable commit;
+    /// nothing is deleted.
+    async fn resolve(&mut self, resolve: ResolveConflict) -> Result<ConflictRecord, ResolveError> {
+        let mut conflict = self.store.conflict(&resolve.conflict_id).await?.ok_or_else(|| ResolveError::NotFound(resolve.conflict_id.clone()))?;
+        if !conflict.is_open() {
+            return Err(ResolveError::AlreadyResolved(conflict.id));
+        }
+        let (device_status, server_status) = match resolve.resolution {
+            Resolution::KeepServer if conflict.server_record.is_some() => (RecordStatus::Superseded, RecordStatus::Active),
+            Resolution::KeepDevice => (RecordStatus::Active, RecordStatus::Superseded),
+            Resolution::DiscardBoth => (RecordStatus::Discarded, RecordStatus::Discarded),
+            Resolution::KeepServer | Resolution::KeepBoth => (RecordStatus::Active, RecordStatus::Active),
+        };
+        let mut timeline = Vec::new();
+        let records = [(Some(conflict.device_record.clone()), device_status), (conflict.server_record.clone(), server_status)];
+        for (record, status) in records {
+            if let Some(record) = record {
+                let mut entry = self.entry_of(&record).await?;
+                entry.status = status;
+                timeline.push(entry);
+            }
+        }
+        conflict.resolution = Some(AdminResolution { resolution: resolve.resolution, note: resolve.note, resolved_at: resolve.resolved_at });
+        let commit = Commit { device: None, timeline: timeline.clone(), conflicts: vec![conflict.clone()] };
+        if let Err(error) = self.store.commit(commit).await {
+            self.days.clear();
+            return Err(error.into());
+        }
+        for entry in timeline {
+            self.put(entry);
+        }
+        Ok(conflict)
+    }
+
+    /// The stored timeline entry of a record of a conflict.
+    async fn entry_of(&mut self, record: &RecordRef) -> Result<TimelineEntry, StoreError> {
+        let day = UtcDay::of_unix_ms(record.recorded_at);
+        self.load((day, day)).await?;
+        self.days[&day]
+            .iter()
+            .find(|entry| entry.record_id == record.record_id)
+            .cloned()
+            .ok_or_else(|| StoreError::Corrupt(format!("record {} of a conflict is not in its timeline", record.record_id)))
     }
 
     /// The conflicts of `newcomer` against the effective timeline, and the stored

@@ -4,7 +4,7 @@
 //! Device actors ask and wait (`send`), one request each at a time, so a conflict
 //! actor's mailbox holds at most one request per device actor with a batch in work.
 
-use crate::conflict_actor::{ConflictActor, ForgetTimeline, PlaceRecords, Placed};
+use crate::conflict_actor::{ConflictActor, ForgetTimeline, PlaceRecords, Placed, ResolveConflict, ResolveError};
 use crate::store::{Store, StoreError};
 use actix::prelude::*;
 use dashmap::DashMap;
@@ -12,7 +12,7 @@ use prometheus::IntGauge;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub(crate) struct ConflictActors {
+pub struct ConflictActors {
     actors: Arc<DashMap<Arc<str>, Addr<ConflictActor>>>,
     arbiters: Vec<ArbiterHandle>,
     store: Arc<dyn Store>,
@@ -55,6 +55,15 @@ impl ConflictActors {
                     .map_err(|error| StoreError::Unavailable(format!("conflict actor: {error}")))?
             }
         }
+    }
+
+    /// Settles a conflict through its employee's actor, which keeps its cache right.
+    pub(crate) async fn resolve(&self, org_id: &str, employee_id: &str, resolve: ResolveConflict) -> Result<crate::store::ConflictRecord, ResolveError> {
+        let key = key(org_id, employee_id);
+        self.actor(&key, org_id, employee_id)
+            .send(resolve)
+            .await
+            .map_err(|error| ResolveError::Store(StoreError::Unavailable(format!("conflict actor: {error}"))))?
     }
 
     /// Drops the employee's cached days (after a failed commit).

@@ -4,7 +4,7 @@
 //! (`dedupe`), writes it through a `Store`, and answers once the write is durable.
 
 pub mod conflict_actor;
-mod conflict_actors;
+pub mod conflict_actors;
 pub mod conflict_rules;
 pub mod dedupe;
 pub mod evaluation;

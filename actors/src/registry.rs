@@ -11,7 +11,9 @@
 //! finds the semaphore closed starts a fresh actor instead.
 
 use crate::device_actor::{BatchOutcome, DeviceActor, IngestBatch, ReadProgress, Upload};
+use crate::conflict_actor::{ResolveConflict, ResolveError};
 use crate::conflict_actors::ConflictActors;
+use crate::store::{ConflictRecord, Resolution};
 use crate::metrics::DeviceMetrics;
 use crate::store::{DeviceProgress, Store, StoreError};
 use actix::dev::SendError;
@@ -115,6 +117,12 @@ impl DeviceRegistry {
             .send(ReadProgress)
             .await
             .map_err(|error| StoreError::Unavailable(error.to_string()))?
+    }
+
+    /// Settles a conflict as an administrator decided.
+    pub async fn resolve_conflict(&self, conflict: &ConflictRecord, resolution: Resolution, note: String, resolved_at: i64) -> Result<ConflictRecord, ResolveError> {
+        let resolve = ResolveConflict { conflict_id: conflict.id.clone(), resolution, note, resolved_at };
+        self.inner.0.conflicts.resolve(&conflict.org_id, &conflict.employee_id, resolve).await
     }
 
     /// Device actors alive now.

@@ -33,6 +33,8 @@ pub enum ApiError {
     #[error("{0}")]
     AlreadyExists(String),
     #[error("{0}")]
+    AlreadyResolved(String),
+    #[error("{0}")]
     DeviceBusy(#[from] DeviceBusy),
     #[error("the store is unavailable: {0}")]
     StoreUnavailable(String),
@@ -59,6 +61,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::NotFound(_) => "not_found",
             ApiError::AlreadyExists(_) => "already_exists",
+            ApiError::AlreadyResolved(_) => "already_resolved",
             ApiError::DeviceBusy(_) => "device_busy",
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::Draining => "draining",
@@ -92,7 +95,7 @@ impl ResponseError for ApiError {
             ApiError::DeviceRevoked => StatusCode::FORBIDDEN,
             ApiError::Malformed(_) | ApiError::InvalidBatch(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::AlreadyExists(_) => StatusCode::CONFLICT,
+            ApiError::AlreadyExists(_) | ApiError::AlreadyResolved(_) => StatusCode::CONFLICT,
             ApiError::DeviceBusy(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::StoreUnavailable(_) | ApiError::Draining => StatusCode::SERVICE_UNAVAILABLE,
         }

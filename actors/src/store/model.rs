@@ -200,6 +200,7 @@ pub struct AdminResolution {
 /// (`server_record`, for conflicts between two), and what has been decided.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConflictRecord {
+    #[serde(rename = "conflict_id")]
     pub id: String,
     pub org_id: String,
     pub employee_id: String,

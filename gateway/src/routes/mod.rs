@@ -1,8 +1,11 @@
 //! Every HTTP route of the gateway, and how request-parsing errors become `ApiError`s.
 
 mod admin;
+mod attendance;
+mod conflicts;
 mod ops;
 mod orgs;
+mod paging;
 pub mod sync;
 
 use crate::error::ApiError;
@@ -24,9 +27,12 @@ pub fn configure(config: &mut web::ServiceConfig) {
             }
             .into()
         }))
+        .app_data(web::QueryConfig::default().error_handler(|error, _| ApiError::BadRequest(format!("invalid query: {error}")).into()))
         .configure(sync::routes)
         .configure(admin::routes)
         .configure(orgs::routes)
+        .configure(conflicts::routes)
+        .configure(attendance::routes)
         .configure(ops::routes)
         .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such endpoint".into())) }));
 }
