@@ -8,7 +8,7 @@
 
 use crate::conflict_rules::{self, ConflictKind, Event, RuleSettings};
 use crate::conflict_actors::ActorHandle;
-use crate::store::{AdminResolution, Commit, ConflictRecord, PolicyOutcome, RecordRef, RecordStatus, Resolution, Store, StoreError, StoredRecord, TimelineEntry};
+use crate::store::{AdminResolution, AuditEvent, AuditKind, Commit, ConflictRecord, PolicyOutcome, RecordRef, RecordStatus, Resolution, Store, StoreError, StoredRecord, TimelineEntry};
 use actix::prelude::*;
 use otg_schema::{ConflictResolution, OrgSettings, UtcDay};
 use std::collections::{BTreeMap, HashMap};
@@ -213,8 +213,17 @@ impl CachedTimeline {
                 timeline.push(entry);
             }
         }
+        let audit = std::iter::once(&conflict.device_record)
+            .chain(&conflict.server_record)
+            .map(|record| AuditEvent {
+                at: resolve.resolved_at,
+                org_id: conflict.org_id.clone(),
+                device_id: record.device_id.clone(),
+                event: AuditKind::ConflictResolved { conflict_id: conflict.id.clone(), resolution: resolve.resolution, note: resolve.note.clone() },
+            })
+            .collect();
         conflict.resolution = Some(AdminResolution { resolution: resolve.resolution, note: resolve.note, resolved_at: resolve.resolved_at });
-        let commit = Commit { device: None, timeline: timeline.clone(), conflicts: vec![conflict.clone()] };
+        let commit = Commit { timeline: timeline.clone(), conflicts: vec![conflict.clone()], audit, ..Commit::default() };
         if let Err(error) = self.store.commit(commit).await {
             self.days.clear();
             return Err(error.into());

@@ -10,7 +10,10 @@ use crate::dedupe::{self, Decision, Incoming};
 use crate::evaluation::{self, EvaluationPlan};
 use crate::registry::RegistryHandle;
 use crate::seq_ranges::SeqRanges;
-use crate::store::{Commit, ConflictRecord, DeviceProgress, DeviceWrite, SeqEntry, Store, StoreError, StoredRecord, TimelineEntry};
+use crate::store::{
+    AuditAck, AuditEvent, AuditKind, Commit, ConflictRecord, DeviceProgress, DeviceWrite, SeqEntry, Store, StoreError, StoredRecord, SyncCounts,
+    SyncTotals, TimelineEntry,
+};
 use futures_util::future::try_join_all;
 use otg_schema::OrgSettings;
 use actix::prelude::*;
@@ -221,10 +224,13 @@ impl Ingest<'_> {
             evaluation: plan.after,
         };
         let next_seq = progress.received.next_seq();
+        let (audit, stats) = self.audit_and_stats(&acks);
         let commit = Commit {
             device: Some(DeviceWrite { device_id: self.device_id.to_owned(), entries, progress: progress.clone() }),
             timeline: placement.timeline,
             conflicts: placement.conflicts,
+            audit: vec![audit],
+            stats: vec![stats],
         };
         if let Err(error) = store.commit(commit).await {
             for employee_id in &placement.employees {
@@ -288,6 +294,38 @@ impl Ingest<'_> {
         Ok(placement)
     }
 
+    /// The batch's audit entry and its counts for the sync statistics, written with it.
+    fn audit_and_stats(&self, acks: &[Ack]) -> (AuditEvent, SyncCounts) {
+        let mut totals = SyncTotals { batches_succeeded: 1, ..SyncTotals::default() };
+        for ack in acks {
+            *match ack.status {
+                AckStatus::Accepted => &mut totals.accepted,
+                AckStatus::Duplicate => &mut totals.duplicate,
+                AckStatus::Conflict => &mut totals.conflict,
+                AckStatus::Rejected => &mut totals.rejected,
+            } += 1;
+        }
+        let now = unix_now_ms();
+        let audit = AuditEvent {
+            at: self.received_at,
+            org_id: self.org_id.clone(),
+            device_id: self.device_id.to_owned(),
+            event: AuditKind::BatchReceived {
+                batch_id: Some(self.batch_id.clone()),
+                outcome: "ok".into(),
+                http_status: 200,
+                latency_ms: (now - self.received_at).max(0) as u64,
+                records: acks.len() as u32,
+                acks: acks
+                    .iter()
+                    .map(|ack| AuditAck { seq: ack.seq, status: ack.status, reason: ack.reason, conflict_id: ack.conflict_id.clone() })
+                    .collect(),
+            },
+        };
+        let stats = SyncCounts { org_id: self.org_id.clone(), device_id: self.device_id.to_owned(), at: self.received_at, totals };
+        (audit, stats)
+    }
+
     /// The ack for one record and, for a newly filled seq, what to store in it.
     fn carry_out(&self, record: Incoming, decision: Decision) -> (Ack, Option<SeqEntry>) {
         let seq = record.seq;
@@ -327,4 +365,9 @@ impl Ingest<'_> {
 
 fn ack(seq: i64, status: AckStatus, reason: Option<RejectReason>, detail: Option<String>) -> Ack {
     Ack { seq, status, reason, conflict_id: None, detail }
+}
+
+/// The server clock, unix ms.
+fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_millis() as i64)
 }

@@ -118,7 +118,7 @@ fn store_ceiling(run_for: Duration) -> RunFigures {
                             .collect();
                         let device = DeviceWrite { device_id: device_id.clone(), entries, progress };
                         let commit_started = Instant::now();
-                        store.commit(Commit { device: Some(device), timeline, conflicts: vec![] }).await.unwrap();
+                        store.commit(Commit { device: Some(device), timeline, ..Commit::default() }).await.unwrap();
                         latencies.record(commit_started.elapsed().as_micros() as u64).unwrap();
                         written += RECORDS_PER_BATCH as u64;
                     }

@@ -18,7 +18,7 @@ pub fn device_commit(device_id: &str, entries: Vec<SeqEntry>, progress: DevicePr
             SeqEntry::Rejected { .. } => None,
         })
         .collect();
-    Commit { device: Some(DeviceWrite { device_id: device_id.into(), entries, progress }), timeline, conflicts: vec![] }
+    Commit { device: Some(DeviceWrite { device_id: device_id.into(), entries, progress }), timeline, ..Commit::default() }
 }
 
 pub async fn run_all(store: &dyn Store) {
@@ -26,6 +26,7 @@ pub async fn run_all(store: &dyn Store) {
     commits_are_readable_by_seq_and_by_timeline(store).await;
     a_new_device_has_received_nothing(store).await;
     org_settings_default_until_replaced(store).await;
+    audit_trail_and_statistics(store).await;
 }
 
 pub fn record(seq: u64, employee_id: &str, recorded_at: i64) -> ValidRecord {
@@ -134,4 +135,59 @@ async fn org_settings_default_until_replaced(store: &dyn Store) {
     store.put_org_settings("conf-org", &strict).await.unwrap();
     assert_eq!(store.org_settings("conf-org").await.unwrap(), strict);
     assert_eq!(store.org_settings("conf-org-2").await.unwrap(), OrgSettings::default());
+}
+
+async fn audit_trail_and_statistics(store: &dyn Store) {
+    let event = |at: i64, device_id: &str| AuditEvent {
+        at,
+        org_id: "audit-org".into(),
+        device_id: device_id.into(),
+        event: AuditKind::DeviceRevoked,
+    };
+    let counts = |at: i64, device_id: &str, accepted: u64| SyncCounts {
+        org_id: "audit-org".into(),
+        device_id: device_id.into(),
+        at,
+        totals: SyncTotals { batches_succeeded: 1, accepted, ..SyncTotals::default() },
+    };
+    let hour = 3_600_000;
+    let commit = Commit {
+        audit: vec![event(DAY_START + 3, "audit-a"), event(DAY_START + 1, "audit-a"), event(DAY_START + 2, "audit-b")],
+        stats: vec![counts(DAY_START, "audit-a", 5), counts(DAY_START + 10, "audit-b", 7), counts(DAY_START + 2 * hour, "audit-a", 1)],
+        ..Commit::default()
+    };
+    store.commit(commit).await.unwrap();
+
+    let device_a = store.audit(AuditScope::Device("audit-a"), DAY_START, DAY_START + 10, Page { after: None, limit: 10 }).await.unwrap();
+    let times: Vec<i64> = device_a.iter().map(|(event, _)| event.at).collect();
+    assert_eq!(times, vec![DAY_START + 1, DAY_START + 3], "a device's trail, oldest first");
+    let org = store.audit(AuditScope::Org("audit-org"), DAY_START, DAY_START + 10, Page { after: None, limit: 2 }).await.unwrap();
+    assert_eq!(org.len(), 2);
+    let rest = store.audit(AuditScope::Org("audit-org"), DAY_START, DAY_START + 10, Page { after: Some(&org[1].1), limit: 2 }).await.unwrap();
+    assert_eq!(rest.iter().map(|(event, _)| event.at).collect::<Vec<_>>(), vec![DAY_START + 3], "the next page goes on after the cursor");
+    let window = store.audit(AuditScope::Device("audit-a"), DAY_START + 2, DAY_START + 2, Page { after: None, limit: 10 }).await.unwrap();
+    assert!(window.is_empty());
+
+    let all = store.sync_totals("audit-org", DAY_START).await.unwrap();
+    assert_eq!((all.batches_succeeded, all.accepted), (3, 13));
+    let last_hour = store.sync_totals("audit-org", DAY_START + 2 * hour).await.unwrap();
+    assert_eq!((last_hour.batches_succeeded, last_hour.accepted), (1, 1));
+    assert_eq!(store.device_totals("audit-a").await.unwrap().accepted, 6);
+
+    let enrolment = |device_id: &str| DeviceEnrolment {
+        device_id: device_id.into(),
+        org_id: "audit-org".into(),
+        employee_id: None,
+        secret: [1; 32],
+        enrolled_at: DAY_START,
+        revoked_at: None,
+    };
+    for device_id in ["audit-z", "audit-y", "audit-x"] {
+        store.enrol_device(&enrolment(device_id)).await.unwrap();
+    }
+    let first = store.devices_of_org("audit-org", Page { after: None, limit: 2 }).await.unwrap();
+    let ids: Vec<&str> = first.iter().map(|(device, _)| device.device_id.as_str()).collect();
+    assert_eq!(ids, vec!["audit-x", "audit-y"]);
+    let rest = store.devices_of_org("audit-org", Page { after: Some(&first[1].1), limit: 2 }).await.unwrap();
+    assert_eq!(rest.len(), 1);
 }

@@ -6,7 +6,7 @@
 //! the whole group, and only then answers every caller in the group.
 
 use super::keys;
-use super::{Commit, ConflictRecord, Cursor, DeviceEnrolment, DeviceProgress, Page, SeqEntry, Store, StoreError, TimelineEntry};
+use super::{AuditEvent, AuditScope, Commit, ConflictRecord, Cursor, DeviceEnrolment, DeviceProgress, Page, SeqEntry, Store, StoreError, SyncCounts, SyncTotals, TimelineEntry};
 use crate::metrics::StoreMetrics;
 use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
@@ -52,11 +52,18 @@ struct Tables {
     conflicts: Keyspace,
     conflicts_by_org: Keyspace,
     conflicts_by_device: Keyspace,
+    audit_by_device: Keyspace,
+    audit_by_org: Keyspace,
+    stats_by_org_hour: Keyspace,
+    stats_by_device: Keyspace,
+    org_devices: Keyspace,
 }
 
 /// One device's atomic batch, waiting to be committed and covered by an fsync.
 struct PendingCommit {
     batch: OwnedWriteBatch,
+    /// Counts the committer adds to the statistics, as their single writer.
+    stats: Vec<SyncCounts>,
     done: oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -68,6 +75,8 @@ pub struct EmbeddedStore {
     committer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Serialises enrolment and revocation, whose read-then-write must not interleave.
     admin_writes: tokio::sync::Mutex<()>,
+    /// Makes audit keys unique: seeded from the clock at open, then counted up.
+    audit_sequence: std::sync::atomic::AtomicU64,
     /// Set by the first failed write: fjall refuses every write after one (it poisons
     /// itself), so the store stays unavailable until the gateway restarts.
     failed: Arc<AtomicBool>,
@@ -91,11 +100,16 @@ impl EmbeddedStore {
             conflicts: keyspace("conflicts")?,
             conflicts_by_org: keyspace("conflicts_by_org")?,
             conflicts_by_device: keyspace("conflicts_by_device")?,
+            audit_by_device: keyspace("audit_by_device")?,
+            audit_by_org: keyspace("audit_by_org")?,
+            stats_by_org_hour: keyspace("stats_by_org_hour")?,
+            stats_by_device: keyspace("stats_by_device")?,
+            org_devices: keyspace("org_devices")?,
         };
         let (sender, receiver) = mpsc::channel(options.commit_queue_capacity);
         let failed = Arc::new(AtomicBool::new(false));
         let committer = {
-            let committer = Committer { db: db.clone(), max_group: options.max_group_commits, metrics, failed: failed.clone() };
+            let committer = Committer { db: db.clone(), tables: tables.clone(), max_group: options.max_group_commits, metrics, failed: failed.clone() };
             std::thread::Builder::new()
                 .name("otg-committer".into())
                 .spawn(move || committer.run(receiver))
@@ -107,6 +121,7 @@ impl EmbeddedStore {
             commits: Mutex::new(Some(sender)),
             committer: Mutex::new(Some(committer)),
             admin_writes: tokio::sync::Mutex::new(()),
+            audit_sequence: std::sync::atomic::AtomicU64::new(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_nanos() as u64)),
             failed,
         })
     }
@@ -115,6 +130,10 @@ impl EmbeddedStore {
     fn put_durably(&self, keyspace: &Keyspace, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
         let mut batch = self.db.batch();
         batch.insert(keyspace, key, value);
+        self.write_durably(batch)
+    }
+
+    fn write_durably(&self, batch: OwnedWriteBatch) -> Result<(), StoreError> {
         let outcome = batch.commit().and_then(|()| self.db.persist(PersistMode::SyncAll)).map_err(unavailable);
         if outcome.is_err() {
             self.failed.store(true, Ordering::Relaxed);
@@ -131,7 +150,10 @@ impl Store for EmbeddedStore {
         if self.tables.devices.contains_key(key).map_err(unavailable)? {
             return Err(StoreError::AlreadyExists);
         }
-        self.put_durably(&self.tables.devices, key, encode(enrolment))
+        let mut batch = self.db.batch();
+        batch.insert(&self.tables.devices, key, encode(enrolment));
+        batch.insert(&self.tables.org_devices, keys::pair(&enrolment.org_id, &enrolment.device_id), key);
+        self.write_durably(batch)
     }
 
     async fn device(&self, device_id: &str) -> Result<Option<DeviceEnrolment>, StoreError> {
@@ -159,7 +181,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
-        let Commit { device, timeline, conflicts } = commit;
+        let Commit { device, timeline, conflicts, audit, stats } = commit;
         let capacity = device.as_ref().map_or(0, |device| device.entries.len() + 1) + timeline.len() + conflicts.len() * 4;
         let mut batch = OwnedWriteBatch::with_capacity(self.db.clone(), capacity);
         if let Some(device) = device {
@@ -183,13 +205,18 @@ impl Store for EmbeddedStore {
                 batch.insert(&self.tables.conflicts_by_device, keys::conflict_of_device(&record.device_id, &conflict.id), conflict.id.as_bytes());
             }
         }
+        for event in &audit {
+            let (value, unique) = (encode(event), self.audit_sequence.fetch_add(1, Ordering::Relaxed));
+            batch.insert(&self.tables.audit_by_device, keys::timed(&event.device_id, event.at, unique), value.clone());
+            batch.insert(&self.tables.audit_by_org, keys::timed(&event.org_id, event.at, unique), value);
+        }
 
         if self.failed.load(Ordering::Relaxed) {
             return Err(StoreError::Unavailable("an earlier write failed; restart the gateway once the disk is fixed".into()));
         }
         let sender = self.commits.lock().expect("commit sender lock").clone().ok_or_else(closed)?;
         let (done, durable) = oneshot::channel();
-        sender.send(PendingCommit { batch, done }).await.map_err(|_| closed())?;
+        sender.send(PendingCommit { batch, stats, done }).await.map_err(|_| closed())?;
         durable.await.map_err(|_| closed())?
     }
 
@@ -230,6 +257,49 @@ impl Store for EmbeddedStore {
             }
         }
         Ok(open)
+    }
+
+    async fn audit(&self, scope: AuditScope<'_>, since: i64, until: i64, page: Page<'_>) -> Result<Vec<(AuditEvent, Cursor)>, StoreError> {
+        let (keyspace, partition) = match scope {
+            AuditScope::Device(device_id) => (&self.tables.audit_by_device, device_id),
+            AuditScope::Org(org_id) => (&self.tables.audit_by_org, org_id),
+        };
+        let start = page.after.map(<[u8]>::to_vec).unwrap_or_else(|| keys::timed_from(partition, since));
+        let end = keys::timed_from(partition, until.saturating_add(1));
+        let bound = if page.after.is_some() { std::ops::Bound::Excluded(fjall::UserKey::from(start)) } else { std::ops::Bound::Included(fjall::UserKey::from(start)) };
+        let mut found = Vec::with_capacity(page.limit);
+        for item in keyspace.range((bound, std::ops::Bound::Excluded(fjall::UserKey::from(end)))).take(page.limit) {
+            let (key, value) = item.into_inner().map_err(unavailable)?;
+            found.push((decode(&value)?, key.to_vec()));
+        }
+        Ok(found)
+    }
+
+    async fn sync_totals(&self, org_id: &str, since: i64) -> Result<SyncTotals, StoreError> {
+        let mut totals = SyncTotals::default();
+        for item in scan_after(&self.tables.stats_by_org_hour, &keys::text_prefix(org_id), None).rev() {
+            let (key, value) = item.into_inner().map_err(unavailable)?;
+            if key.as_ref() < keys::timed_from(org_id, hour_of(since)).as_slice() {
+                break;
+            }
+            totals.add(&decode(&value)?);
+        }
+        Ok(totals)
+    }
+
+    async fn device_totals(&self, device_id: &str) -> Result<SyncTotals, StoreError> {
+        Ok(read(&self.tables.stats_by_device, device_id.as_bytes())?.unwrap_or_default())
+    }
+
+    async fn devices_of_org(&self, org_id: &str, page: Page<'_>) -> Result<Vec<(DeviceEnrolment, Cursor)>, StoreError> {
+        let mut found = Vec::with_capacity(page.limit);
+        for item in scan_after(&self.tables.org_devices, &keys::text_prefix(org_id), page.after).take(page.limit) {
+            let (key, device_id) = item.into_inner().map_err(unavailable)?;
+            if let Some(device) = read(&self.tables.devices, &device_id)? {
+                found.push((device, key.to_vec()));
+            }
+        }
+        Ok(found)
     }
 
     async fn org_settings(&self, org_id: &str) -> Result<OrgSettings, StoreError> {
@@ -292,6 +362,7 @@ fn scan_after(keyspace: &Keyspace, prefix: &[u8], after: Option<&[u8]>) -> fjall
 /// The thread that commits queued batches in groups, with one fsync per group.
 struct Committer {
     db: Database,
+    tables: Tables,
     max_group: usize,
     metrics: StoreMetrics,
     failed: Arc<AtomicBool>,
@@ -300,15 +371,17 @@ struct Committer {
 impl Committer {
     fn run(self, mut queue: mpsc::Receiver<PendingCommit>) {
         let (mut batches, mut waiting) = (Vec::with_capacity(self.max_group), Vec::with_capacity(self.max_group));
+        let mut stats = Vec::new();
         while let Some(first) = queue.blocking_recv() {
             let mut next = Some(first);
-            while let Some(PendingCommit { batch, done }) = next {
+            while let Some(PendingCommit { batch, stats: counts, done }) = next {
                 batches.push(batch);
+                stats.extend(counts);
                 waiting.push(done);
                 next = if batches.len() < self.max_group { queue.try_recv().ok() } else { None };
             }
             let started = Instant::now();
-            let outcome = self.write(batches.drain(..));
+            let outcome = self.write(batches.drain(..), stats.drain(..));
             self.metrics.observe_group(waiting.len(), started.elapsed(), outcome.is_ok());
             if let Err(error) = &outcome {
                 self.failed.store(true, Ordering::Relaxed);
@@ -322,12 +395,38 @@ impl Committer {
 
     /// Commits each device's batch (atomic on its own), then makes them all durable.
     /// The first failure fails the rest: fjall refuses writes once a write failed.
-    fn write(&self, batches: impl Iterator<Item = OwnedWriteBatch>) -> Result<(), StoreError> {
+    fn write(&self, batches: impl Iterator<Item = OwnedWriteBatch>, stats: impl Iterator<Item = SyncCounts>) -> Result<(), StoreError> {
         for batch in batches {
             batch.commit().map_err(unavailable)?;
         }
+        self.add_stats(stats)?.commit().map_err(unavailable)?;
         self.db.persist(PersistMode::SyncData).map_err(unavailable)
     }
+}
+
+impl Committer {
+    /// Adds the group's counts to the hourly org totals and the device totals. The
+    /// committer is their only writer, so reading and adding loses nothing.
+    fn add_stats(&self, stats: impl Iterator<Item = SyncCounts>) -> Result<OwnedWriteBatch, StoreError> {
+        let mut sums: std::collections::HashMap<(bool, Vec<u8>), SyncTotals> = std::collections::HashMap::new();
+        for counts in stats {
+            sums.entry((true, keys::timed_from(&counts.org_id, hour_of(counts.at)))).or_default().add(&counts.totals);
+            sums.entry((false, counts.device_id.into_bytes())).or_default().add(&counts.totals);
+        }
+        let mut batch = self.db.batch();
+        for ((by_org, key), sum) in sums {
+            let keyspace = if by_org { &self.tables.stats_by_org_hour } else { &self.tables.stats_by_device };
+            let mut totals: SyncTotals = read(keyspace, &key)?.unwrap_or_default();
+            totals.add(&sum);
+            batch.insert(keyspace, key, encode(&totals));
+        }
+        Ok(batch)
+    }
+}
+
+/// The first millisecond of the UTC hour of `at`.
+fn hour_of(at: i64) -> i64 {
+    at.div_euclid(3_600_000) * 3_600_000
 }
 
 /// Stored values are MessagePack arrays (struct fields by position): half the bytes

@@ -36,6 +36,29 @@ pub fn conflict_of_device(device_id: &str, conflict_id: &str) -> Vec<u8> {
     key
 }
 
+/// A partition keyed by one text part, clustered by (time, unique number): the audit
+/// trail by device and by org.
+pub fn timed(partition: &str, at: i64, unique: u64) -> Vec<u8> {
+    let mut key = text_prefix(partition);
+    push_i64(&mut key, at);
+    key.extend_from_slice(&unique.to_be_bytes());
+    key
+}
+
+/// The first key at or after `at` in a `timed` partition.
+pub fn timed_from(partition: &str, at: i64) -> Vec<u8> {
+    let mut key = text_prefix(partition);
+    push_i64(&mut key, at);
+    key
+}
+
+/// A partition keyed by one text part, clustered by a second one.
+pub fn pair(partition: &str, item: &str) -> Vec<u8> {
+    let mut key = text_prefix(partition);
+    key.extend_from_slice(item.as_bytes());
+    key
+}
+
 /// The prefix of a partition keyed by one text part.
 pub fn text_prefix(text: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(text.len() + 1);

@@ -63,6 +63,19 @@ pub trait Store: Send + Sync + 'static {
     /// The conflicts a device's records take part in, open ones only.
     async fn open_conflicts_of_device(&self, device_id: &str) -> Result<Vec<ConflictRecord>, StoreError>;
 
+    /// A device's audit trail (or, with `org_id`, the org's) between two times, oldest
+    /// first, each entry with the cursor that continues after it.
+    async fn audit(&self, scope: AuditScope<'_>, since: i64, until: i64, page: Page<'_>) -> Result<Vec<(AuditEvent, Cursor)>, StoreError>;
+
+    /// The org's sync statistics summed over the UTC hours from `since` on.
+    async fn sync_totals(&self, org_id: &str, since: i64) -> Result<SyncTotals, StoreError>;
+
+    /// A device's sync statistics since enrolment.
+    async fn device_totals(&self, device_id: &str) -> Result<SyncTotals, StoreError>;
+
+    /// The devices enrolled in an org, in id order, after `page.after`.
+    async fn devices_of_org(&self, org_id: &str, page: Page<'_>) -> Result<Vec<(DeviceEnrolment, Cursor)>, StoreError>;
+
     /// The org's settings; the defaults for an org that never set any.
     async fn org_settings(&self, org_id: &str) -> Result<OrgSettings, StoreError>;
 

@@ -93,6 +93,77 @@ pub struct Commit {
     pub timeline: Vec<TimelineEntry>,
     /// New conflicts, or stored ones with a new resolution.
     pub conflicts: Vec<ConflictRecord>,
+    pub audit: Vec<AuditEvent>,
+    /// Counts to add to the org's hourly sync statistics and the device's totals.
+    pub stats: Vec<SyncCounts>,
+}
+
+/// One entry of the audit trail, filed under a device and its org.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub at: i64,
+    pub org_id: String,
+    pub device_id: String,
+    pub event: AuditKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AuditKind {
+    /// A batch was received; `outcome` is `ok` or the error code it was answered with.
+    BatchReceived {
+        batch_id: Option<String>,
+        outcome: String,
+        http_status: u16,
+        latency_ms: u64,
+        records: u32,
+        acks: Vec<AuditAck>,
+    },
+    DeviceEnrolled { employee_id: Option<String> },
+    DeviceRevoked,
+    ConflictResolved { conflict_id: String, resolution: Resolution, note: String },
+}
+
+/// One record's ack, as the audit trail keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditAck {
+    pub seq: i64,
+    pub status: otg_schema::wire::AckStatus,
+    pub reason: Option<RejectReason>,
+    pub conflict_id: Option<String>,
+}
+
+/// Counts of one batch (or one failed request) for the sync statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SyncTotals {
+    pub batches_succeeded: u64,
+    pub batches_failed: u64,
+    pub accepted: u64,
+    pub duplicate: u64,
+    pub conflict: u64,
+    pub rejected: u64,
+}
+
+impl SyncTotals {
+    pub fn add(&mut self, other: &SyncTotals) {
+        self.batches_succeeded += other.batches_succeeded;
+        self.batches_failed += other.batches_failed;
+        self.accepted += other.accepted;
+        self.duplicate += other.duplicate;
+        self.conflict += other.conflict;
+        self.rejected += other.rejected;
+    }
+}
+
+/// Counts to add for an org's hour and a device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncCounts {
+    pub org_id: String,
+    pub device_id: String,
+    /// Unix ms of the event; counted in its UTC hour.
+    pub at: i64,
+    pub totals: SyncTotals,
 }
 
 /// A device's newly received seqs and its progress after them.
@@ -229,3 +300,10 @@ pub struct Page<'a> {
     pub limit: usize,
 }
 
+
+/// Whose audit trail to read.
+#[derive(Debug, Clone, Copy)]
+pub enum AuditScope<'a> {
+    Device(&'a str),
+    Org(&'a str),
+}
