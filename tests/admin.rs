@@ -55,3 +55,57 @@ fn org_settings_are_validated() {
     let no_token = send(ureq::get(&gateway.url("/v1/admin/orgs/acme/settings")), b"");
     assert_eq!(no_token.status, 401);
 }
+
+fn audit_types(gateway: &Gateway, query: &str) -> Vec<String> {
+    let reply = gateway.admin("GET", &format!("/v1/admin/audit?{query}"), None);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    reply.json()["events"].as_array().unwrap().iter().map(|event| event["event"]["type"].as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn audit_trail_sync_stats_and_sync_status_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gateway = Gateway::start(dir.path(), &[]);
+    let device = gateway.enrol("dev-audit", "acme", Some("emp-1"));
+    let mut records = vec![record(1, "emp-1"), record(2, "emp-1")];
+    records[1].kind = "lunch".into();
+    let body = otg_schema::wire::encode(&otg_schema::wire::Batch {
+        pending: Some(17),
+        ..otg_schema::wire::decode(&batch(&device.id, "b-ok", records)).unwrap()
+    });
+    gateway.upload_ok(&device, &body);
+    let refused = batch(&device.id, "b-refused", vec![]);
+    assert_eq!(gateway.upload(&device, &refused).status, 400);
+
+    // The refused batch's entry is written off the request path.
+    assert!(eventually(std::time::Duration::from_secs(5), || audit_types(&gateway, "device_id=dev-audit").len() == 3));
+    assert!(gateway.terminate().success());
+    let gateway = Gateway::start(dir.path(), &[]);
+    gateway.admin("DELETE", "/v1/admin/devices/dev-audit", None);
+
+    let trail = gateway.admin("GET", "/v1/admin/audit?device_id=dev-audit", None).json();
+    let events = trail["events"].as_array().unwrap();
+    let types: Vec<&str> = events.iter().map(|event| event["event"]["type"].as_str().unwrap()).collect();
+    assert_eq!(types, vec!["device_enrolled", "batch_received", "batch_received", "device_revoked"]);
+    let ok = &events[1]["event"];
+    assert_eq!((ok["batch_id"].as_str(), ok["outcome"].as_str(), ok["http_status"].as_u64()), (Some("b-ok"), Some("ok"), Some(200)));
+    assert_eq!(ok["acks"][1]["reason"], "invalid", "every ack is in the trail");
+    assert!(ok["latency_ms"].as_u64().is_some());
+    let refused = &events[2]["event"];
+    assert_eq!((refused["outcome"].as_str(), refused["http_status"].as_u64()), (Some("invalid_batch"), Some(400)));
+    let since = events[1]["at"].as_i64().unwrap() + 1;
+    assert_eq!(audit_types(&gateway, &format!("device_id=dev-audit&since={since}")).len(), 2, "since filters");
+    assert_eq!(audit_types(&gateway, "org_id=acme").len(), 4);
+
+    let stats = gateway.admin("GET", "/v1/admin/sync-stats?org_id=acme&window=1h", None).json();
+    assert_eq!((stats["batches_succeeded"].as_u64(), stats["batches_failed"].as_u64()), (Some(1), Some(1)));
+    assert_eq!((stats["records"]["accepted"].as_u64(), stats["records"]["rejected"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(stats["success_rate"].as_f64(), Some(0.5));
+    assert_eq!(gateway.admin("GET", "/v1/admin/sync-stats?org_id=acme&window=2d", None).status, 400);
+
+    let status = gateway.admin("GET", "/v1/admin/sync-status?org_id=acme", None).json();
+    let row = &status["devices"][0];
+    assert_eq!((row["device_id"].as_str(), row["next_seq"].as_u64(), row["pending"].as_u64()), (Some("dev-audit"), Some(3), Some(17)));
+    assert_eq!((row["failures"].as_u64(), row["open_conflicts"].as_u64(), row["status"].as_str()), (Some(1), Some(0), Some("revoked")));
+    assert!(row["last_sync_at"].as_i64().is_some());
+}

@@ -172,6 +172,12 @@ fn an_administrator_resolves_a_conflict_once() {
 
     assert!(conflicts(&gateway, "&status=open").is_empty());
     assert_eq!(conflicts(&gateway, "&status=resolved").len(), 1);
+    for device in ["phone", "kiosk"] {
+        let trail = gateway.admin("GET", &format!("/v1/admin/audit?device_id={device}"), None).json();
+        let resolution = trail["events"].as_array().unwrap().iter().find(|event| event["event"]["type"] == "conflict_resolved").cloned();
+        let resolution = resolution.unwrap_or_else(|| panic!("{device}'s trail has the resolution: {trail}"));
+        assert_eq!((resolution["event"]["resolution"].as_str(), resolution["event"]["note"].as_str()), (Some("keep_device"), Some("the kiosk photo matches")));
+    }
     let status: DeviceStatus = gateway.device_get(&kiosk, "/v1/sync/status").msgpack();
     assert!(status.open_conflicts.is_empty());
 }

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod failed_batches;
 pub mod metrics;
 pub mod routes;
 pub mod state;
@@ -50,10 +51,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     );
     let admin_token = admin_token(&config)?;
     let metrics = metrics::GatewayMetrics::register(&metrics_registry)?;
+    let failed_batches = failed_batches::FailedBatches::start(store.clone(), &metrics_registry)?;
     let listener = TcpListener::bind(config.listen_addr).with_context(|| format!("binding {}", config.listen_addr))?;
     let address = listener.local_addr()?;
     let (workers, shutdown_timeout) = (config.http_workers(), config.shutdown_timeout_s);
-    let state = web::Data::new(AppState::new(config, admin_token, store.clone(), devices.clone(), metrics, metrics_registry));
+    let state = web::Data::new(AppState::new(config, admin_token, store.clone(), devices.clone(), metrics, metrics_registry, failed_batches));
 
     let server = {
         let state = state.clone();
@@ -70,6 +72,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(%address, "listening");
 
     let handle = server.handle();
+    let after_stop = state.clone();
     actix_web::rt::spawn(async move {
         let (mut terminate, mut interrupt) = (signal(SignalKind::terminate()).expect("SIGTERM handler"), signal(SignalKind::interrupt()).expect("SIGINT handler"));
         tokio::select! {
@@ -81,6 +84,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     });
     server.await?;
 
+    after_stop.failed_batches.close().await;
     store.close().await.context("flushing the store")?;
     devices.stop();
     tracing::info!("stopped cleanly");

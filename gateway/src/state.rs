@@ -1,6 +1,7 @@
 //! What every request handler shares.
 
 use crate::config::Config;
+use crate::failed_batches::FailedBatches;
 use crate::metrics::GatewayMetrics;
 use otg_actors::store::Store;
 use otg_actors::DeviceRegistry;
@@ -14,6 +15,7 @@ pub struct AppState {
     pub devices: DeviceRegistry,
     pub metrics: GatewayMetrics,
     pub metrics_registry: prometheus::Registry,
+    pub failed_batches: FailedBatches,
     /// Set once shutdown begins: `/readyz` turns 503 so load balancers move away.
     draining: AtomicBool,
 }
@@ -26,8 +28,9 @@ impl AppState {
         devices: DeviceRegistry,
         metrics: GatewayMetrics,
         metrics_registry: prometheus::Registry,
+        failed_batches: FailedBatches,
     ) -> Self {
-        AppState { config, admin_token, store, devices, metrics, metrics_registry, draining: AtomicBool::new(false) }
+        AppState { config, admin_token, store, devices, metrics, metrics_registry, failed_batches, draining: AtomicBool::new(false) }
     }
 
     pub fn is_draining(&self) -> bool {

@@ -5,7 +5,7 @@ use crate::error::ApiError;
 use crate::routes::sync::now_ms;
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
-use otg_actors::store::{DeviceEnrolment, StoreError};
+use otg_actors::store::{AuditEvent, AuditKind, Commit, DeviceEnrolment, StoreError};
 use otg_schema::validate::check_id;
 use otg_schema::DeviceSecret;
 use serde::{Deserialize, Serialize};
@@ -75,7 +75,11 @@ async fn enrol_device(request: HttpRequest, enrol: web::Json<EnrolRequest>, stat
         revoked_at: None,
     };
     match state.store.enrol_device(&enrolment).await {
-        Ok(()) => Ok(HttpResponse::Created().json(Enrolled { device_id, secret: secret.to_base64() })),
+        Ok(()) => {
+            let event = AuditKind::DeviceEnrolled { employee_id: enrolment.employee_id.clone() };
+            audit(&state, &enrolment, event).await?;
+            Ok(HttpResponse::Created().json(Enrolled { device_id, secret: secret.to_base64() }))
+        }
         Err(StoreError::AlreadyExists) => Err(ApiError::AlreadyExists(format!("device {device_id:?} is already enrolled"))),
         Err(error) => Err(error.into()),
     }
@@ -89,8 +93,19 @@ async fn show_device(request: HttpRequest, device_id: web::Path<String>, state: 
 
 async fn revoke_device(request: HttpRequest, device_id: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     authenticate_admin(&request, &state.admin_token)?;
+    let was_active = state.store.device(&device_id).await?.is_some_and(|device| device.revoked_at.is_none());
     let device = state.store.revoke_device(&device_id, now_ms()).await?.ok_or_else(|| unknown(&device_id))?;
+    if was_active {
+        audit(&state, &device, AuditKind::DeviceRevoked).await?;
+    }
     Ok(HttpResponse::Ok().json(DeviceView::from(device)))
+}
+
+/// Files an enrolment or revocation in the device's audit trail, durably.
+async fn audit(state: &AppState, device: &DeviceEnrolment, event: AuditKind) -> Result<(), ApiError> {
+    let event = AuditEvent { at: now_ms(), org_id: device.org_id.clone(), device_id: device.device_id.clone(), event };
+    state.store.commit(Commit { audit: vec![event], ..Commit::default() }).await?;
+    Ok(())
 }
 
 fn unknown(device_id: &str) -> ApiError {

@@ -6,6 +6,7 @@ mod conflicts;
 mod ops;
 mod orgs;
 mod paging;
+mod reports;
 pub mod sync;
 
 use crate::error::ApiError;
@@ -33,6 +34,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .configure(orgs::routes)
         .configure(conflicts::routes)
         .configure(attendance::routes)
+        .configure(reports::routes)
         .configure(ops::routes)
         .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such endpoint".into())) }));
 }

@@ -12,7 +12,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use otg_actors::dedupe::Incoming;
 use otg_actors::Upload;
 use otg_schema::validate::{check_batch, check_record, RecordRules};
-use otg_actors::store::{ConflictRecord, PolicyOutcome};
+use actix_web::web::Bytes;
+use otg_actors::store::{ConflictRecord, DeviceEnrolment, PolicyOutcome};
 use otg_schema::wire::{self, Batch, BatchResponse, DeviceStatus, OpenConflict};
 use serde::Serialize;
 use std::time::Instant;
@@ -26,8 +27,19 @@ pub fn routes(config: &mut web::ServiceConfig) {
 
 #[tracing::instrument(skip_all, fields(device_id))]
 async fn upload_batch(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let started = Instant::now();
-    let result = ingest(&request, payload, &state).await;
+    let (started, received_at) = (Instant::now(), now_ms());
+    let result = match authenticated(&request, payload, &state).await {
+        Ok((device, body)) => {
+            tracing::Span::current().record("device_id", device.device_id.as_str());
+            let mut batch_id = None;
+            let result = ingest(&device, &body, received_at, &state, &mut batch_id).await;
+            if let Err(error) = &result {
+                state.failed_batches.record(&device, error, batch_id, received_at, started.elapsed());
+            }
+            result
+        }
+        Err(error) => Err(error),
+    };
     let (outcome, acks) = match &result {
         Ok(response) => ("ok", response.acks.as_slice()),
         Err(error) => (error.code(), &[][..]),
@@ -36,17 +48,28 @@ async fn upload_batch(request: HttpRequest, payload: web::Payload, state: web::D
     result.map(|response| msgpack(&response))
 }
 
-async fn ingest(request: &HttpRequest, payload: web::Payload, state: &AppState) -> Result<BatchResponse, ApiError> {
+/// The body of a well-formed, signed request, and the device that signed it.
+async fn authenticated(request: &HttpRequest, payload: web::Payload, state: &AppState) -> Result<(DeviceEnrolment, Bytes), ApiError> {
     if !is_msgpack(request) {
         return Err(ApiError::UnsupportedMediaType);
     }
     let body = read_limited(payload, state.config.body_limit_bytes, content_length(request)).await?;
     let device = authenticate_device(request, &body, state.store.as_ref()).await?;
-    tracing::Span::current().record("device_id", device.device_id.as_str());
-    let batch: Batch = wire::decode(&body).map_err(ApiError::Malformed)?;
+    Ok((device, body))
+}
+
+/// Decodes, checks and hands a device's batch to its actor; answers once durable.
+async fn ingest(
+    device: &DeviceEnrolment,
+    body: &[u8],
+    received_at: i64,
+    state: &AppState,
+    batch_id_seen: &mut Option<String>,
+) -> Result<BatchResponse, ApiError> {
+    let batch: Batch = wire::decode(body).map_err(ApiError::Malformed)?;
+    *batch_id_seen = Some(batch.batch_id.clone());
     check_batch(&batch, &device.device_id)?;
 
-    let received_at = now_ms();
     let settings = state.store.org_settings(&device.org_id).await?;
     let rules = RecordRules {
         now_ms: received_at,
@@ -59,7 +82,7 @@ async fn ingest(request: &HttpRequest, payload: web::Payload, state: &AppState) 
         .map(|record| Incoming { seq: record.seq, record_id: record.record_id.clone(), verdict: check_record(record, &rules) })
         .collect();
 
-    let upload = Upload { org_id: device.org_id, batch_id: batch_id.clone(), received_at, reported_pending: pending, records, settings };
+    let upload = Upload { org_id: device.org_id.clone(), batch_id: batch_id.clone(), received_at, reported_pending: pending, records, settings };
     let durable = state.devices.ingest(&device.device_id, upload)?;
     let outcome = durable.await.map_err(|_| ApiError::StoreUnavailable("the device actor stopped".into()))??;
     Ok(BatchResponse { batch_id, acks: outcome.acks, next_seq: outcome.next_seq, server_time: now_ms() })
