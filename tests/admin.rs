@@ -109,3 +109,44 @@ fn audit_trail_sync_stats_and_sync_status_survive_a_restart() {
     assert_eq!((row["failures"].as_u64(), row["open_conflicts"].as_u64(), row["status"].as_str()), (Some(1), Some(0), Some("revoked")));
     assert!(row["last_sync_at"].as_i64().is_some());
 }
+
+#[test]
+fn the_metrics_exposition_passes_promtool_and_names_no_device() {
+    let (gateway, _dir) = gateway();
+    let device = gateway.enrol("dev-metrics-secret-id", "acme", Some("emp-1"));
+    let mut records = vec![record(1, "emp-1"), record(2, "emp-1"), record(3, "emp-1")];
+    records[2].kind = "check_out".into(); // a check-out right after a check-out: orphan
+    records.push(otg_schema::wire::Record { seq: 4, kind: "lunch".into(), ..record(4, "emp-1") });
+    gateway.upload_ok(&device, &batch(&device.id, "b-1", records));
+    assert_eq!(gateway.upload(&device, &batch(&device.id, "b-2", vec![])).status, 400);
+
+    let text = send(ureq::get(&gateway.url("/metrics")), b"").text();
+    for name in [
+        "otg_ingest_batches_total{outcome=\"ok\"} 1",
+        "otg_ingest_batches_total{outcome=\"invalid_batch\"} 1",
+        "otg_ingest_records_total{status=\"conflict\"} 1",
+        "otg_ingest_rejections_total{reason=\"invalid\"} 1",
+        "otg_conflicts_detected_total{kind=\"orphan_check_out\"} 1",
+        "otg_ingest_batch_duration_seconds_bucket",
+        "otg_store_commit_duration_seconds_bucket",
+        "otg_store_commit_group_size_bucket",
+        "otg_store_commit_queue_depth",
+        "otg_device_actors_active 1",
+        "otg_conflict_actors_active 1",
+        "otg_device_mailbox_batches 0",
+    ] {
+        assert!(text.contains(name), "{name} missing from:\n{text}");
+    }
+    assert!(!text.contains("dev-metrics-secret-id") && !text.contains("emp-1"), "no id in a label");
+
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is on PATH (scripts/test installs it)");
+    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), text.as_bytes()).unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(checked.status.success(), "promtool: {}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
+}

@@ -8,7 +8,7 @@ use crate::conflict_actor::{ConflictActor, ForgetTimeline, PlaceRecords, Placed,
 use crate::store::{Store, StoreError};
 use actix::prelude::*;
 use dashmap::DashMap;
-use prometheus::IntGauge;
+use prometheus::{IntCounterVec, IntGauge};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ pub struct ConflictActors {
     store: Arc<dyn Store>,
     idle_timeout: Duration,
     active: IntGauge,
+    detected: IntCounterVec,
 }
 
 /// What a conflict actor holds of its map, to leave it when it stops.
@@ -36,8 +37,13 @@ impl<A: Actor> ActorHandle<A> {
 }
 
 impl ConflictActors {
-    pub(crate) fn new(arbiters: Vec<ArbiterHandle>, store: Arc<dyn Store>, idle_timeout: Duration, active: IntGauge) -> Self {
-        ConflictActors { actors: Arc::new(DashMap::new()), arbiters, store, idle_timeout, active }
+    pub(crate) fn new(arbiters: Vec<ArbiterHandle>, store: Arc<dyn Store>, idle_timeout: Duration, active: IntGauge, detected: IntCounterVec) -> Self {
+        ConflictActors { actors: Arc::new(DashMap::new()), arbiters, store, idle_timeout, active, detected }
+    }
+
+    /// Counts a conflict found and stored.
+    pub(crate) fn count_detected(&self, kind: crate::conflict_rules::ConflictKind) {
+        self.detected.with_label_values(&[kind.as_str()]).inc();
     }
 
     /// Places records in the employee's timeline; a request that met an actor just as

@@ -43,7 +43,27 @@ pub struct Upload {
 pub struct IngestBatch {
     pub(crate) upload: Upload,
     pub(crate) reply: oneshot::Sender<Result<BatchOutcome, StoreError>>,
-    pub(crate) mailbox_slot: OwnedSemaphorePermit,
+    pub(crate) mailbox_slot: MailboxSlot,
+}
+
+/// A device's mailbox slot, held by a batch from queueing until it is answered; it
+/// keeps the all-devices mailbox gauge.
+pub(crate) struct MailboxSlot {
+    _permit: OwnedSemaphorePermit,
+    gauge: prometheus::IntGauge,
+}
+
+impl MailboxSlot {
+    pub(crate) fn new(permit: OwnedSemaphorePermit, gauge: prometheus::IntGauge) -> Self {
+        gauge.inc();
+        MailboxSlot { _permit: permit, gauge }
+    }
+}
+
+impl Drop for MailboxSlot {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
 }
 
 /// The acks of a durable batch, in the order of its records.
@@ -232,11 +252,15 @@ impl Ingest<'_> {
             audit: vec![audit],
             stats: vec![stats],
         };
+        let found: Vec<_> = commit.conflicts.iter().filter(|conflict| conflict.detected_at == self.received_at).map(|conflict| conflict.kind).collect();
         if let Err(error) = store.commit(commit).await {
             for employee_id in &placement.employees {
                 conflicts.forget_timeline(&self.org_id, employee_id);
             }
             return Err(error);
+        }
+        for kind in found {
+            conflicts.count_detected(kind);
         }
         Ok((BatchOutcome { acks, next_seq }, progress))
     }

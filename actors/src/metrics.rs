@@ -2,7 +2,7 @@
 //!
 //! Names follow `otg_<subsystem>_<name>_<unit>`; no label carries a device or employee id.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use std::time::Duration;
 
 /// Group commit: how long each fsync'd group took and how many commits it covered.
@@ -11,6 +11,7 @@ pub struct StoreMetrics {
     commit_duration: Histogram,
     group_size: Histogram,
     commit_failures: IntCounter,
+    pub(crate) queue_depth: IntGauge,
 }
 
 impl StoreMetrics {
@@ -25,7 +26,9 @@ impl StoreMetrics {
                     .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]),
             )?,
             commit_failures: IntCounter::new("otg_store_commit_failures_total", "Commit groups that failed to write or fsync.")?,
+            queue_depth: IntGauge::new("otg_store_commit_queue_depth", "Commits waiting for the committer when it took its last group.")?,
         };
+        registry.register(Box::new(metrics.queue_depth.clone()))?;
         registry.register(Box::new(metrics.commit_duration.clone()))?;
         registry.register(Box::new(metrics.group_size.clone()))?;
         registry.register(Box::new(metrics.commit_failures.clone()))?;
@@ -41,13 +44,16 @@ impl StoreMetrics {
     }
 }
 
-/// Device actors: how many are alive, and how often a device found its mailbox full.
+/// Device and conflict actors: how many are alive, their queues, what they found.
 #[derive(Clone)]
 pub struct DeviceMetrics {
     pub active_actors: IntGauge,
     pub conflict_actors_active: IntGauge,
     pub mailbox_full: IntCounter,
     pub actors_evicted: IntCounter,
+    /// Batches queued for or in work at device actors, all devices together.
+    pub mailbox_batches: IntGauge,
+    pub conflicts: IntCounterVec,
 }
 
 impl DeviceMetrics {
@@ -57,7 +63,14 @@ impl DeviceMetrics {
             conflict_actors_active: IntGauge::new("otg_conflict_actors_active", "Conflict actors (one per active employee) alive now.")?,
             mailbox_full: IntCounter::new("otg_device_mailbox_full_total", "Batches refused with 429 because the device's mailbox was full.")?,
             actors_evicted: IntCounter::new("otg_device_actors_evicted_total", "Device actors stopped after their idle timeout.")?,
+            mailbox_batches: IntGauge::new("otg_device_mailbox_batches", "Batches queued for or in work at device actors, all devices together.")?,
+            conflicts: IntCounterVec::new(Opts::new("otg_conflicts_detected_total", "Conflicts found, by kind."), &["kind"])?,
         };
+        registry.register(Box::new(metrics.mailbox_batches.clone()))?;
+        registry.register(Box::new(metrics.conflicts.clone()))?;
+        for kind in crate::conflict_rules::ConflictKind::ALL {
+            metrics.conflicts.with_label_values(&[kind.as_str()]);
+        }
         registry.register(Box::new(metrics.active_actors.clone()))?;
         registry.register(Box::new(metrics.conflict_actors_active.clone()))?;
         registry.register(Box::new(metrics.mailbox_full.clone()))?;

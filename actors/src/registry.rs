@@ -10,7 +10,7 @@
 //! semaphore, so no batch can be queued to an actor that is stopping: a sender that
 //! finds the semaphore closed starts a fresh actor instead.
 
-use crate::device_actor::{BatchOutcome, DeviceActor, IngestBatch, ReadProgress, Upload};
+use crate::device_actor::{BatchOutcome, DeviceActor, IngestBatch, MailboxSlot, ReadProgress, Upload};
 use crate::conflict_actor::{ResolveConflict, ResolveError};
 use crate::conflict_actors::ConflictActors;
 use crate::store::{ConflictRecord, Resolution};
@@ -69,7 +69,7 @@ impl DeviceRegistry {
     /// Starts the arbiters; must run inside an actix `System`.
     pub fn start(store: Arc<dyn Store>, options: DeviceActorOptions, metrics: DeviceMetrics) -> Self {
         let arbiters: Vec<ArbiterHandle> = (0..options.arbiters.max(1)).map(|_| Arbiter::new().handle()).collect();
-        let conflicts = ConflictActors::new(arbiters.clone(), store.clone(), options.idle_timeout, metrics.conflict_actors_active.clone());
+        let conflicts = ConflictActors::new(arbiters.clone(), store.clone(), options.idle_timeout, metrics.conflict_actors_active.clone(), metrics.conflicts.clone());
         let inner = Inner { actors: DashMap::new(), conflicts: Arc::new(conflicts), arbiters, store, options, metrics };
         DeviceRegistry { inner: RegistryHandle(Arc::new(inner)) }
     }
@@ -91,6 +91,7 @@ impl DeviceRegistry {
                 }
             };
             let (upload_now, reply) = upload.take().expect("an upload is sent at most once");
+            let mailbox_slot = MailboxSlot::new(mailbox_slot, self.inner.0.metrics.mailbox_batches.clone());
             match entry.actor.try_send(IngestBatch { upload: upload_now, reply, mailbox_slot }) {
                 Ok(()) => return Ok(outcome),
                 Err(SendError::Full(_)) => break,

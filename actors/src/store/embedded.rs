@@ -380,6 +380,7 @@ impl Committer {
                 waiting.push(done);
                 next = if batches.len() < self.max_group { queue.try_recv().ok() } else { None };
             }
+            self.metrics.queue_depth.set(queue.len() as i64);
             let started = Instant::now();
             let outcome = self.write(batches.drain(..), stats.drain(..));
             self.metrics.observe_group(waiting.len(), started.elapsed(), outcome.is_ok());
