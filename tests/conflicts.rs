@@ -231,3 +231,37 @@ fn conflicts_page_and_survive_a_restart() {
     assert_eq!(gateway.admin("GET", "/v1/admin/conflicts?org_id=acme&cursor=!!", None).status, 400);
     assert_eq!(gateway.admin("GET", "/v1/admin/conflicts", None).status, 400, "org_id is required");
 }
+
+#[test]
+fn records_behind_a_gap_are_evaluated_at_the_gap_timeout_even_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gateway = Gateway::start(dir.path(), &[]);
+    assert_eq!(gateway.admin("PUT", "/v1/admin/orgs/acme/settings", Some(json!({"gap_timeout_s": 2}))).status, 200);
+    let kiosk = gateway.enrol("kiosk", "acme", None);
+    let phone = gateway.enrol("phone", "acme", Some("emp-1"));
+    upload(&gateway, &kiosk, vec![at(1, "check_in", "emp-1", 8 * HOUR_MS)]);
+    // Seq 1 never arrives: seq 2 waits behind the gap.
+    let response = upload(&gateway, &phone, vec![at(2, "check_in", "emp-1", 8 * HOUR_MS + 20_000)]);
+    assert_eq!((response.acks[0].status, response.next_seq), (AckStatus::Accepted, 1));
+    assert!(eventually(std::time::Duration::from_secs(10), || conflicts(&gateway, "").len() == 1), "found at the gap timeout, with no further batch");
+
+    // Again, but the gateway restarts while the record waits.
+    upload(&gateway, &kiosk, vec![at(2, "check_out", "emp-1", 16 * HOUR_MS)]);
+    let response = upload(&gateway, &phone, vec![at(4, "check_out", "emp-1", 16 * HOUR_MS + 20_000)]);
+    assert_eq!(response.acks[0].status, AckStatus::Accepted);
+    gateway.kill_hard();
+    let gateway = Gateway::start(dir.path(), &[]);
+    assert!(eventually(std::time::Duration::from_secs(10), || conflicts(&gateway, "").len() == 2), "found after the restart too");
+}
+
+#[test]
+fn the_duplicate_window_setting_applies_from_the_next_batch() {
+    let (gateway, _dir) = started(None);
+    let phone = gateway.enrol("phone", "acme", Some("emp-1"));
+    let kiosk = gateway.enrol("kiosk", "acme", None);
+    upload(&gateway, &phone, vec![at(1, "check_in", "emp-1", 8 * HOUR_MS)]);
+    assert_eq!(gateway.admin("PUT", "/v1/admin/orgs/acme/settings", Some(json!({"duplicate_window_s": 10}))).status, 200);
+    upload(&gateway, &kiosk, vec![at(1, "check_in", "emp-1", 8 * HOUR_MS + 30_000)]);
+    let kinds: Vec<Value> = conflicts(&gateway, "").iter().map(|conflict| conflict["kind"].clone()).collect();
+    assert_eq!(kinds, vec![json!("overlap")], "30 s apart is no duplicate within a 10 s window: a check-in in an open shift");
+}

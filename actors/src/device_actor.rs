@@ -88,11 +88,38 @@ pub struct DeviceActor {
     progress: Option<DeviceProgress>,
     last_active: Instant,
     idle_timeout: Duration,
+    /// The org's gap timeout, as last read, and the wait a wake-up is set for.
+    gap_timeout: Option<Duration>,
+    wake_up_set_for: Option<i64>,
 }
 
 impl DeviceActor {
     pub(crate) fn new(device_id: Arc<str>, store: Arc<dyn Store>, registry: RegistryHandle, mailbox: Arc<Semaphore>, idle_timeout: Duration) -> Self {
-        DeviceActor { device_id, store, registry, mailbox, progress: None, last_active: Instant::now(), idle_timeout }
+        DeviceActor {
+            device_id,
+            store,
+            registry,
+            mailbox,
+            progress: None,
+            last_active: Instant::now(),
+            idle_timeout,
+            gap_timeout: None,
+            wake_up_set_for: None,
+        }
+    }
+
+    /// Records wait behind a gap: have the registry wake this device when the gap
+    /// timeout is due (the actor itself may stop for idleness meanwhile).
+    fn wake_up_for_waiting(&mut self) {
+        let waiting_since = self.progress.as_ref().and_then(|progress| progress.evaluation.waiting_since);
+        let (Some(since), Some(timeout)) = (waiting_since, self.gap_timeout) else {
+            return;
+        };
+        if self.wake_up_set_for != Some(since) {
+            self.wake_up_set_for = Some(since);
+            let due_in = Duration::from_millis((since + timeout.as_millis() as i64 - unix_now_ms()).max(0) as u64);
+            self.registry.wake_up(&self.device_id, due_in);
+        }
     }
 
     /// Stops if idle and nothing is queued. Taking every mailbox slot and closing the
@@ -131,6 +158,7 @@ impl Handler<IngestBatch> for DeviceActor {
         let conflicts = self.registry.conflict_actors();
         let IngestBatch { upload, reply, mailbox_slot } = batch;
         let Upload { org_id, batch_id, received_at, reported_pending, records, settings } = upload;
+        self.gap_timeout = Some(Duration::from_secs(settings.gap_timeout_s.into()));
         AtomicResponse::new(Box::pin(
             async move {
                 let progress = match progress {
@@ -150,6 +178,49 @@ impl Handler<IngestBatch> for DeviceActor {
                 // The device may have hung up; its records were stored all the same.
                 let _ = reply.send(outcome);
                 drop(mailbox_slot);
+                actor.wake_up_for_waiting();
+            }),
+        ))
+    }
+}
+
+/// Evaluate the records that have waited behind a gap for the org's gap timeout.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct EvaluateWaiting;
+
+impl Handler<EvaluateWaiting> for DeviceActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, _: EvaluateWaiting, _ctx: &mut Self::Context) -> Self::Result {
+        let (store, device_id, progress) = (self.store.clone(), self.device_id.clone(), self.progress.take());
+        let conflicts = self.registry.conflict_actors();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let device = store.device(&device_id).await?.ok_or_else(|| StoreError::Corrupt(format!("device {device_id} has progress but no enrolment")))?;
+                let settings = store.org_settings(&device.org_id).await?;
+                let gap_timeout = Duration::from_secs(settings.gap_timeout_s.into());
+                let progress = match progress {
+                    Some(progress) => progress,
+                    None => store.device_progress(&device_id).await?,
+                };
+                let now = unix_now_ms();
+                let due = progress.evaluation.waiting_since.is_some_and(|since| now - since >= gap_timeout.as_millis() as i64);
+                if !due {
+                    return Ok((progress, gap_timeout));
+                }
+                let ingest = Ingest { device_id: &device_id, org_id: device.org_id, batch_id: String::new(), received_at: now, reported_pending: None, settings };
+                let (_, progress) = ingest.run(store.as_ref(), &conflicts, progress, Vec::new()).await?;
+                Ok((progress, gap_timeout))
+            }
+            .into_actor(self)
+            .map(|result: Result<(DeviceProgress, Duration), StoreError>, actor, _ctx| match result {
+                Ok((progress, gap_timeout)) => {
+                    actor.progress = Some(progress);
+                    actor.gap_timeout = Some(gap_timeout);
+                    actor.wake_up_for_waiting();
+                }
+                Err(error) => tracing::warn!(%error, device_id = %actor.device_id, "evaluating records that waited behind a gap failed; retried on the next batch"),
             }),
         ))
     }
@@ -237,20 +308,22 @@ impl Ingest<'_> {
             }
         }
 
+        let is_batch = !acks.is_empty();
         let progress = DeviceProgress {
             received,
-            last_sync_at: Some(self.received_at),
+            last_sync_at: if is_batch { Some(self.received_at) } else { progress.last_sync_at },
             reported_pending: self.reported_pending.or(progress.reported_pending),
             evaluation: plan.after,
         };
         let next_seq = progress.received.next_seq();
-        let (audit, stats) = self.audit_and_stats(&acks);
+        // A run without records (records released by the gap timeout) is no batch.
+        let (audit, stats) = if is_batch { self.audit_and_stats(&acks) } else { (vec![], vec![]) };
         let commit = Commit {
             device: Some(DeviceWrite { device_id: self.device_id.to_owned(), entries, progress: progress.clone() }),
             timeline: placement.timeline,
             conflicts: placement.conflicts,
-            audit: vec![audit],
-            stats: vec![stats],
+            audit,
+            stats,
         };
         let found: Vec<_> = commit.conflicts.iter().filter(|conflict| conflict.detected_at == self.received_at).map(|conflict| conflict.kind).collect();
         if let Err(error) = store.commit(commit).await {
@@ -319,7 +392,7 @@ impl Ingest<'_> {
     }
 
     /// The batch's audit entry and its counts for the sync statistics, written with it.
-    fn audit_and_stats(&self, acks: &[Ack]) -> (AuditEvent, SyncCounts) {
+    fn audit_and_stats(&self, acks: &[Ack]) -> (Vec<AuditEvent>, Vec<SyncCounts>) {
         let mut totals = SyncTotals { batches_succeeded: 1, ..SyncTotals::default() };
         for ack in acks {
             *match ack.status {
@@ -347,7 +420,7 @@ impl Ingest<'_> {
             },
         };
         let stats = SyncCounts { org_id: self.org_id.clone(), device_id: self.device_id.to_owned(), at: self.received_at, totals };
-        (audit, stats)
+        (vec![audit], vec![stats])
     }
 
     /// The ack for one record and, for a newly filled seq, what to store in it.

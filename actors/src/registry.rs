@@ -10,7 +10,7 @@
 //! semaphore, so no batch can be queued to an actor that is stopping: a sender that
 //! finds the semaphore closed starts a fresh actor instead.
 
-use crate::device_actor::{BatchOutcome, DeviceActor, IngestBatch, MailboxSlot, ReadProgress, Upload};
+use crate::device_actor::{BatchOutcome, DeviceActor, EvaluateWaiting, IngestBatch, MailboxSlot, ReadProgress, Upload};
 use crate::conflict_actor::{ResolveConflict, ResolveError};
 use crate::conflict_actors::ConflictActors;
 use crate::store::{ConflictRecord, Resolution};
@@ -21,8 +21,10 @@ use actix::prelude::*;
 use dashmap::DashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::{oneshot, Semaphore, TryAcquireError};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot, Semaphore, TryAcquireError};
 
 /// How device actors live.
 #[derive(Debug, Clone)]
@@ -58,6 +60,8 @@ struct DeviceEntry {
 
 struct Inner {
     actors: DashMap<Arc<str>, DeviceEntry>,
+    /// Devices to wake when records waiting behind a gap are due (see `run_wake_ups`).
+    wake_ups: mpsc::UnboundedSender<(Instant, Arc<str>)>,
     conflicts: Arc<ConflictActors>,
     arbiters: Vec<ArbiterHandle>,
     store: Arc<dyn Store>,
@@ -70,8 +74,11 @@ impl DeviceRegistry {
     pub fn start(store: Arc<dyn Store>, options: DeviceActorOptions, metrics: DeviceMetrics) -> Self {
         let arbiters: Vec<ArbiterHandle> = (0..options.arbiters.max(1)).map(|_| Arbiter::new().handle()).collect();
         let conflicts = ConflictActors::new(arbiters.clone(), store.clone(), options.idle_timeout, metrics.conflict_actors_active.clone(), metrics.conflicts.clone());
-        let inner = Inner { actors: DashMap::new(), conflicts: Arc::new(conflicts), arbiters, store, options, metrics };
-        DeviceRegistry { inner: RegistryHandle(Arc::new(inner)) }
+        let (wake_ups, due) = mpsc::unbounded_channel();
+        let inner = Inner { actors: DashMap::new(), wake_ups, conflicts: Arc::new(conflicts), arbiters, store, options, metrics };
+        let registry = DeviceRegistry { inner: RegistryHandle(Arc::new(inner)) };
+        actix::spawn(registry.clone().run_wake_ups(due));
+        registry
     }
 
     /// Queues an upload for its device without waiting, and returns where its outcome
@@ -126,6 +133,40 @@ impl DeviceRegistry {
         self.inner.0.conflicts.resolve(&conflict.org_id, &conflict.employee_id, resolve).await
     }
 
+    /// Wakes the actors of devices whose records wait behind a gap (after a restart),
+    /// so the gap timeout evaluates them even if the device never sends again.
+    pub async fn resume_waiting(&self) -> Result<usize, StoreError> {
+        let waiting = self.inner.0.store.devices_waiting_for_evaluation().await?;
+        for device_id in &waiting {
+            self.entry(device_id).actor.do_send(EvaluateWaiting);
+        }
+        Ok(waiting.len())
+    }
+
+    /// Sends `EvaluateWaiting` to each device when its wake-up is due. One entry per
+    /// device with records behind a gap, so the queue is bounded by the devices.
+    async fn run_wake_ups(self, mut requests: mpsc::UnboundedReceiver<(Instant, Arc<str>)>) {
+        let mut due: BinaryHeap<Reverse<(Instant, Arc<str>)>> = BinaryHeap::new();
+        loop {
+            let next = due.peek().map(|Reverse((at, _))| *at);
+            tokio::select! {
+                request = requests.recv() => match request {
+                    Some(request) => due.push(Reverse(request)),
+                    None => return,
+                },
+                () = sleep_until_or_forever(next) => {
+                    while let Some(Reverse((at, device_id))) = due.peek() {
+                        if *at > Instant::now() {
+                            break;
+                        }
+                        self.entry(device_id).actor.do_send(EvaluateWaiting);
+                        due.pop();
+                    }
+                }
+            }
+        }
+    }
+
     /// Device actors alive now.
     pub fn active(&self) -> usize {
         self.inner.0.actors.len()
@@ -173,6 +214,11 @@ impl RegistryHandle {
         self.0.metrics.actors_evicted.inc();
     }
 
+    /// Wakes the device after `due_in`, to evaluate records waiting behind a gap.
+    pub(crate) fn wake_up(&self, device_id: &str, due_in: Duration) {
+        let _ = self.0.wake_ups.send((Instant::now() + due_in, Arc::from(device_id)));
+    }
+
     pub(crate) fn conflict_actors(&self) -> Arc<ConflictActors> {
         self.0.conflicts.clone()
     }
@@ -180,6 +226,13 @@ impl RegistryHandle {
     /// All the slots of a device's mailbox, as an idle actor counts them.
     pub(crate) fn mailbox_capacity(&self) -> u32 {
         self.0.options.mailbox_capacity as u32
+    }
+}
+
+async fn sleep_until_or_forever(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -49,6 +49,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         DeviceMetrics::register(&metrics_registry)?,
     );
+    let waiting = devices.resume_waiting().await.context("finding records waiting behind a gap")?;
+    if waiting > 0 {
+        tracing::info!(devices = waiting, "records wait behind a gap; they are evaluated at their gap timeout");
+    }
     let admin_token = admin_token(&config)?;
     let metrics = metrics::GatewayMetrics::register(&metrics_registry)?;
     let failed_batches = failed_batches::FailedBatches::start(store.clone(), &metrics_registry)?;

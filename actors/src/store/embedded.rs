@@ -176,6 +176,17 @@ impl Store for EmbeddedStore {
         Ok(read(&self.tables.progress, device_id.as_bytes())?.unwrap_or_default())
     }
 
+    async fn devices_waiting_for_evaluation(&self) -> Result<Vec<String>, StoreError> {
+        let mut waiting = Vec::new();
+        for item in self.tables.progress.iter() {
+            let (device_id, value) = item.into_inner().map_err(unavailable)?;
+            if decode::<DeviceProgress>(&value)?.evaluation.waiting_since.is_some() {
+                waiting.push(String::from_utf8_lossy(&device_id).into_owned());
+            }
+        }
+        Ok(waiting)
+    }
+
     async fn seq_entries(&self, device_id: &str, seqs: &[u64]) -> Result<Vec<Option<SeqEntry>>, StoreError> {
         seqs.iter().map(|&seq| read(&self.tables.seqs, &keys::seq(device_id, seq))).collect()
     }

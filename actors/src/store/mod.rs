@@ -43,6 +43,9 @@ pub trait Store: Send + Sync + 'static {
     /// The device's progress; the default (nothing received) for a new device.
     async fn device_progress(&self, device_id: &str) -> Result<DeviceProgress, StoreError>;
 
+    /// The devices with records waiting behind a gap for conflict evaluation.
+    async fn devices_waiting_for_evaluation(&self) -> Result<Vec<String>, StoreError>;
+
     /// What each of `seqs` holds, in the same order.
     async fn seq_entries(&self, device_id: &str, seqs: &[u64]) -> Result<Vec<Option<SeqEntry>>, StoreError>;
 
