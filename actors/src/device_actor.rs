@@ -11,7 +11,7 @@ use crate::evaluation::{self, EvaluationPlan};
 use crate::registry::RegistryHandle;
 use crate::seq_ranges::SeqRanges;
 use crate::store::{
-    AuditAck, AuditEvent, AuditKind, Commit, ConflictRecord, DeviceProgress, DeviceWrite, SeqEntry, Store, StoreError, StoredRecord, SyncCounts,
+    AuditAck, AuditEvent, AuditKind, Commit, ConflictRecord, DeviceProgress, DeviceWrite, RecordStatus, SeqEntry, Store, StoreError, StoredRecord, SyncCounts,
     SyncTotals, TimelineEntry,
 };
 use futures_util::future::try_join_all;
@@ -166,7 +166,7 @@ impl Handler<IngestBatch> for DeviceActor {
                     None => store.device_progress(&device_id).await?,
                 };
                 let ingest = Ingest { device_id: &device_id, org_id, batch_id, received_at, reported_pending, settings };
-                ingest.run(store.as_ref(), &conflicts, progress, records).await
+                ingest.run(store.as_ref(), conflicts.as_deref(), progress, records).await
             }
             .into_actor(self)
             .map(move |result, actor, _ctx| {
@@ -210,7 +210,7 @@ impl Handler<EvaluateWaiting> for DeviceActor {
                     return Ok((progress, gap_timeout));
                 }
                 let ingest = Ingest { device_id: &device_id, org_id: device.org_id, batch_id: String::new(), received_at: now, reported_pending: None, settings };
-                let (_, progress) = ingest.run(store.as_ref(), &conflicts, progress, Vec::new()).await?;
+                let (_, progress) = ingest.run(store.as_ref(), conflicts.as_deref(), progress, Vec::new()).await?;
                 Ok((progress, gap_timeout))
             }
             .into_actor(self)
@@ -275,7 +275,7 @@ impl Ingest<'_> {
     async fn run(
         self,
         store: &dyn Store,
-        conflicts: &ConflictActors,
+        conflicts: Option<&ConflictActors>,
         progress: DeviceProgress,
         records: Vec<Incoming>,
     ) -> Result<(BatchOutcome, DeviceProgress), StoreError> {
@@ -327,13 +327,17 @@ impl Ingest<'_> {
         };
         let found: Vec<_> = commit.conflicts.iter().filter(|conflict| conflict.detected_at == self.received_at).map(|conflict| conflict.kind).collect();
         if let Err(error) = store.commit(commit).await {
-            for employee_id in &placement.employees {
-                conflicts.forget_timeline(&self.org_id, employee_id);
+            if let Some(conflicts) = conflicts {
+                for employee_id in &placement.employees {
+                    conflicts.forget_timeline(&self.org_id, employee_id);
+                }
             }
             return Err(error);
         }
-        for kind in found {
-            conflicts.count_detected(kind);
+        if let Some(conflicts) = conflicts {
+            for kind in found {
+                conflicts.count_detected(kind);
+            }
         }
         Ok((BatchOutcome { acks, next_seq }, progress))
     }
@@ -343,7 +347,7 @@ impl Ingest<'_> {
     async fn place(
         &self,
         store: &dyn Store,
-        conflicts: &ConflictActors,
+        conflicts: Option<&ConflictActors>,
         entries: &[SeqEntry],
         received_before: &SeqRanges,
         plan: &EvaluationPlan,
@@ -362,9 +366,11 @@ impl Ingest<'_> {
                 SeqEntry::Rejected { .. } => None,
             })
             .collect();
-        if records.is_empty() {
-            return Ok(Placement::default());
-        }
+        let Some(conflicts) = conflicts.filter(|_| !records.is_empty()) else {
+            // Conflict detection is off: the records go into the timeline as they are.
+            let timeline = records.iter().map(|(stored, _)| TimelineEntry::of(stored, RecordStatus::Active)).collect();
+            return Ok(Placement { timeline, ..Placement::default() });
+        };
         records.sort_by_key(|(stored, _)| stored.record.seq);
 
         let mut by_employee: HashMap<String, Vec<(StoredRecord, bool)>> = HashMap::new();

@@ -35,6 +35,8 @@ pub struct DeviceActorOptions {
     pub mailbox_capacity: usize,
     /// Arbiter threads the actors are spread over.
     pub arbiters: usize,
+    /// Whether records are evaluated for conflicts at all (off: stored and acked only).
+    pub detect_conflicts: bool,
 }
 
 /// A device's mailbox is full: it is sending faster than it is being answered.
@@ -219,8 +221,9 @@ impl RegistryHandle {
         let _ = self.0.wake_ups.send((Instant::now() + due_in, Arc::from(device_id)));
     }
 
-    pub(crate) fn conflict_actors(&self) -> Arc<ConflictActors> {
-        self.0.conflicts.clone()
+    /// The conflict actors, unless conflict detection is off.
+    pub(crate) fn conflict_actors(&self) -> Option<Arc<ConflictActors>> {
+        self.0.options.detect_conflicts.then(|| self.0.conflicts.clone())
     }
 
     /// All the slots of a device's mailbox, as an idle actor counts them.
@@ -261,7 +264,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let prometheus = prometheus::Registry::new();
         let store = EmbeddedStore::open(EmbeddedStoreOptions::new(dir.path()), StoreMetrics::register(&prometheus).unwrap()).unwrap();
-        let options = DeviceActorOptions { idle_timeout: Duration::from_millis(10), mailbox_capacity: 2, arbiters: 2 };
+        let options = DeviceActorOptions { idle_timeout: Duration::from_millis(10), mailbox_capacity: 2, arbiters: 2, detect_conflicts: true };
         let metrics = DeviceMetrics::register(&prometheus).unwrap();
         let devices = DeviceRegistry::start(Arc::new(store), options, metrics.clone());
         for seq in 1..=150u64 {

@@ -27,6 +27,8 @@ pub struct Config {
     pub device_idle_timeout_ms: u64,
     /// Batches that may wait for one device; beyond it that device gets 429.
     pub device_mailbox_capacity: usize,
+    /// Evaluate records for attendance conflicts; off, records are stored and acked only.
+    pub conflict_detection: bool,
     /// Device commits that may wait for the store's committer.
     pub commit_queue_capacity: usize,
     /// Most device commits one fsync covers.
@@ -50,6 +52,7 @@ impl Default for Config {
             device_arbiters: 0,
             device_idle_timeout_ms: 300_000,
             device_mailbox_capacity: 4,
+            conflict_detection: true,
             commit_queue_capacity: 4096,
             max_group_commits: 1024,
             store_cache_mib: 64,

@@ -46,6 +46,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             idle_timeout: Duration::from_millis(config.device_idle_timeout_ms),
             mailbox_capacity: config.device_mailbox_capacity,
             arbiters: config.device_arbiters(),
+            detect_conflicts: config.conflict_detection,
         },
         DeviceMetrics::register(&metrics_registry)?,
     );
