@@ -23,10 +23,23 @@ const MS_PER_HOUR: i64 = 3_600_000;
 #[derive(Message)]
 #[rtype(result = "Result<Vec<Placed>, StoreError>")]
 pub struct PlaceRecords {
-    /// In the device's seq order, each with whether to evaluate it now.
-    pub records: Vec<(StoredRecord, bool)>,
+    /// In the device's seq order, each with whether to evaluate it now; shared, so a
+    /// request that must be asked again of a fresh actor copies nothing.
+    pub records: Arc<Vec<(StoredRecord, bool)>>,
     pub received_at: i64,
-    pub settings: OrgSettings,
+    pub rules: RuleSettings,
+    pub policy: ConflictResolution,
+}
+
+impl PlaceRecords {
+    pub fn new(records: Arc<Vec<(StoredRecord, bool)>>, received_at: i64, settings: &OrgSettings) -> Self {
+        let rules = RuleSettings {
+            duplicate_window_ms: i64::from(settings.duplicate_window_s) * 1000,
+            max_shift_ms: i64::from(settings.max_shift_hours) * MS_PER_HOUR,
+            max_clock_skew_ms: i64::from(settings.max_clock_skew_s) * 1000,
+        };
+        PlaceRecords { records, received_at, rules, policy: settings.conflict_resolution }
+    }
 }
 
 /// What placing one record decided.
@@ -162,18 +175,14 @@ struct CachedTimeline {
 
 impl CachedTimeline {
     async fn place(&mut self, place: PlaceRecords) -> Result<Vec<Placed>, StoreError> {
-        let rules = RuleSettings {
-            duplicate_window_ms: i64::from(place.settings.duplicate_window_s) * 1000,
-            max_shift_ms: i64::from(place.settings.max_shift_hours) * MS_PER_HOUR,
-            max_clock_skew_ms: i64::from(place.settings.max_clock_skew_s) * 1000,
-        };
+        let rules = place.rules;
         let mut placed = Vec::with_capacity(place.records.len());
-        for (stored, evaluate_now) in place.records {
-            let mut entry = TimelineEntry::of(&stored, RecordStatus::Active);
+        for (stored, evaluate_now) in place.records.iter() {
+            let mut entry = TimelineEntry::of(stored, RecordStatus::Active);
             let (mut writes, mut conflicts) = (Vec::new(), Vec::new());
-            if evaluate_now {
+            if *evaluate_now {
                 self.load(window(&entry, rules.max_shift_ms)).await?;
-                let (found, superseded) = self.evaluate(&entry, place.received_at, rules, place.settings.conflict_resolution).await?;
+                let (found, superseded) = self.evaluate(&entry, place.received_at, rules, place.policy);
                 if found.iter().any(|conflict| conflict.outcome == PolicyOutcome::NewcomerSuperseded) {
                     entry.status = RecordStatus::Superseded;
                 }
@@ -186,7 +195,7 @@ impl CachedTimeline {
             }
             self.put(entry.clone());
             writes.insert(0, entry);
-            placed.push(Placed { record_id: stored.record.record_id, timeline: writes, conflicts });
+            placed.push(Placed { record_id: stored.record.record_id.clone(), timeline: writes, conflicts });
         }
         Ok(placed)
     }
@@ -246,14 +255,9 @@ impl CachedTimeline {
     }
 
     /// The conflicts of `newcomer` against the effective timeline, and the stored
-    /// entries the policy supersedes.
-    async fn evaluate(
-        &self,
-        newcomer: &TimelineEntry,
-        received_at: i64,
-        rules: RuleSettings,
-        policy: ConflictResolution,
-    ) -> Result<(Vec<ConflictRecord>, Vec<TimelineEntry>), StoreError> {
+    /// entries the policy supersedes. A record is evaluated once: it is written with
+    /// its conflicts in one commit, so none of them can exist yet.
+    fn evaluate(&self, newcomer: &TimelineEntry, received_at: i64, rules: RuleSettings, policy: ConflictResolution) -> (Vec<ConflictRecord>, Vec<TimelineEntry>) {
         let around = self.effective(window(newcomer, rules.max_shift_ms), &newcomer.record_id);
         let events: Vec<Event> = around.iter().map(|entry| event(entry)).collect();
         let findings = conflict_rules::evaluate(&event(newcomer), received_at, &events, rules);
@@ -261,11 +265,6 @@ impl CachedTimeline {
         for finding in findings {
             let other = finding.other.map(|index| around[index]);
             let id = conflict_rules::conflict_id(finding.kind, &newcomer.record_id, other.map(|entry| entry.record_id.as_str()));
-            // Found before (a re-evaluation after a crash): it stands as it was decided.
-            if let Some(existing) = self.store.conflict(&id).await? {
-                conflicts.push(existing);
-                continue;
-            }
             let outcome = policy_outcome(finding.kind, policy);
             if let (PolicyOutcome::ServerSuperseded, Some(other)) = (outcome, other) {
                 superseded.push(other.clone());
@@ -283,7 +282,7 @@ impl CachedTimeline {
                 resolution: None,
             });
         }
-        Ok((conflicts, superseded))
+        (conflicts, superseded)
     }
 
     /// Reads the days of `span` that are not cached.

@@ -378,7 +378,8 @@ impl Ingest<'_> {
             by_employee.entry(record.0.record.employee_id.clone()).or_default().push(record);
         }
         let placed = try_join_all(by_employee.into_iter().map(|(employee_id, records)| async move {
-            let place = || PlaceRecords { records: records.clone(), received_at: self.received_at, settings: self.settings.clone() };
+            let records = Arc::new(records);
+            let place = || PlaceRecords::new(records.clone(), self.received_at, &self.settings);
             conflicts.place(&self.org_id, &employee_id, place).await.map(|placed| (employee_id, placed))
         }))
         .await?;

@@ -4,10 +4,12 @@
 //! `cargo bench -p otg-gateway --bench ingest` (env: `BENCH_SECONDS`, default 10).
 //!
 //! 1. ceiling: 64 concurrent writers commit 100-record device commits straight into
-//!    the embedded store (no HTTP, no decode, no signature);
-//! 2. saturation: 64 devices upload signed 100-record batches back to back to the real
-//!    `otg-gateway` binary; durably-acked records/s and batch latency;
-//! 3. paced: the same at a fixed 50,000 records/s, for the latency at that rate.
+//!    the embedded store (no HTTP, no decode, no signature, no conflict check);
+//! 2. saturated: 64 site kiosks upload signed 100-record batches back to back to the
+//!    real `otg-gateway` binary: a day of 25 employees each (check-in, break, check-out),
+//!    5% of the records conflicting; durably-acked records/s and batch latency;
+//! 3. the same with the gateway's conflict detection off, for what the check costs;
+//! 4. paced: the same as 2 at a fixed 50,000 records/s, for the latency at that rate.
 
 use hdrhistogram::Histogram;
 use otg_actors::metrics::StoreMetrics;
@@ -15,7 +17,7 @@ use otg_actors::seq_ranges::SeqRanges;
 use otg_actors::store::{Commit, DeviceProgress, DeviceWrite, EmbeddedStore, EmbeddedStoreOptions, RecordStatus, SeqEntry, Store, StoredRecord, TimelineEntry};
 use otg_schema::signing::{DEVICE_ID_HEADER, REQUEST_TIME_HEADER, SIGNATURE_HEADER};
 use otg_schema::validate::{check_record, RecordRules};
-use otg_schema::wire::{self, Batch, Geo, Record};
+use otg_schema::wire::{self, AckStatus, Batch, BatchResponse, Geo, Record};
 use otg_schema::DeviceSecret;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -36,16 +38,25 @@ fn main() {
     let run_for = Duration::from_secs(seconds);
 
     let ceiling = store_ceiling(run_for);
-    let saturated = over_http(run_for, None, "sat");
-    let paced = over_http(run_for, Some(PACED_RECORDS_PER_SECOND), "paced");
+    let saturated = over_http(run_for, None, true);
+    let unchecked = over_http(run_for, None, false);
+    let paced = over_http(run_for, Some(PACED_RECORDS_PER_SECOND), true);
 
-    println!("\n| measurement | records/s | batch p50 | batch p99 | gateway CPU |");
-    println!("|---|---:|---:|---:|---:|");
-    for (name, run) in [("store group-commit ceiling (no HTTP)", &ceiling), ("end to end, 64 devices, saturated", &saturated), ("end to end, paced at 50,000 records/s", &paced)] {
+    println!("\n| measurement | records/s | batch p50 | batch p99 | gateway CPU | conflict acks |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    let runs = [
+        ("store group-commit ceiling (no HTTP)", &ceiling),
+        ("end to end, 64 kiosks, saturated", &saturated),
+        ("end to end, saturated, conflict detection off", &unchecked),
+        ("end to end, paced at 50,000 records/s", &paced),
+    ];
+    for (name, run) in runs {
         let cores = run.gateway_cores.map_or("-".into(), |cores| format!("{cores:.2} cores"));
-        println!("| {name} | {:.0} | {:.1} ms | {:.1} ms | {cores} |", run.records_per_second, run.p50_ms, run.p99_ms);
+        let conflicts = run.conflict_share.map_or("-".into(), |share| format!("{:.1}%", share * 100.0));
+        println!("| {name} | {:.0} | {:.1} ms | {:.1} ms | {cores} | {conflicts} |", run.records_per_second, run.p50_ms, run.p99_ms);
     }
     println!("\nend-to-end / ceiling = {:.2}", saturated.records_per_second / ceiling.records_per_second);
+    println!("conflict check: {:.0}% of the throughput without it", 100.0 * (1.0 - saturated.records_per_second / unchecked.records_per_second));
 }
 
 struct RunFigures {
@@ -54,6 +65,8 @@ struct RunFigures {
     p99_ms: f64,
     /// Cores the gateway process used on average (startup and enrolment included).
     gateway_cores: Option<f64>,
+    /// The share of records acked `conflict`.
+    conflict_share: Option<f64>,
 }
 
 impl RunFigures {
@@ -63,8 +76,39 @@ impl RunFigures {
             p50_ms: latencies.value_at_quantile(0.5) as f64 / 1000.0,
             p99_ms: latencies.value_at_quantile(0.99) as f64 / 1000.0,
             gateway_cores: None,
+            conflict_share: None,
         }
     }
+}
+
+/// A site kiosk's batch: one day of 25 employees, each checking in at 08:00, taking a
+/// break from 12:00 to 12:30 and checking out at 17:00, except that every fifth
+/// employee-day has a second check-in 30 s after the first instead of the break's end
+/// (a duplicate: 5% of the records conflict). Batch `n` is the `n`-th day back.
+fn kiosk_day(device: usize, batch: i64, first_seq: i64, now: i64) -> Vec<Record> {
+    const HOUR: i64 = 3_600_000;
+    let day_start = (now / (24 * HOUR) - 1 - batch % 300) * 24 * HOUR;
+    let group = batch / 300;
+    let mut records = Vec::with_capacity(RECORDS_PER_BATCH as usize);
+    for employee in 0..25i64 {
+        let employee_id = format!("k{device}-e{}", group * 25 + employee);
+        let duplicate = (batch * 25 + employee) % 5 == 0;
+        let day = [
+            ("check_in", 8 * HOUR),
+            ("break_start", 12 * HOUR),
+            if duplicate { ("check_in", 8 * HOUR + 30_000) } else { ("break_end", 12 * HOUR + HOUR / 2) },
+            ("check_out", 17 * HOUR),
+        ];
+        for (kind, at) in day {
+            let seq = first_seq + records.len() as i64;
+            records.push(Record {
+                offline: Some(true),
+                geo: Some(Geo { lat: 52.52, lon: 13.405, accuracy_m: 8.5 }),
+                ..Record::new(seq, uuid::Uuid::new_v4().to_string(), kind, employee_id.clone(), day_start + at)
+            });
+        }
+    }
+    records
 }
 
 fn records(first_seq: i64, now: i64) -> Vec<Record> {
@@ -138,14 +182,15 @@ fn store_ceiling(run_for: Duration) -> RunFigures {
     })
 }
 
-/// Uploads over HTTP to a fresh gateway; paced to `rate` records/s when given.
-fn over_http(run_for: Duration, rate: Option<u64>, prefix: &str) -> RunFigures {
+/// Kiosks upload over HTTP to a fresh gateway; paced to `rate` records/s when given.
+fn over_http(run_for: Duration, rate: Option<u64>, detect_conflicts: bool) -> RunFigures {
     let dir = tempfile::tempdir().unwrap();
     let mut gateway = Command::new(env!("CARGO_BIN_EXE_otg-gateway"))
         .env("OTG_LISTEN_ADDR", "127.0.0.1:0")
         .env("OTG_DATA_DIR", dir.path())
         .env("OTG_ADMIN_TOKEN", ADMIN_TOKEN)
         .env("OTG_LOG", "warn")
+        .env("OTG_CONFLICT_DETECTION", detect_conflicts.to_string())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -158,9 +203,15 @@ fn over_http(run_for: Duration, rate: Option<u64>, prefix: &str) -> RunFigures {
     std::thread::spawn(move || lines.for_each(drop));
 
     let agent = ureq::AgentBuilder::new().max_idle_connections_per_host(CONCURRENT_DEVICES).build();
+    // A year of backlog is allowed: each kiosk's batches go back a day at a time.
+    agent
+        .put(&format!("{base_url}/v1/admin/orgs/acme/settings"))
+        .set("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
+        .send_json(serde_json::json!({"max_offline_days": 365}))
+        .unwrap();
     let devices: Vec<(String, DeviceSecret)> = (0..CONCURRENT_DEVICES)
         .map(|n| {
-            let device_id = format!("{prefix}-{n}");
+            let device_id = format!("kiosk-{n}");
             let reply: serde_json::Value = agent
                 .post(&format!("{base_url}/v1/admin/devices"))
                 .set("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
@@ -175,14 +226,14 @@ fn over_http(run_for: Duration, rate: Option<u64>, prefix: &str) -> RunFigures {
     // Each device's pace, if paced: batches per second split evenly over the devices.
     let batch_interval = rate.map(|rate| Duration::from_secs_f64(CONCURRENT_DEVICES as f64 * RECORDS_PER_BATCH as f64 / rate as f64));
     let started = Instant::now();
-    let results: Vec<(u64, Histogram<u64>)> = std::thread::scope(|scope| {
+    let results: Vec<(u64, u64, Histogram<u64>)> = std::thread::scope(|scope| {
         let uploaders: Vec<_> = devices
             .iter()
             .enumerate()
             .map(|(index, (device_id, secret))| {
                 let (agent, base_url) = (agent.clone(), base_url.as_str());
                 scope.spawn(move || {
-                    let (mut latencies, mut acked, mut next_seq) = (latency_histogram(), 0u64, 1);
+                    let (mut latencies, mut acked, mut conflicts, mut next_seq) = (latency_histogram(), 0u64, 0u64, 1);
                     // Devices are spread evenly over the interval, not sent in lockstep.
                     let offset = batch_interval.map_or(Duration::ZERO, |interval| interval * index as u32 / CONCURRENT_DEVICES as u32);
                     let mut next_send = Instant::now() + offset;
@@ -198,7 +249,7 @@ fn over_http(run_for: Duration, rate: Option<u64>, prefix: &str) -> RunFigures {
                             sent_at: now,
                             pending: Some(0),
                             network: None,
-                            records: records(next_seq, now),
+                            records: kiosk_day(index, next_seq / RECORDS_PER_BATCH, next_seq, now),
                         });
                         next_seq += RECORDS_PER_BATCH;
                         let request_time = now.to_string();
@@ -215,9 +266,11 @@ fn over_http(run_for: Duration, rate: Option<u64>, prefix: &str) -> RunFigures {
                         let mut reply = Vec::new();
                         std::io::Read::read_to_end(&mut response.into_reader(), &mut reply).unwrap();
                         latencies.record(sent.elapsed().as_micros() as u64).unwrap();
+                        let acks: BatchResponse = wire::decode(&reply).unwrap();
+                        conflicts += acks.acks.iter().filter(|ack| ack.status == AckStatus::Conflict).count() as u64;
                         acked += RECORDS_PER_BATCH as u64;
                     }
-                    (acked, latencies)
+                    (acked, conflicts, latencies)
                 })
             })
             .collect();
@@ -225,14 +278,16 @@ fn over_http(run_for: Duration, rate: Option<u64>, prefix: &str) -> RunFigures {
     });
     let took = started.elapsed();
     let gateway_cores = cpu_seconds(&format!("/proc/{}/stat", gateway.id())) / took.as_secs_f64();
-    let (mut total, mut latencies) = (0, latency_histogram());
-    for (acked, device_latencies) in results {
+    let (mut total, mut conflicts, mut latencies) = (0, 0, latency_histogram());
+    for (acked, device_conflicts, device_latencies) in results {
         total += acked;
+        conflicts += device_conflicts;
         latencies.add(device_latencies).unwrap();
     }
     unsafe { libc::kill(gateway.id() as i32, libc::SIGTERM) };
     assert!(gateway.wait().unwrap().success());
-    RunFigures { gateway_cores: Some(gateway_cores), ..RunFigures::from(total, took, &latencies) }
+    let conflict_share = Some(conflicts as f64 / total.max(1) as f64);
+    RunFigures { gateway_cores: Some(gateway_cores), conflict_share, ..RunFigures::from(total, took, &latencies) }
 }
 
 /// CPU seconds (user + system) a process has used, from its /proc stat file.

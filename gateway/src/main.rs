@@ -4,6 +4,11 @@ use clap::Parser;
 use otg_gateway::config::Config;
 use std::path::PathBuf;
 
+/// mimalloc, not glibc's malloc: under many threads allocating small values glibc
+/// spent a quarter of the gateway's CPU in malloc and free (perf, issue 3 benchmark).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// otg, the Offline Tracking Gateway. Settings come from the file given, then from
 /// OTG_* environment variables (OTG_LISTEN_ADDR, OTG_DATA_DIR, OTG_ADMIN_TOKEN, ...).
 #[derive(Parser)]

@@ -205,21 +205,27 @@ pub struct OpenConflict {
 }
 
 /// Decodes a MessagePack value, naming the path of the first key that is missing or
-/// mistyped (`records[3].seq: invalid type ...`).
+/// mistyped (`records[3].seq: invalid type ...`). Tracking the path costs time, so it
+/// is done only to explain a value that failed to decode.
 pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     let mut deserializer = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        DecodeError(if path == "." {
-            error.into_inner().to_string()
-        } else {
-            format!("{path}: {}", error.into_inner())
-        })
-    })?;
-    if (deserializer.position() as usize) < bytes.len() {
-        return Err(DecodeError("trailing bytes after the MessagePack value".into()));
+    match T::deserialize(&mut deserializer) {
+        Ok(value) if deserializer.position() as usize == bytes.len() => Ok(value),
+        Ok(_) => Err(DecodeError("trailing bytes after the MessagePack value".into())),
+        Err(_) => Err(explain::<T>(bytes)),
     }
-    Ok(value)
+}
+
+/// Decodes again, tracking the path, to say where decoding failed.
+fn explain<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> DecodeError {
+    let mut deserializer = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+    match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
+        Ok(_) => DecodeError("the value does not decode".into()),
+        Err(error) => {
+            let path = error.path().to_string();
+            DecodeError(if path == "." { error.into_inner().to_string() } else { format!("{path}: {}", error.into_inner()) })
+        }
+    }
 }
 
 /// Encodes a value as a MessagePack map with string keys, as devices expect.
