@@ -11,7 +11,7 @@ use crate::conflict_actors::ActorHandle;
 use crate::store::{AdminResolution, AuditEvent, AuditKind, Commit, ConflictRecord, PolicyOutcome, RecordRef, RecordStatus, Resolution, Store, StoreError, StoredRecord, TimelineEntry};
 use actix::prelude::*;
 use otg_schema::{ConflictResolution, OrgSettings, UtcDay};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -188,12 +188,12 @@ impl CachedTimeline {
                 }
                 for mut server_entry in superseded {
                     server_entry.status = RecordStatus::Superseded;
-                    self.put(server_entry.clone());
+                    self.put(&server_entry);
                     writes.push(server_entry);
                 }
                 conflicts = found;
             }
-            self.put(entry.clone());
+            self.put(&entry);
             writes.insert(0, entry);
             placed.push(Placed { record_id: stored.record.record_id.clone(), timeline: writes, conflicts });
         }
@@ -237,7 +237,7 @@ impl CachedTimeline {
             self.days.clear();
             return Err(error.into());
         }
-        for entry in timeline {
+        for entry in &timeline {
             self.put(entry);
         }
         Ok(conflict)
@@ -299,20 +299,28 @@ impl CachedTimeline {
     }
 
     /// The effective entries of `span`, once each, in time order, without `except`.
+    /// Only a leave request can stand in several days, so only those are deduplicated.
     fn effective(&self, span: (UtcDay, UtcDay), except: &str) -> Vec<&TimelineEntry> {
-        let mut seen: HashMap<&str, &TimelineEntry> = HashMap::new();
-        for entries in self.days.range(span.0..=span.1).map(|(_, entries)| entries) {
-            for entry in entries.iter().filter(|entry| entry.status == RecordStatus::Active && entry.record_id != except) {
-                seen.insert(entry.record_id.as_str(), entry);
-            }
-        }
-        let mut effective: Vec<&TimelineEntry> = seen.into_values().collect();
+        let mut leaves_seen: Vec<&str> = Vec::new();
+        let mut effective: Vec<&TimelineEntry> = self
+            .days
+            .range(span.0..=span.1)
+            .flat_map(|(_, entries)| entries)
+            .filter(|entry| entry.status == RecordStatus::Active && entry.record_id != except)
+            .filter(|entry| {
+                entry.leave.is_none() || {
+                    let first = !leaves_seen.contains(&entry.record_id.as_str());
+                    leaves_seen.push(&entry.record_id);
+                    first
+                }
+            })
+            .collect();
         effective.sort_by(|a, b| (a.recorded_at, &a.device_id, a.seq).cmp(&(b.recorded_at, &b.device_id, b.seq)));
         effective
     }
 
     /// Puts an entry (new, or with a new status) into every cached day it belongs to.
-    fn put(&mut self, entry: TimelineEntry) {
+    fn put(&mut self, entry: &TimelineEntry) {
         let (first, last) = entry.leave.map_or_else(|| {
             let day = UtcDay::of_unix_ms(entry.recorded_at);
             (day, day)

@@ -207,7 +207,7 @@ impl Store for EmbeddedStore {
         }
         let mut partitions = std::collections::HashSet::new();
         for entry in &timeline {
-            let value = encode(entry);
+            let value = fjall::UserValue::from(encode(entry));
             for (day, at) in timeline_positions(entry) {
                 let key = keys::timeline(&entry.org_id, &entry.employee_id, day, at, &entry.device_id, entry.seq);
                 batch.insert(&self.tables.timeline, key, value.clone());
