@@ -8,7 +8,7 @@
 
 use crate::conflict_rules::{self, ConflictKind, Event, RuleSettings};
 use crate::conflict_actors::ActorHandle;
-use crate::store::{AdminResolution, AuditEvent, AuditKind, Commit, ConflictRecord, PolicyOutcome, RecordRef, RecordStatus, Resolution, Store, StoreError, StoredRecord, TimelineEntry};
+use crate::store::{AdminResolution, AuditEvent, AuditKind, Commit, ConflictRecord, PolicyOutcome, RecordRef, RecordStatus, Resolution, Store, StoreError, TimelineEntry};
 use actix::prelude::*;
 use otg_schema::{ConflictResolution, OrgSettings, UtcDay};
 use std::collections::BTreeMap;
@@ -25,14 +25,14 @@ const MS_PER_HOUR: i64 = 3_600_000;
 pub struct PlaceRecords {
     /// In the device's seq order, each with whether to evaluate it now; shared, so a
     /// request that must be asked again of a fresh actor copies nothing.
-    pub records: Arc<Vec<(StoredRecord, bool)>>,
+    pub records: Arc<Vec<(TimelineEntry, bool)>>,
     pub received_at: i64,
     pub rules: RuleSettings,
     pub policy: ConflictResolution,
 }
 
 impl PlaceRecords {
-    pub fn new(records: Arc<Vec<(StoredRecord, bool)>>, received_at: i64, settings: &OrgSettings) -> Self {
+    pub fn new(records: Arc<Vec<(TimelineEntry, bool)>>, received_at: i64, settings: &OrgSettings) -> Self {
         let rules = RuleSettings {
             duplicate_window_ms: i64::from(settings.duplicate_window_s) * 1000,
             max_shift_ms: i64::from(settings.max_shift_hours) * MS_PER_HOUR,
@@ -42,12 +42,13 @@ impl PlaceRecords {
     }
 }
 
-/// What placing one record decided.
+/// What placing one record decided, in the order of the request's records.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Placed {
-    pub record_id: String,
-    /// The record's entry, and any stored entry whose status the policy changed.
-    pub timeline: Vec<TimelineEntry>,
+    /// The record's status after the org's policy.
+    pub status: RecordStatus,
+    /// Stored entries the policy superseded.
+    pub superseded: Vec<TimelineEntry>,
     /// The conflicts found for the record (none if it was not evaluated).
     pub conflicts: Vec<ConflictRecord>,
 }
@@ -177,25 +178,23 @@ impl CachedTimeline {
     async fn place(&mut self, place: PlaceRecords) -> Result<Vec<Placed>, StoreError> {
         let rules = place.rules;
         let mut placed = Vec::with_capacity(place.records.len());
-        for (stored, evaluate_now) in place.records.iter() {
-            let mut entry = TimelineEntry::of(stored, RecordStatus::Active);
-            let (mut writes, mut conflicts) = (Vec::new(), Vec::new());
+        for (entry, evaluate_now) in place.records.iter() {
+            let mut decided = Placed { status: entry.status, superseded: Vec::new(), conflicts: Vec::new() };
             if *evaluate_now {
-                self.load(window(&entry, rules.max_shift_ms)).await?;
-                let (found, superseded) = self.evaluate(&entry, place.received_at, rules, place.policy);
+                self.load(window(entry, rules.max_shift_ms)).await?;
+                let (found, superseded) = self.evaluate(entry, place.received_at, rules, place.policy);
                 if found.iter().any(|conflict| conflict.outcome == PolicyOutcome::NewcomerSuperseded) {
-                    entry.status = RecordStatus::Superseded;
+                    decided.status = RecordStatus::Superseded;
                 }
                 for mut server_entry in superseded {
                     server_entry.status = RecordStatus::Superseded;
                     self.put(&server_entry);
-                    writes.push(server_entry);
+                    decided.superseded.push(server_entry);
                 }
-                conflicts = found;
+                decided.conflicts = found;
             }
-            self.put(&entry);
-            writes.insert(0, entry);
-            placed.push(Placed { record_id: stored.record.record_id.clone(), timeline: writes, conflicts });
+            self.put(&TimelineEntry { status: decided.status, ..entry.clone() });
+            placed.push(decided);
         }
         Ok(placed)
     }

@@ -354,44 +354,45 @@ impl Ingest<'_> {
     ) -> Result<Placement, StoreError> {
         let released: Vec<u64> = plan.released().filter(|&seq| received_before.contains(seq)).collect();
         let earlier = if released.is_empty() { Vec::new() } else { store.seq_entries(self.device_id, &released).await? };
-        let mut records: Vec<(StoredRecord, bool)> = earlier
-            .into_iter()
+        let mut records: Vec<(TimelineEntry, bool)> = earlier
+            .iter()
             .flatten()
-            .chain(entries.iter().cloned())
+            .chain(entries)
             .filter_map(|entry| match entry {
-                SeqEntry::Stored(stored) => {
-                    let evaluate = plan.evaluates(stored.record.seq);
-                    Some((stored, evaluate))
-                }
+                SeqEntry::Stored(stored) => Some((TimelineEntry::of(stored, RecordStatus::Active), plan.evaluates(stored.record.seq))),
                 SeqEntry::Rejected { .. } => None,
             })
             .collect();
         let Some(conflicts) = conflicts.filter(|_| !records.is_empty()) else {
             // Conflict detection is off: the records go into the timeline as they are.
-            let timeline = records.iter().map(|(stored, _)| TimelineEntry::of(stored, RecordStatus::Active)).collect();
+            let timeline = records.into_iter().map(|(entry, _)| entry).collect();
             return Ok(Placement { timeline, ..Placement::default() });
         };
-        records.sort_by_key(|(stored, _)| stored.record.seq);
+        records.sort_by_key(|(entry, _)| entry.seq);
 
-        let mut by_employee: HashMap<String, Vec<(StoredRecord, bool)>> = HashMap::new();
+        let mut by_employee: HashMap<String, Vec<(TimelineEntry, bool)>> = HashMap::new();
         for record in records {
-            by_employee.entry(record.0.record.employee_id.clone()).or_default().push(record);
+            by_employee.entry(record.0.employee_id.clone()).or_default().push(record);
         }
         let placed = try_join_all(by_employee.into_iter().map(|(employee_id, records)| async move {
             let records = Arc::new(records);
             let place = || PlaceRecords::new(records.clone(), self.received_at, &self.settings);
-            conflicts.place(&self.org_id, &employee_id, place).await.map(|placed| (employee_id, placed))
+            let placed = conflicts.place(&self.org_id, &employee_id, place).await?;
+            let records = Arc::try_unwrap(records).unwrap_or_else(|shared| (*shared).clone());
+            Ok::<_, StoreError>((employee_id, records, placed))
         }))
         .await?;
 
         let mut placement = Placement::default();
-        for (employee_id, records) in placed {
+        for (employee_id, records, placed) in placed {
             placement.employees.push(employee_id);
-            for Placed { record_id, timeline, conflicts } in records {
+            for ((mut entry, _), Placed { status, superseded, conflicts }) in records.into_iter().zip(placed) {
                 if let Some(first) = conflicts.first() {
-                    placement.conflict_of.insert(record_id, first.id.clone());
+                    placement.conflict_of.insert(entry.record_id.clone(), first.id.clone());
                 }
-                placement.timeline.extend(timeline);
+                entry.status = status;
+                placement.timeline.push(entry);
+                placement.timeline.extend(superseded);
                 placement.conflicts.extend(conflicts);
             }
         }
