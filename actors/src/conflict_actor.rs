@@ -12,6 +12,7 @@ use crate::store::{AdminResolution, AuditEvent, AuditKind, Commit, ConflictRecor
 use actix::prelude::*;
 use otg_schema::{ConflictResolution, OrgSettings, UtcDay};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -119,28 +120,38 @@ impl Handler<ForgetTimeline> for ConflictActor {
     }
 }
 
-impl Handler<PlaceRecords> for ConflictActor {
-    type Result = AtomicResponse<Self, Result<Vec<Placed>, StoreError>>;
-
-    fn handle(&mut self, place: PlaceRecords, _ctx: &mut Self::Context) -> Self::Result {
+impl ConflictActor {
+    /// Runs `work` on the employee's cached timeline, one request at a time, and keeps
+    /// what it cached for the next one.
+    fn with_timeline<T: 'static, Work: Future<Output = (T, CachedTimeline)> + 'static>(
+        &mut self,
+        work: impl FnOnce(CachedTimeline) -> Work,
+    ) -> AtomicResponse<Self, T> {
         self.last_active = Instant::now();
         if self.days.len() > MAX_CACHED_DAYS {
             self.days.clear();
         }
-        let days = std::mem::take(&mut self.days);
-        let (store, org_id, employee_id) = (self.store.clone(), self.org_id.clone(), self.employee_id.clone());
-        AtomicResponse::new(Box::pin(
-            async move {
-                let mut timeline = CachedTimeline { days, store, org_id, employee_id };
-                let placed = timeline.place(place).await;
-                (placed, timeline.days)
-            }
-            .into_actor(self)
-            .map(|(placed, days), actor, _ctx| {
-                actor.days = days;
-                placed
-            }),
-        ))
+        let timeline = CachedTimeline {
+            days: std::mem::take(&mut self.days),
+            store: self.store.clone(),
+            org_id: self.org_id.clone(),
+            employee_id: self.employee_id.clone(),
+        };
+        AtomicResponse::new(Box::pin(work(timeline).into_actor(self).map(|(result, timeline), actor, _ctx| {
+            actor.days = timeline.days;
+            result
+        })))
+    }
+}
+
+impl Handler<PlaceRecords> for ConflictActor {
+    type Result = AtomicResponse<Self, Result<Vec<Placed>, StoreError>>;
+
+    fn handle(&mut self, place: PlaceRecords, _ctx: &mut Self::Context) -> Self::Result {
+        self.with_timeline(|mut timeline| async move {
+            let placed = timeline.place(place).await;
+            (placed, timeline)
+        })
     }
 }
 
@@ -148,21 +159,10 @@ impl Handler<ResolveConflict> for ConflictActor {
     type Result = AtomicResponse<Self, Result<ConflictRecord, ResolveError>>;
 
     fn handle(&mut self, resolve: ResolveConflict, _ctx: &mut Self::Context) -> Self::Result {
-        self.last_active = Instant::now();
-        let days = std::mem::take(&mut self.days);
-        let (store, org_id, employee_id) = (self.store.clone(), self.org_id.clone(), self.employee_id.clone());
-        AtomicResponse::new(Box::pin(
-            async move {
-                let mut timeline = CachedTimeline { days, store, org_id, employee_id };
-                let resolved = timeline.resolve(resolve).await;
-                (resolved, timeline.days)
-            }
-            .into_actor(self)
-            .map(|(resolved, days), actor, _ctx| {
-                actor.days = days;
-                resolved
-            }),
-        ))
+        self.with_timeline(|mut timeline| async move {
+            let resolved = timeline.resolve(resolve).await;
+            (resolved, timeline)
+        })
     }
 }
 

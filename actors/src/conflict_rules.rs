@@ -129,26 +129,20 @@ pub fn evaluate(newcomer: &Event, received_at: i64, timeline: &[Event], settings
 /// before it with no check-out between.
 fn open_check_in(timeline: &[Event], at: i64, max_shift_ms: i64) -> Option<usize> {
     let before = timeline.partition_point(|event| event.recorded_at <= at);
-    for index in (0..before).rev() {
-        let event = &timeline[index];
-        if event.recorded_at < at - max_shift_ms {
-            return None;
-        }
-        match event.kind {
-            RecordKind::CheckOut => return None,
-            RecordKind::CheckIn => return Some(index),
-            _ => {}
-        }
-    }
-    None
+    first_check_in(timeline[..before].iter().enumerate().rev(), |time| time >= at - max_shift_ms)
 }
 
 /// A check-in after `at` that comes before the check-out closing a shift begun at
 /// `at`: the newcomer's shift would overlap that one.
 fn next_check_in_before_check_out(timeline: &[Event], at: i64, max_shift_ms: i64) -> Option<usize> {
     let after = timeline.partition_point(|event| event.recorded_at <= at);
-    for (index, event) in timeline.iter().enumerate().skip(after) {
-        if event.recorded_at > at + max_shift_ms {
+    first_check_in(timeline.iter().enumerate().skip(after), |time| time <= at + max_shift_ms)
+}
+
+/// Walking `events`, the index of a check-in met before any check-out, while `within`.
+fn first_check_in<'a, 'e: 'a>(events: impl Iterator<Item = (usize, &'a Event<'e>)>, within: impl Fn(i64) -> bool) -> Option<usize> {
+    for (index, event) in events {
+        if !within(event.recorded_at) {
             return None;
         }
         match event.kind {

@@ -14,7 +14,7 @@
 use hdrhistogram::Histogram;
 use otg_actors::metrics::StoreMetrics;
 use otg_actors::seq_ranges::SeqRanges;
-use otg_actors::store::{Commit, DeviceProgress, DeviceWrite, EmbeddedStore, EmbeddedStoreOptions, RecordStatus, SeqEntry, Store, StoredRecord, TimelineEntry};
+use otg_actors::store::{Commit, DeviceProgress, DeviceWrite, EmbeddedStore, EmbeddedStoreOptions, SeqEntry, Store, StoredRecord};
 use otg_schema::signing::{DEVICE_ID_HEADER, REQUEST_TIME_HEADER, SIGNATURE_HEADER};
 use otg_schema::validate::{check_record, RecordRules};
 use otg_schema::wire::{self, AckStatus, Batch, BatchResponse, Geo, Record};
@@ -153,16 +153,9 @@ fn store_ceiling(run_for: Duration) -> RunFigures {
                             })
                             .collect();
                         let progress = DeviceProgress { received: received.clone(), last_sync_at: Some(now), ..DeviceProgress::default() };
-                        let timeline = entries
-                            .iter()
-                            .filter_map(|entry| match entry {
-                                SeqEntry::Stored(stored) => Some(TimelineEntry::of(stored, RecordStatus::Active)),
-                                SeqEntry::Rejected { .. } => None,
-                            })
-                            .collect();
                         let device = DeviceWrite { device_id: device_id.clone(), entries, progress };
                         let commit_started = Instant::now();
-                        store.commit(Commit { device: Some(device), timeline, ..Commit::default() }).await.unwrap();
+                        store.commit(Commit::of_device(device)).await.unwrap();
                         latencies.record(commit_started.elapsed().as_micros() as u64).unwrap();
                         written += RECORDS_PER_BATCH as u64;
                     }

@@ -9,16 +9,8 @@ use otg_schema::{OrgSettings, RecordKind, ValidRecord};
 
 const DAY_START: i64 = 1_764_028_800_000; // 2025-11-25T00:00:00Z
 
-/// A commit of a device's seqs, with the timeline entries of its stored records.
 pub fn device_commit(device_id: &str, entries: Vec<SeqEntry>, progress: DeviceProgress) -> Commit {
-    let timeline = entries
-        .iter()
-        .filter_map(|entry| match entry {
-            SeqEntry::Stored(stored) => Some(TimelineEntry::of(stored, RecordStatus::Active)),
-            SeqEntry::Rejected { .. } => None,
-        })
-        .collect();
-    Commit { device: Some(DeviceWrite { device_id: device_id.into(), entries, progress }), timeline, ..Commit::default() }
+    Commit::of_device(DeviceWrite { device_id: device_id.into(), entries, progress })
 }
 
 pub async fn run_all(store: &dyn Store) {

@@ -166,6 +166,22 @@ pub struct SyncCounts {
     pub totals: SyncTotals,
 }
 
+impl Commit {
+    /// A device's seqs and progress with the timeline entries of its stored records,
+    /// all active: what a device commit writes when no conflict is involved.
+    pub fn of_device(device: DeviceWrite) -> Self {
+        let timeline = device
+            .entries
+            .iter()
+            .filter_map(|entry| match entry {
+                SeqEntry::Stored(stored) => Some(TimelineEntry::of(stored, RecordStatus::Active)),
+                SeqEntry::Rejected { .. } => None,
+            })
+            .collect();
+        Commit { device: Some(device), timeline, ..Commit::default() }
+    }
+}
+
 /// A device's newly received seqs and its progress after them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeviceWrite {
