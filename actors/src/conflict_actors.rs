@@ -48,14 +48,19 @@ impl ConflictActors {
 
     /// Places records in the employee's timeline; a request that met an actor just as
     /// it stopped is asked again of a fresh one (placing changes nothing stored).
+    ///
+    /// Called from a device actor: a conflict actor that does not exist yet starts on
+    /// that device's arbiter, so an employee recorded by one device (the usual case)
+    /// is evaluated without a hop between threads.
     pub(crate) async fn place(&self, org_id: &str, employee_id: &str, records: impl Fn() -> PlaceRecords) -> Result<Vec<Placed>, StoreError> {
         let key = key(org_id, employee_id);
-        let actor = self.actor(&key, org_id, employee_id);
+        let near = Arbiter::try_current();
+        let actor = self.actor(&key, org_id, employee_id, near.as_ref());
         match actor.send(records()).await {
             Ok(placed) => placed,
             Err(_) => {
                 self.forget(&key, &actor);
-                self.actor(&key, org_id, employee_id)
+                self.actor(&key, org_id, employee_id, near.as_ref())
                     .send(records())
                     .await
                     .map_err(|error| StoreError::Unavailable(format!("conflict actor: {error}")))?
@@ -66,7 +71,7 @@ impl ConflictActors {
     /// Settles a conflict through its employee's actor, which keeps its cache right.
     pub(crate) async fn resolve(&self, org_id: &str, employee_id: &str, resolve: ResolveConflict) -> Result<crate::store::ConflictRecord, ResolveError> {
         let key = key(org_id, employee_id);
-        self.actor(&key, org_id, employee_id)
+        self.actor(&key, org_id, employee_id, None)
             .send(resolve)
             .await
             .map_err(|error| ResolveError::Store(StoreError::Unavailable(format!("conflict actor: {error}"))))?
@@ -85,14 +90,16 @@ impl ConflictActors {
         }
     }
 
-    fn actor(&self, key: &Arc<str>, org_id: &str, employee_id: &str) -> Addr<ConflictActor> {
+    /// The actor of an (org, employee); a new one starts on `near`, or on the arbiter
+    /// the key hashes to.
+    fn actor(&self, key: &Arc<str>, org_id: &str, employee_id: &str, near: Option<&ArbiterHandle>) -> Addr<ConflictActor> {
         if let Some(actor) = self.actors.get(key.as_ref()) {
             return actor.clone();
         }
         self.actors
             .entry(key.clone())
             .or_insert_with(|| {
-                let arbiter = &self.arbiters[crate::registry::shard_of(key, self.arbiters.len())];
+                let arbiter = near.unwrap_or_else(|| &self.arbiters[crate::registry::shard_of(key, self.arbiters.len())]);
                 let handle = ActorHandle { actors: self.actors.clone(), key: key.clone(), active: self.active.clone() };
                 let (org_id, employee_id, store, idle_timeout) = (org_id.to_owned(), employee_id.to_owned(), self.store.clone(), self.idle_timeout);
                 self.active.inc();
