@@ -265,3 +265,38 @@ fn the_duplicate_window_setting_applies_from_the_next_batch() {
     let kinds: Vec<Value> = conflicts(&gateway, "").iter().map(|conflict| conflict["kind"].clone()).collect();
     assert_eq!(kinds, vec![json!("overlap")], "30 s apart is no duplicate within a 10 s window: a check-in in an open shift");
 }
+
+#[test]
+fn records_are_evaluated_in_seq_order_even_when_they_arrive_out_of_it() {
+    let (gateway, _dir) = started(None);
+    let phone = gateway.enrol("phone", "acme", Some("emp-1"));
+    let late_seq = at(3, "check_in", "emp-1", 9 * HOUR_MS + 60_000);
+    let response = upload(&gateway, &phone, vec![at(1, "break_start", "emp-1", 6 * HOUR_MS), late_seq.clone()]);
+    assert_eq!(response.acks[1].status, AckStatus::Accepted, "seq 3 waits for seq 2");
+    assert_eq!(status_of(&attendance(&gateway, "emp-1", 0), &late_seq.record_id), "pending");
+
+    // Seq 2 is evaluated first: it must not see seq 3, which comes after it.
+    let early_seq = at(2, "check_in", "emp-1", 9 * HOUR_MS);
+    let response = upload(&gateway, &phone, vec![early_seq.clone()]);
+    assert_eq!(response.acks[0].status, AckStatus::Accepted);
+    let found = conflicts(&gateway, "");
+    let duplicates: Vec<&Value> = found.iter().filter(|c| c["kind"] == "duplicate_event").collect();
+    assert_eq!(duplicates.len(), 1, "{found:?}");
+    assert_eq!(duplicates[0]["device_record"]["record_id"], late_seq.record_id.as_str(), "the later seq is the newcomer");
+    let day = attendance(&gateway, "emp-1", 0);
+    assert_eq!((status_of(&day, &early_seq.record_id), status_of(&day, &late_seq.record_id)), ("active".into(), "superseded".into()));
+}
+
+#[test]
+fn a_seq_far_beyond_the_gap_is_released_at_the_timeout_without_walking_the_gap() {
+    let (gateway, _dir) = started(Some(json!({"gap_timeout_s": 1})));
+    let phone = gateway.enrol("phone", "acme", Some("emp-1"));
+    let far = at(i64::MAX, "check_out", "emp-1", 17 * HOUR_MS);
+    upload(&gateway, &phone, vec![at(1, "check_in", "emp-1", 8 * HOUR_MS), far.clone()]);
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || status_of(&attendance(&gateway, "emp-1", 0), &far.record_id) == "active"),
+        "evaluated at the gap timeout"
+    );
+    let response = upload(&gateway, &phone, vec![at(2, "break_start", "emp-1", 12 * HOUR_MS)]);
+    assert_eq!(response.acks[0].status, AckStatus::Accepted, "the device is still served");
+}

@@ -150,6 +150,10 @@ impl Handler<PlaceRecords> for ConflictActor {
     fn handle(&mut self, place: PlaceRecords, _ctx: &mut Self::Context) -> Self::Result {
         self.with_timeline(|mut timeline| async move {
             let placed = timeline.place(place).await;
+            if placed.is_err() {
+                // Part of the request may be cached but will not be stored.
+                timeline.days.clear();
+            }
             (placed, timeline)
         })
     }
@@ -179,7 +183,8 @@ impl CachedTimeline {
         let rules = place.rules;
         let mut placed = Vec::with_capacity(place.records.len());
         for (entry, evaluate_now) in place.records.iter() {
-            let mut decided = Placed { status: entry.status, superseded: Vec::new(), conflicts: Vec::new() };
+            let status = if *evaluate_now { RecordStatus::Active } else { RecordStatus::Pending };
+            let mut decided = Placed { status, superseded: Vec::new(), conflicts: Vec::new() };
             if *evaluate_now {
                 self.load(window(entry, rules.max_shift_ms)).await?;
                 let (found, superseded) = self.evaluate(entry, place.received_at, rules, place.policy);

@@ -88,7 +88,7 @@ pub struct DeviceActor {
     progress: Option<DeviceProgress>,
     last_active: Instant,
     idle_timeout: Duration,
-    /// The org's gap timeout, as last read, and the wait a wake-up is set for.
+    /// The org's gap timeout, as last read, and when the wake-up set is due (unix ms).
     gap_timeout: Option<Duration>,
     wake_up_set_for: Option<i64>,
 }
@@ -115,10 +115,10 @@ impl DeviceActor {
         let (Some(since), Some(timeout)) = (waiting_since, self.gap_timeout) else {
             return;
         };
-        if self.wake_up_set_for != Some(since) {
-            self.wake_up_set_for = Some(since);
-            let due_in = Duration::from_millis((since + timeout.as_millis() as i64 - unix_now_ms()).max(0) as u64);
-            self.registry.wake_up(&self.device_id, due_in);
+        let due = since + timeout.as_millis() as i64;
+        if self.wake_up_set_for != Some(due) {
+            self.wake_up_set_for = Some(due);
+            self.registry.wake_up(&self.device_id, Duration::from_millis((due - unix_now_ms()).max(0) as u64));
         }
     }
 
@@ -220,7 +220,11 @@ impl Handler<EvaluateWaiting> for DeviceActor {
                     actor.gap_timeout = Some(gap_timeout);
                     actor.wake_up_for_waiting();
                 }
-                Err(error) => tracing::warn!(%error, device_id = %actor.device_id, "evaluating records that waited behind a gap failed; retried on the next batch"),
+                Err(error) => {
+                    tracing::warn!(%error, device_id = %actor.device_id, "evaluating records that waited behind a gap failed; retrying in 30 s");
+                    actor.wake_up_set_for = None;
+                    actor.registry.wake_up(&actor.device_id, Duration::from_secs(30));
+                }
             }),
         ))
     }
@@ -300,11 +304,13 @@ impl Ingest<'_> {
         let gap_timeout_ms = i64::from(self.settings.gap_timeout_s) * 1000;
         let plan = evaluation::plan(progress.evaluation, &received, self.received_at, gap_timeout_ms);
         let placement = self.place(store, conflicts, &entries, &progress.received, &plan).await?;
-        let this_batch: HashMap<i64, &str> = entries.iter().map(|entry| (entry.seq() as i64, entry.record_id())).collect();
-        for ack in acks.iter_mut().filter(|ack| ack.status == AckStatus::Accepted) {
-            if let Some(conflict_id) = this_batch.get(&ack.seq).and_then(|record_id| placement.conflict_of.get(*record_id)) {
-                ack.status = AckStatus::Conflict;
-                ack.conflict_id = Some(conflict_id.clone());
+        if !placement.conflict_of.is_empty() {
+            let this_batch: HashMap<i64, &str> = entries.iter().map(|entry| (entry.seq() as i64, entry.record_id())).collect();
+            for ack in acks.iter_mut().filter(|ack| ack.status == AckStatus::Accepted) {
+                if let Some(conflict_id) = this_batch.get(&ack.seq).and_then(|record_id| placement.conflict_of.get(*record_id)) {
+                    ack.status = AckStatus::Conflict;
+                    ack.conflict_id = Some(conflict_id.clone());
+                }
             }
         }
 
@@ -352,20 +358,20 @@ impl Ingest<'_> {
         received_before: &SeqRanges,
         plan: &EvaluationPlan,
     ) -> Result<Placement, StoreError> {
-        let released: Vec<u64> = plan.released().filter(|&seq| received_before.contains(seq)).collect();
+        let released: Vec<u64> = received_before.received_in(plan.released()).collect();
         let earlier = if released.is_empty() { Vec::new() } else { store.seq_entries(self.device_id, &released).await? };
         let mut records: Vec<(TimelineEntry, bool)> = earlier
             .iter()
             .flatten()
             .chain(entries)
             .filter_map(|entry| match entry {
-                SeqEntry::Stored(stored) => Some((TimelineEntry::of(stored, RecordStatus::Active), plan.evaluates(stored.record.seq))),
+                SeqEntry::Stored(stored) => Some((TimelineEntry::of(stored, RecordStatus::Pending), plan.evaluates(stored.record.seq))),
                 SeqEntry::Rejected { .. } => None,
             })
             .collect();
         let Some(conflicts) = conflicts.filter(|_| !records.is_empty()) else {
             // Conflict detection is off: the records go into the timeline as they are.
-            let timeline = records.into_iter().map(|(entry, _)| entry).collect();
+            let timeline = records.into_iter().map(|(entry, _)| TimelineEntry { status: RecordStatus::Active, ..entry }).collect();
             return Ok(Placement { timeline, ..Placement::default() });
         };
         records.sort_by_key(|(entry, _)| entry.seq);
@@ -374,6 +380,7 @@ impl Ingest<'_> {
         for record in records {
             by_employee.entry(record.0.employee_id.clone()).or_default().push(record);
         }
+        let employees: Vec<String> = by_employee.keys().cloned().collect();
         let placed = try_join_all(by_employee.into_iter().map(|(employee_id, records)| async move {
             let records = Arc::new(records);
             let place = || PlaceRecords::new(records.clone(), self.received_at, &self.settings);
@@ -381,7 +388,17 @@ impl Ingest<'_> {
             let records = Arc::try_unwrap(records).unwrap_or_else(|shared| (*shared).clone());
             Ok::<_, StoreError>((employee_id, records, placed))
         }))
-        .await?;
+        .await;
+        let placed = match placed {
+            Ok(placed) => placed,
+            Err(error) => {
+                // The employees whose records were placed cache entries never stored.
+                for employee_id in &employees {
+                    conflicts.forget_timeline(&self.org_id, employee_id);
+                }
+                return Err(error);
+            }
+        };
 
         let mut placement = Placement::default();
         for (employee_id, records, placed) in placed {

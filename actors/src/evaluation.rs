@@ -24,13 +24,18 @@ pub fn plan(before: EvaluationProgress, received: &SeqRanges, now: i64, gap_time
     let highest = received.highest().unwrap_or(0);
     let evaluate_below = if timed_out { highest + 1 } else { before.evaluated_below.max(received.next_seq()) };
     let waiting = highest >= evaluate_below;
+    // The wait counts from when the records now first in line began to wait; once the
+    // line moved, the records still waiting waited at most since now.
+    let moved = evaluate_below > before.evaluated_below;
+    let waiting_since = match (waiting, moved) {
+        (false, _) => None,
+        (true, true) => Some(now),
+        (true, false) => before.waiting_since.or(Some(now)),
+    };
     EvaluationPlan {
         evaluate_below,
         previously_below: before.evaluated_below,
-        after: EvaluationProgress {
-            evaluated_below: evaluate_below,
-            waiting_since: if waiting { before.waiting_since.or(Some(now)) } else { None },
-        },
+        after: EvaluationProgress { evaluated_below: evaluate_below, waiting_since },
     }
 }
 
@@ -78,7 +83,7 @@ mod tests {
 
         let filled = plan(still.after, &received(&[1, 2, 3, 4, 6]), 600, TIMEOUT);
         assert_eq!(filled.released(), 2..5);
-        assert_eq!(filled.after, EvaluationProgress { evaluated_below: 5, waiting_since: Some(10) });
+        assert_eq!(filled.after, EvaluationProgress { evaluated_below: 5, waiting_since: Some(600) }, "seq 6 waits its own timeout");
     }
 
     #[test]

@@ -140,7 +140,8 @@ impl DeviceRegistry {
     pub async fn resume_waiting(&self) -> Result<usize, StoreError> {
         let waiting = self.inner.0.store.devices_waiting_for_evaluation().await?;
         for device_id in &waiting {
-            self.entry(device_id).actor.do_send(EvaluateWaiting);
+            let (registry, device_id) = (self.clone(), device_id.clone());
+            actix::spawn(async move { registry.evaluate_waiting(&device_id).await });
         }
         Ok(waiting.len())
     }
@@ -161,11 +162,22 @@ impl DeviceRegistry {
                         if *at > Instant::now() {
                             break;
                         }
-                        self.entry(device_id).actor.do_send(EvaluateWaiting);
+                        let (registry, device_id) = (self.clone(), device_id.clone());
+                        actix::spawn(async move { registry.evaluate_waiting(&device_id).await });
                         due.pop();
                     }
                 }
             }
+        }
+    }
+
+    /// Asks a device's actor to evaluate its waiting records; an actor that stopped
+    /// just then is replaced by a fresh one, which resumes from the store.
+    async fn evaluate_waiting(&self, device_id: &str) {
+        let entry = self.entry(device_id);
+        if entry.actor.send(EvaluateWaiting).await.is_err() {
+            self.inner.forget(device_id, &entry.actor);
+            let _ = self.entry(device_id).actor.send(EvaluateWaiting).await;
         }
     }
 

@@ -36,6 +36,13 @@ impl SeqRanges {
         }
     }
 
+    /// The received seqs in `within`, in order; walks only what was received.
+    pub fn received_in(&self, within: std::ops::Range<u64>) -> impl Iterator<Item = u64> + '_ {
+        std::iter::once((1, self.next_seq))
+            .chain(self.above.iter().map(|(&start, &end)| (start, end)))
+            .flat_map(move |(start, end)| start.max(within.start)..end.min(within.end))
+    }
+
     /// How many separate runs of seqs lie above the first gap.
     pub fn gap_count(&self) -> usize {
         self.above.len()
@@ -105,6 +112,8 @@ mod tests {
                     prop_assert_eq!(ranges.contains(probe), model.contains(&probe));
                 }
                 prop_assert_eq!(ranges.highest(), model.last().copied());
+                let within: Vec<u64> = ranges.received_in(3..40).collect();
+                prop_assert_eq!(within, model.range(3..40).copied().collect::<Vec<_>>());
                 let runs_above = model.iter().filter(|&&s| s > first_missing && !model.contains(&(s - 1))).count();
                 prop_assert_eq!(ranges.gap_count(), runs_above);
             }

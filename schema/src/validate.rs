@@ -13,6 +13,8 @@ pub const MAX_QR_CHARS: usize = 512;
 pub const MAX_NOTE_CHARS: usize = 1000;
 /// Longest id (device, org, employee), in characters: an otg limit, not a protocol one.
 pub const MAX_ID_CHARS: usize = 128;
+/// The longest leave one request may cover: a leave is written into every day it covers.
+pub const MAX_LEAVE_DAYS: i32 = 366;
 /// Records stamped before 2000-01-01 come from a device whose clock was never set.
 const EARLIEST_RECORDED_AT_MS: i64 = 946_684_800_000;
 /// How far ahead of the server a device clock may be before a record is nonsense.
@@ -174,6 +176,9 @@ fn check_leave(leave: wire::Leave) -> Result<LeaveSpan, Rejection> {
     if to < from {
         return Err(Rejection::invalid("leave.to: must not be before leave.from"));
     }
+    if to.0 - from.0 >= MAX_LEAVE_DAYS {
+        return Err(Rejection::invalid(format!("leave: at most {MAX_LEAVE_DAYS} days")));
+    }
     if leave.leave_type.trim().is_empty() || leave.leave_type.chars().count() > MAX_ID_CHARS {
         return Err(Rejection::invalid(format!("leave.leave_type: must be 1 to {MAX_ID_CHARS} characters")));
     }
@@ -234,9 +239,12 @@ mod tests {
         assert_eq!(check_record(request, &rules()).unwrap().leave.unwrap().to, UtcDay::parse("2025-12-03").unwrap());
         assert!(detail_of(Record { kind: "leave_request".into(), ..record() }).starts_with("leave"));
         assert!(detail_of(Record { leave: Some(leave.clone()), ..record() }).starts_with("leave"));
-        let backwards = Leave { from: "2025-12-03".into(), to: "2025-12-01".into(), ..leave };
+        let backwards = Leave { from: "2025-12-03".into(), to: "2025-12-01".into(), ..leave.clone() };
         let request = Record { kind: "leave_request".into(), leave: Some(backwards), ..record() };
         assert!(detail_of(request).starts_with("leave.to"));
+        let forever = Leave { from: "0001-01-01".into(), to: "9999-12-31".into(), ..leave };
+        let request = Record { kind: "leave_request".into(), leave: Some(forever), ..record() };
+        assert!(detail_of(request).starts_with("leave: at most 366 days"));
     }
 
     #[test]

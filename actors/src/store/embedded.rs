@@ -288,9 +288,12 @@ impl Store for EmbeddedStore {
             AuditScope::Device(device_id) => (&self.tables.audit_by_device, device_id),
             AuditScope::Org(org_id) => (&self.tables.audit_by_org, org_id),
         };
-        let start = page.after.map(<[u8]>::to_vec).unwrap_or_else(|| keys::timed_from(partition, since));
-        let end = keys::timed_from(partition, until.saturating_add(1));
-        let bound = if page.after.is_some() { std::ops::Bound::Excluded(fjall::UserKey::from(start)) } else { std::ops::Bound::Included(fjall::UserKey::from(start)) };
+        let (from, end) = (keys::timed_from(partition, since), keys::timed_from(partition, until.saturating_add(1)));
+        // A cursor counts only inside this partition's window: one from another listing
+        // must not read someone else's trail.
+        let after = page.after.filter(|after| *after >= from.as_slice() && *after < end.as_slice());
+        let start = after.map(<[u8]>::to_vec).unwrap_or(from);
+        let bound = if after.is_some() { std::ops::Bound::Excluded(fjall::UserKey::from(start)) } else { std::ops::Bound::Included(fjall::UserKey::from(start)) };
         let mut found = Vec::with_capacity(page.limit);
         for item in keyspace.range((bound, std::ops::Bound::Excluded(fjall::UserKey::from(end)))).take(page.limit) {
             let (key, value) = item.into_inner().map_err(unavailable)?;

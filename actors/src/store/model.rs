@@ -196,6 +196,9 @@ pub struct DeviceWrite {
 #[serde(rename_all = "snake_case")]
 pub enum RecordStatus {
     Active,
+    /// Stored, and waiting behind a gap in its device's seqs for conflict evaluation:
+    /// no rule counts it yet.
+    Pending,
     /// Kept, but another record of its conflict stands instead.
     Superseded,
     /// Kept, but an administrator discarded it.
