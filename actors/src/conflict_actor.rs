@@ -13,6 +13,7 @@ use actix::prelude::*;
 use otg_schema::{ConflictResolution, OrgSettings, UtcDay};
 use std::collections::BTreeMap;
 use std::future::Future;
+use tokio::sync::oneshot;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,8 +22,9 @@ const MAX_CACHED_DAYS: usize = 32;
 const MS_PER_HOUR: i64 = 3_600_000;
 
 /// Place records of this employee in the timeline; evaluate those marked so, in order.
+/// The answer comes on `reply`.
 #[derive(Message)]
-#[rtype(result = "Result<Vec<Placed>, StoreError>")]
+#[rtype(result = "()")]
 pub struct PlaceRecords {
     /// In the device's seq order, each with whether to evaluate it now; shared, so a
     /// request that must be asked again of a fresh actor copies nothing.
@@ -30,16 +32,27 @@ pub struct PlaceRecords {
     pub received_at: i64,
     pub rules: RuleSettings,
     pub policy: ConflictResolution,
+    pub reply: oneshot::Sender<Result<Vec<Placed>, StoreError>>,
+    /// Whether the device's commit of these records succeeded. The actor takes no
+    /// other request until it knows, so the employee's statuses are written in the
+    /// order they were decided; a failed (or abandoned) commit empties its cache.
+    pub committed: oneshot::Receiver<bool>,
 }
 
 impl PlaceRecords {
-    pub fn new(records: Arc<Vec<(TimelineEntry, bool)>>, received_at: i64, settings: &OrgSettings) -> Self {
+    pub fn new(
+        records: Arc<Vec<(TimelineEntry, bool)>>,
+        received_at: i64,
+        settings: &OrgSettings,
+        reply: oneshot::Sender<Result<Vec<Placed>, StoreError>>,
+        committed: oneshot::Receiver<bool>,
+    ) -> Self {
         let rules = RuleSettings {
             duplicate_window_ms: i64::from(settings.duplicate_window_s) * 1000,
             max_shift_ms: i64::from(settings.max_shift_hours) * MS_PER_HOUR,
             max_clock_skew_ms: i64::from(settings.max_clock_skew_s) * 1000,
         };
-        PlaceRecords { records, received_at, rules, policy: settings.conflict_resolution }
+        PlaceRecords { records, received_at, rules, policy: settings.conflict_resolution, reply, committed }
     }
 }
 
@@ -53,12 +66,6 @@ pub struct Placed {
     /// The conflicts found for the record (none if it was not evaluated).
     pub conflicts: Vec<ConflictRecord>,
 }
-
-/// A commit that carried placed records failed: cached days may hold records that
-/// were never stored.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ForgetTimeline;
 
 /// Settle a conflict of this employee as an administrator decided.
 #[derive(Message)]
@@ -112,21 +119,13 @@ impl Actor for ConflictActor {
     }
 }
 
-impl Handler<ForgetTimeline> for ConflictActor {
-    type Result = ();
-
-    fn handle(&mut self, _: ForgetTimeline, _ctx: &mut Self::Context) {
-        self.days.clear();
-    }
-}
-
 impl ConflictActor {
     /// Runs `work` on the employee's cached timeline, one request at a time, and keeps
     /// what it cached for the next one.
     fn with_timeline<T: 'static, Work: Future<Output = (T, CachedTimeline)> + 'static>(
         &mut self,
         work: impl FnOnce(CachedTimeline) -> Work,
-    ) -> AtomicResponse<Self, T> {
+    ) -> impl ActorFuture<Self, Output = T> + 'static {
         self.last_active = Instant::now();
         if self.days.len() > MAX_CACHED_DAYS {
             self.days.clear();
@@ -137,25 +136,34 @@ impl ConflictActor {
             org_id: self.org_id.clone(),
             employee_id: self.employee_id.clone(),
         };
-        AtomicResponse::new(Box::pin(work(timeline).into_actor(self).map(|(result, timeline), actor, _ctx| {
+        work(timeline).into_actor(self).map(|(result, timeline), actor, _ctx| {
             actor.days = timeline.days;
             result
-        })))
+        })
     }
 }
 
 impl Handler<PlaceRecords> for ConflictActor {
-    type Result = AtomicResponse<Self, Result<Vec<Placed>, StoreError>>;
+    type Result = ();
 
-    fn handle(&mut self, place: PlaceRecords, _ctx: &mut Self::Context) -> Self::Result {
-        self.with_timeline(|mut timeline| async move {
-            let placed = timeline.place(place).await;
+    fn handle(&mut self, place: PlaceRecords, ctx: &mut Self::Context) {
+        let PlaceRecords { records, received_at, rules, policy, reply, committed } = place;
+        let placing = self.with_timeline(move |mut timeline| async move {
+            let placed = timeline.place(&records, received_at, rules, policy).await;
             if placed.is_err() {
                 // Part of the request may be cached but will not be stored.
                 timeline.days.clear();
             }
             (placed, timeline)
-        })
+        });
+        ctx.wait(placing.map(|placed, actor, ctx| {
+            let _ = reply.send(placed);
+            ctx.wait(async move { committed.await.unwrap_or(false) }.into_actor(actor).map(|committed, actor, _ctx| {
+                if !committed {
+                    actor.days.clear();
+                }
+            }));
+        }));
     }
 }
 
@@ -163,10 +171,10 @@ impl Handler<ResolveConflict> for ConflictActor {
     type Result = AtomicResponse<Self, Result<ConflictRecord, ResolveError>>;
 
     fn handle(&mut self, resolve: ResolveConflict, _ctx: &mut Self::Context) -> Self::Result {
-        self.with_timeline(|mut timeline| async move {
+        AtomicResponse::new(Box::pin(self.with_timeline(|mut timeline| async move {
             let resolved = timeline.resolve(resolve).await;
             (resolved, timeline)
-        })
+        })))
     }
 }
 
@@ -179,15 +187,20 @@ struct CachedTimeline {
 }
 
 impl CachedTimeline {
-    async fn place(&mut self, place: PlaceRecords) -> Result<Vec<Placed>, StoreError> {
-        let rules = place.rules;
-        let mut placed = Vec::with_capacity(place.records.len());
-        for (entry, evaluate_now) in place.records.iter() {
+    async fn place(
+        &mut self,
+        records: &[(TimelineEntry, bool)],
+        received_at: i64,
+        rules: RuleSettings,
+        policy: ConflictResolution,
+    ) -> Result<Vec<Placed>, StoreError> {
+        let mut placed = Vec::with_capacity(records.len());
+        for (entry, evaluate_now) in records {
             let status = if *evaluate_now { RecordStatus::Active } else { RecordStatus::Pending };
             let mut decided = Placed { status, superseded: Vec::new(), conflicts: Vec::new() };
             if *evaluate_now {
                 self.load(window(entry, rules.max_shift_ms)).await?;
-                let (found, superseded) = self.evaluate(entry, place.received_at, rules, place.policy);
+                let (found, superseded) = self.evaluate(entry, received_at, rules, policy);
                 if found.iter().any(|conflict| conflict.outcome == PolicyOutcome::NewcomerSuperseded) {
                     decided.status = RecordStatus::Superseded;
                 }

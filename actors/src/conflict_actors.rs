@@ -4,7 +4,10 @@
 //! Device actors ask and wait (`send`), one request each at a time, so a conflict
 //! actor's mailbox holds at most one request per device actor with a batch in work.
 
-use crate::conflict_actor::{ConflictActor, ForgetTimeline, PlaceRecords, Placed, ResolveConflict, ResolveError};
+use crate::conflict_actor::{ConflictActor, PlaceRecords, Placed, ResolveConflict, ResolveError};
+use crate::store::TimelineEntry;
+use otg_schema::OrgSettings;
+use tokio::sync::oneshot;
 use crate::store::{Store, StoreError};
 use actix::prelude::*;
 use dashmap::DashMap;
@@ -46,26 +49,35 @@ impl ConflictActors {
         self.detected.with_label_values(&[kind.as_str()]).inc();
     }
 
-    /// Places records in the employee's timeline; a request that met an actor just as
-    /// it stopped is asked again of a fresh one (placing changes nothing stored).
+    /// Places records in the employee's timeline, and returns what was decided with the
+    /// sender on which the caller must say whether its commit succeeded (dropping it
+    /// says no); the employee's actor takes no other request until then. A request that
+    /// met an actor just as it stopped is asked again of a fresh one.
     ///
     /// Called from a device actor: a conflict actor that does not exist yet starts on
     /// that device's arbiter, so an employee recorded by one device (the usual case)
     /// is evaluated without a hop between threads.
-    pub(crate) async fn place(&self, org_id: &str, employee_id: &str, records: impl Fn() -> PlaceRecords) -> Result<Vec<Placed>, StoreError> {
+    pub(crate) async fn place(
+        &self,
+        org_id: &str,
+        employee_id: &str,
+        records: Arc<Vec<(TimelineEntry, bool)>>,
+        received_at: i64,
+        settings: &OrgSettings,
+    ) -> Result<(Vec<Placed>, oneshot::Sender<bool>), StoreError> {
         let key = key(org_id, employee_id);
         let near = Arbiter::try_current();
-        let actor = self.actor(&key, org_id, employee_id, near.as_ref());
-        match actor.send(records()).await {
-            Ok(placed) => placed,
-            Err(_) => {
+        for _ in 0..2 {
+            let actor = self.actor(&key, org_id, employee_id, near.as_ref());
+            let ((reply, placed), (commit, committed)) = (oneshot::channel(), oneshot::channel());
+            if actor.send(PlaceRecords::new(records.clone(), received_at, settings, reply, committed)).await.is_err() {
                 self.forget(&key, &actor);
-                self.actor(&key, org_id, employee_id, near.as_ref())
-                    .send(records())
-                    .await
-                    .map_err(|error| StoreError::Unavailable(format!("conflict actor: {error}")))?
+                continue;
             }
+            let placed = placed.await.map_err(|_| StoreError::Unavailable("a conflict actor stopped while placing".into()))??;
+            return Ok((placed, commit));
         }
+        Err(StoreError::Unavailable("no conflict actor took the records".into()))
     }
 
     /// Settles a conflict through its employee's actor, which keeps its cache right.
@@ -75,13 +87,6 @@ impl ConflictActors {
             .send(resolve)
             .await
             .map_err(|error| ResolveError::Store(StoreError::Unavailable(format!("conflict actor: {error}"))))?
-    }
-
-    /// Drops the employee's cached days (after a failed commit).
-    pub(crate) fn forget_timeline(&self, org_id: &str, employee_id: &str) {
-        if let Some(actor) = self.actors.get(key(org_id, employee_id).as_ref()) {
-            actor.do_send(ForgetTimeline);
-        }
     }
 
     fn forget(&self, key: &str, actor: &Addr<ConflictActor>) {

@@ -4,7 +4,7 @@
 //! decided in arrival order against an up-to-date picture of what it has delivered,
 //! and it acks only after the store says the batch is durable.
 
-use crate::conflict_actor::{PlaceRecords, Placed};
+use crate::conflict_actor::Placed;
 use crate::conflict_actors::ConflictActors;
 use crate::dedupe::{self, Decision, Incoming};
 use crate::evaluation::{self, EvaluationPlan};
@@ -14,11 +14,10 @@ use crate::store::{
     AuditAck, AuditEvent, AuditKind, Commit, ConflictRecord, DeviceProgress, DeviceWrite, RecordStatus, SeqEntry, Store, StoreError, StoredRecord, SyncCounts,
     SyncTotals, TimelineEntry,
 };
-use futures_util::future::try_join_all;
 use otg_schema::OrgSettings;
 use actix::prelude::*;
 use otg_schema::wire::{Ack, AckStatus, RejectReason};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
@@ -272,7 +271,8 @@ struct Placement {
     conflicts: Vec<ConflictRecord>,
     /// The first conflict of each record that has one.
     conflict_of: HashMap<String, String>,
-    employees: Vec<String>,
+    /// One per conflict actor that placed records: says whether the commit succeeded.
+    commit_signals: Vec<oneshot::Sender<bool>>,
 }
 
 impl Ingest<'_> {
@@ -332,14 +332,12 @@ impl Ingest<'_> {
             stats,
         };
         let found: Vec<_> = commit.conflicts.iter().filter(|conflict| conflict.detected_at == self.received_at).map(|conflict| conflict.kind).collect();
-        if let Err(error) = store.commit(commit).await {
-            if let Some(conflicts) = conflicts {
-                for employee_id in &placement.employees {
-                    conflicts.forget_timeline(&self.org_id, employee_id);
-                }
-            }
-            return Err(error);
+        let committed = store.commit(commit).await;
+        // The conflict actors waiting on this commit keep or drop what they cached.
+        for commit_known in placement.commit_signals {
+            let _ = commit_known.send(committed.is_ok());
         }
+        committed?;
         if let Some(conflicts) = conflicts {
             for kind in found {
                 conflicts.count_detected(kind);
@@ -376,33 +374,20 @@ impl Ingest<'_> {
         };
         records.sort_by_key(|(entry, _)| entry.seq);
 
-        let mut by_employee: HashMap<String, Vec<(TimelineEntry, bool)>> = HashMap::new();
+        // Each employee's actor holds its employee until this commit is known, so the
+        // employees are taken one at a time in one global order: two devices sharing
+        // employees can never wait on each other.
+        let mut by_employee: BTreeMap<String, Vec<(TimelineEntry, bool)>> = BTreeMap::new();
         for record in records {
             by_employee.entry(record.0.employee_id.clone()).or_default().push(record);
         }
-        let employees: Vec<String> = by_employee.keys().cloned().collect();
-        let placed = try_join_all(by_employee.into_iter().map(|(employee_id, records)| async move {
-            let records = Arc::new(records);
-            let place = || PlaceRecords::new(records.clone(), self.received_at, &self.settings);
-            let placed = conflicts.place(&self.org_id, &employee_id, place).await?;
-            let records = Arc::try_unwrap(records).unwrap_or_else(|shared| (*shared).clone());
-            Ok::<_, StoreError>((employee_id, records, placed))
-        }))
-        .await;
-        let placed = match placed {
-            Ok(placed) => placed,
-            Err(error) => {
-                // The employees whose records were placed cache entries never stored.
-                for employee_id in &employees {
-                    conflicts.forget_timeline(&self.org_id, employee_id);
-                }
-                return Err(error);
-            }
-        };
-
         let mut placement = Placement::default();
-        for (employee_id, records, placed) in placed {
-            placement.employees.push(employee_id);
+        for (employee_id, records) in by_employee {
+            let records = Arc::new(records);
+            // On an error, the signals collected so far drop: those actors forget.
+            let (placed, commit_known) = conflicts.place(&self.org_id, &employee_id, records.clone(), self.received_at, &self.settings).await?;
+            placement.commit_signals.push(commit_known);
+            let records = Arc::try_unwrap(records).unwrap_or_else(|shared| (*shared).clone());
             for ((mut entry, _), Placed { status, superseded, conflicts }) in records.into_iter().zip(placed) {
                 if let Some(first) = conflicts.first() {
                     placement.conflict_of.insert(entry.record_id.clone(), first.id.clone());
