@@ -246,10 +246,10 @@ mod tests {
         let day = UtcDay::of_unix_ms(DAY0);
         let leave = Event { record_id: "leave", kind: LeaveRequest, recorded_at: DAY0 - 3 * 24 * HOUR, leave: Some((day, day.next())) };
         let check_in = event("in", CheckIn, DAY0 + 8 * HOUR);
-        assert_eq!(kinds(&evaluate(&check_in, DAY0 + 9 * HOUR, &[leave.clone()], SETTINGS)), vec![ConflictKind::LeaveOverlap]);
+        assert_eq!(kinds(&evaluate(&check_in, DAY0 + 9 * HOUR, std::slice::from_ref(&leave), SETTINGS)), vec![ConflictKind::LeaveOverlap]);
         assert_eq!(kinds(&evaluate(&leave, DAY0 + 9 * HOUR, &[check_in], SETTINGS)), vec![ConflictKind::LeaveOverlap]);
         let other_leave = Event { record_id: "leave-2", leave: Some((day.next(), day.next().next())), ..leave.clone() };
-        assert_eq!(kinds(&evaluate(&other_leave, DAY0, &[leave.clone()], SETTINGS)), vec![ConflictKind::LeaveOverlap]);
+        assert_eq!(kinds(&evaluate(&other_leave, DAY0, std::slice::from_ref(&leave), SETTINGS)), vec![ConflictKind::LeaveOverlap]);
         let later_leave = Event { record_id: "leave-3", leave: Some((day.next().next(), day.next().next())), ..leave.clone() };
         assert!(evaluate(&later_leave, DAY0, &[leave], SETTINGS).is_empty());
     }
