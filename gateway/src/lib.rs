@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod failed_batches;

@@ -2,7 +2,7 @@
 
 use crate::auth::authenticate_admin;
 use crate::error::ApiError;
-use crate::routes::sync::now_ms;
+use crate::clock::now_ms;
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use otg_actors::store::{AuditEvent, AuditKind, Commit, DeviceEnrolment, StoreError};

@@ -7,7 +7,7 @@ mod ops;
 mod orgs;
 mod paging;
 mod reports;
-pub mod sync;
+mod sync;
 
 use crate::error::ApiError;
 use actix_web::error::JsonPayloadError;

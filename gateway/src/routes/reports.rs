@@ -4,7 +4,7 @@
 use crate::auth::authenticate_admin;
 use crate::error::ApiError;
 use crate::routes::paging::{next_cursor, PageQuery};
-use crate::routes::sync::now_ms;
+use crate::clock::now_ms;
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use otg_actors::store::{AuditScope, Page, SyncTotals};

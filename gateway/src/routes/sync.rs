@@ -5,6 +5,7 @@
 
 use crate::auth::authenticate_device;
 use crate::body::read_limited;
+use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::http::header;
@@ -134,8 +135,4 @@ fn content_length(request: &HttpRequest) -> Option<usize> {
 
 fn msgpack<T: Serialize>(value: &T) -> HttpResponse {
     HttpResponse::Ok().content_type("application/msgpack").body(wire::encode(value))
-}
-
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
