@@ -88,8 +88,8 @@ pub enum ResolveError {
 }
 
 pub struct ConflictActor {
-    org_id: String,
-    employee_id: String,
+    org_id: Arc<str>,
+    employee_id: Arc<str>,
     store: Arc<dyn Store>,
     handle: ActorHandle<ConflictActor>,
     days: BTreeMap<UtcDay, Vec<TimelineEntry>>,
@@ -99,7 +99,7 @@ pub struct ConflictActor {
 
 impl ConflictActor {
     pub(crate) fn new(org_id: String, employee_id: String, store: Arc<dyn Store>, handle: ActorHandle<ConflictActor>, idle_timeout: Duration) -> Self {
-        ConflictActor { org_id, employee_id, store, handle, days: BTreeMap::new(), last_active: Instant::now(), idle_timeout }
+        ConflictActor { org_id: org_id.into(), employee_id: employee_id.into(), store, handle, days: BTreeMap::new(), last_active: Instant::now(), idle_timeout }
     }
 }
 
@@ -182,8 +182,8 @@ impl Handler<ResolveConflict> for ConflictActor {
 struct CachedTimeline {
     days: BTreeMap<UtcDay, Vec<TimelineEntry>>,
     store: Arc<dyn Store>,
-    org_id: String,
-    employee_id: String,
+    org_id: Arc<str>,
+    employee_id: Arc<str>,
 }
 
 impl CachedTimeline {
@@ -288,8 +288,8 @@ impl CachedTimeline {
             }
             conflicts.push(ConflictRecord {
                 id,
-                org_id: self.org_id.clone(),
-                employee_id: self.employee_id.clone(),
+                org_id: self.org_id.to_string(),
+                employee_id: self.employee_id.to_string(),
                 kind: finding.kind,
                 device_record: newcomer.reference(),
                 server_record: other.map(TimelineEntry::reference),

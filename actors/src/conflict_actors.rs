@@ -70,12 +70,14 @@ impl ConflictActors {
         for _ in 0..2 {
             let actor = self.actor(&key, org_id, employee_id, near.as_ref());
             let ((reply, placed), (commit, committed)) = (oneshot::channel(), oneshot::channel());
-            if actor.send(PlaceRecords::new(records.clone(), received_at, settings, reply, committed)).await.is_err() {
-                self.forget(&key, &actor);
-                continue;
+            // Device actors wait for each answer, so this mailbox never grows past one
+            // request per device actor; a request dropped by a stopping actor comes back
+            // as a closed reply channel and is asked again.
+            actor.do_send(PlaceRecords::new(records.clone(), received_at, settings, reply, committed));
+            match placed.await {
+                Ok(placed) => return Ok((placed?, commit)),
+                Err(_) => self.forget(&key, &actor),
             }
-            let placed = placed.await.map_err(|_| StoreError::Unavailable("a conflict actor stopped while placing".into()))??;
-            return Ok((placed, commit));
         }
         Err(StoreError::Unavailable("no conflict actor took the records".into()))
     }
