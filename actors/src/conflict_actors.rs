@@ -33,9 +33,14 @@ pub struct ActorHandle<A: Actor> {
 
 impl<A: Actor> ActorHandle<A> {
     pub(crate) fn forget(&self, actor: &Addr<A>) {
-        if self.actors.remove_if(&self.key, |_, current| current == actor).is_some() {
-            self.active.dec();
-        }
+        forget(&self.actors, &self.key, actor, &self.active);
+    }
+}
+
+/// Drops the map entry if it still names this (stopped) actor.
+fn forget<A: Actor>(actors: &DashMap<Arc<str>, Addr<A>>, key: &str, actor: &Addr<A>, active: &IntGauge) {
+    if actors.remove_if(key, |_, current| current == actor).is_some() {
+        active.dec();
     }
 }
 
@@ -92,9 +97,7 @@ impl ConflictActors {
     }
 
     fn forget(&self, key: &str, actor: &Addr<ConflictActor>) {
-        if self.actors.remove_if(key, |_, current| current == actor).is_some() {
-            self.active.dec();
-        }
+        forget(&self.actors, key, actor, &self.active);
     }
 
     /// The actor of an (org, employee); a new one starts on `near`, or on the arbiter

@@ -269,8 +269,8 @@ struct Ingest<'a> {
 struct Placement {
     timeline: Vec<TimelineEntry>,
     conflicts: Vec<ConflictRecord>,
-    /// The first conflict of each record that has one.
-    conflict_of: HashMap<String, String>,
+    /// The first conflict of each record (by seq) that has one.
+    conflict_of: HashMap<u64, String>,
     /// One per conflict actor that placed records: says whether the commit succeeded.
     commit_signals: Vec<oneshot::Sender<bool>>,
 }
@@ -304,13 +304,11 @@ impl Ingest<'_> {
         let gap_timeout_ms = i64::from(self.settings.gap_timeout_s) * 1000;
         let plan = evaluation::plan(progress.evaluation, &received, self.received_at, gap_timeout_ms);
         let placement = self.place(store, conflicts, &entries, &progress.received, &plan).await?;
-        if !placement.conflict_of.is_empty() {
-            let this_batch: HashMap<i64, &str> = entries.iter().map(|entry| (entry.seq() as i64, entry.record_id())).collect();
-            for ack in acks.iter_mut().filter(|ack| ack.status == AckStatus::Accepted) {
-                if let Some(conflict_id) = this_batch.get(&ack.seq).and_then(|record_id| placement.conflict_of.get(*record_id)) {
-                    ack.status = AckStatus::Conflict;
-                    ack.conflict_id = Some(conflict_id.clone());
-                }
+        // An `accepted` ack is for a seq this batch filled, so its seq finds its conflict.
+        for ack in acks.iter_mut().filter(|ack| ack.status == AckStatus::Accepted) {
+            if let Some(conflict_id) = placement.conflict_of.get(&(ack.seq as u64)) {
+                ack.status = AckStatus::Conflict;
+                ack.conflict_id = Some(conflict_id.clone());
             }
         }
 
@@ -390,7 +388,7 @@ impl Ingest<'_> {
             let records = Arc::try_unwrap(records).unwrap_or_else(|shared| (*shared).clone());
             for ((mut entry, _), Placed { status, superseded, conflicts }) in records.into_iter().zip(placed) {
                 if let Some(first) = conflicts.first() {
-                    placement.conflict_of.insert(entry.record_id.clone(), first.id.clone());
+                    placement.conflict_of.insert(entry.seq, first.id.clone());
                 }
                 entry.status = status;
                 placement.timeline.push(entry);
