@@ -196,6 +196,9 @@ impl Store for EmbeddedStore {
     }
 
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(StoreError::Unavailable("an earlier write failed; restart the gateway once the disk is fixed".into()));
+        }
         let Commit { device, timeline, conflicts, audit, stats } = commit;
         let capacity = device.as_ref().map_or(0, |device| device.entries.len() + 1) + timeline.len() + conflicts.len() * 4;
         let mut batch = OwnedWriteBatch::with_capacity(self.db.clone(), capacity);
@@ -231,9 +234,6 @@ impl Store for EmbeddedStore {
             batch.insert(&self.tables.audit_by_org, keys::timed(&event.org_id, event.at, unique), value);
         }
 
-        if self.failed.load(Ordering::Relaxed) {
-            return Err(StoreError::Unavailable("an earlier write failed; restart the gateway once the disk is fixed".into()));
-        }
         let sender = self.commits.lock().expect("commit sender lock").clone().ok_or_else(closed)?;
         let (done, durable) = oneshot::channel();
         sender.send(PendingCommit { batch, stats, done }).await.map_err(|_| closed())?;
