@@ -197,7 +197,7 @@ impl Store for EmbeddedStore {
 
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         if self.failed.load(Ordering::Relaxed) {
-            return Err(StoreError::Unavailable("an earlier write failed; restart the gateway once the disk is fixed".into()));
+            return Err(failed_earlier());
         }
         let Commit { device, timeline, conflicts, audit, stats } = commit;
         let capacity = device.as_ref().map_or(0, |device| device.entries.len() + 1) + timeline.len() + conflicts.len() * 4;
@@ -342,7 +342,7 @@ impl Store for EmbeddedStore {
             return Err(closed());
         }
         if self.failed.load(Ordering::Relaxed) {
-            return Err(StoreError::Unavailable("an earlier write failed; restart the gateway once the disk is fixed".into()));
+            return Err(failed_earlier());
         }
         self.tables.devices.contains_key(b"").map(drop).map_err(unavailable)
     }
@@ -474,6 +474,10 @@ fn read<T: DeserializeOwned>(keyspace: &Keyspace, key: &[u8]) -> Result<Option<T
 
 fn unavailable(error: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(error.to_string())
+}
+
+fn failed_earlier() -> StoreError {
+    StoreError::Unavailable("an earlier write failed; restart the gateway once the disk is fixed".into())
 }
 
 fn closed() -> StoreError {
