@@ -11,13 +11,14 @@ use crate::conflict_actors::ActorHandle;
 use crate::store::{AdminResolution, AuditEvent, AuditKind, Commit, ConflictRecord, PolicyOutcome, RecordRef, RecordStatus, Resolution, Store, StoreError, TimelineEntry};
 use actix::prelude::*;
 use otg_schema::{ConflictResolution, OrgSettings, UtcDay};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use tokio::sync::oneshot;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Most UTC days an actor keeps cached; it starts afresh beyond that.
+/// Most UTC days an actor keeps cached; beyond that it drops the days farthest from
+/// the last ones it read.
 const MAX_CACHED_DAYS: usize = 32;
 const MS_PER_HOUR: i64 = 3_600_000;
 
@@ -92,14 +93,14 @@ pub struct ConflictActor {
     employee_id: Arc<str>,
     store: Arc<dyn Store>,
     handle: ActorHandle<ConflictActor>,
-    days: BTreeMap<UtcDay, Vec<TimelineEntry>>,
+    cache: Cache,
     last_active: Instant,
     idle_timeout: Duration,
 }
 
 impl ConflictActor {
-    pub(crate) fn new(org_id: String, employee_id: String, store: Arc<dyn Store>, handle: ActorHandle<ConflictActor>, idle_timeout: Duration) -> Self {
-        ConflictActor { org_id: org_id.into(), employee_id: employee_id.into(), store, handle, days: BTreeMap::new(), last_active: Instant::now(), idle_timeout }
+    pub(crate) fn new(org_id: Arc<str>, employee_id: Arc<str>, store: Arc<dyn Store>, handle: ActorHandle<ConflictActor>, idle_timeout: Duration) -> Self {
+        ConflictActor { org_id, employee_id, store, handle, cache: Cache::default(), last_active: Instant::now(), idle_timeout }
     }
 }
 
@@ -127,17 +128,15 @@ impl ConflictActor {
         work: impl FnOnce(CachedTimeline) -> Work,
     ) -> impl ActorFuture<Self, Output = T> + 'static {
         self.last_active = Instant::now();
-        if self.days.len() > MAX_CACHED_DAYS {
-            self.days.clear();
-        }
+        self.cache.trim();
         let timeline = CachedTimeline {
-            days: std::mem::take(&mut self.days),
+            cache: std::mem::take(&mut self.cache),
             store: self.store.clone(),
             org_id: self.org_id.clone(),
             employee_id: self.employee_id.clone(),
         };
         work(timeline).into_actor(self).map(|(result, timeline), actor, _ctx| {
-            actor.days = timeline.days;
+            actor.cache = timeline.cache;
             result
         })
     }
@@ -152,7 +151,7 @@ impl Handler<PlaceRecords> for ConflictActor {
             let placed = timeline.place(&records, received_at, rules, policy).await;
             if placed.is_err() {
                 // Part of the request may be cached but will not be stored.
-                timeline.days.clear();
+                timeline.cache = Cache::default();
             }
             (placed, timeline)
         });
@@ -160,7 +159,7 @@ impl Handler<PlaceRecords> for ConflictActor {
             let _ = reply.send(placed);
             ctx.wait(async move { committed.await.unwrap_or(false) }.into_actor(actor).map(|committed, actor, _ctx| {
                 if !committed {
-                    actor.days.clear();
+                    actor.cache = Cache::default();
                 }
             }));
         }));
@@ -178,9 +177,35 @@ impl Handler<ResolveConflict> for ConflictActor {
     }
 }
 
+/// What an actor knows of its employee's timeline without asking the store.
+#[derive(Default)]
+struct Cache {
+    days: BTreeMap<UtcDay, Vec<TimelineEntry>>,
+    /// Every day the employee has entries in (and perhaps a few more whose write
+    /// failed), read once; a day outside it is empty and needs no read.
+    written: Option<BTreeSet<UtcDay>>,
+    /// The first day of the last span read: the cache keeps the days nearest it.
+    recent: Option<UtcDay>,
+}
+
+impl Cache {
+    /// Drops the cached days farthest from the recent ones, down to `MAX_CACHED_DAYS`.
+    fn trim(&mut self) {
+        let Some(recent) = self.recent else { return };
+        while self.days.len() > MAX_CACHED_DAYS {
+            let (Some((&first, _)), Some((&last, _))) = (self.days.first_key_value(), self.days.last_key_value()) else { return };
+            if recent.0 - first.0 > last.0 - recent.0 {
+                self.days.pop_first();
+            } else {
+                self.days.pop_last();
+            }
+        }
+    }
+}
+
 /// The employee's cached days, and the store to read the missing ones from.
 struct CachedTimeline {
-    days: BTreeMap<UtcDay, Vec<TimelineEntry>>,
+    cache: Cache,
     store: Arc<dyn Store>,
     org_id: Arc<str>,
     employee_id: Arc<str>,
@@ -251,7 +276,7 @@ impl CachedTimeline {
         conflict.resolution = Some(AdminResolution { resolution: resolve.resolution, note: resolve.note, resolved_at: resolve.resolved_at });
         let commit = Commit { timeline: timeline.clone(), conflicts: vec![conflict.clone()], audit, ..Commit::default() };
         if let Err(error) = self.store.commit(commit).await {
-            self.days.clear();
+            self.cache = Cache::default();
             return Err(error.into());
         }
         for entry in &timeline {
@@ -264,9 +289,9 @@ impl CachedTimeline {
     async fn entry_of(&mut self, record: &RecordRef) -> Result<TimelineEntry, StoreError> {
         let day = UtcDay::of_unix_ms(record.recorded_at);
         self.load((day, day)).await?;
-        self.days[&day]
+        self.cache.days[&day]
             .iter()
-            .find(|entry| entry.record_id == record.record_id)
+            .find(|entry| *entry.record_id == *record.record_id)
             .cloned()
             .ok_or_else(|| StoreError::Corrupt(format!("record {} of a conflict is not in its timeline", record.record_id)))
     }
@@ -281,7 +306,7 @@ impl CachedTimeline {
         let (mut conflicts, mut superseded) = (Vec::new(), Vec::new());
         for finding in findings {
             let other = finding.other.map(|index| around[index]);
-            let id = conflict_rules::conflict_id(finding.kind, &newcomer.record_id, other.map(|entry| entry.record_id.as_str()));
+            let id = conflict_rules::conflict_id(finding.kind, &newcomer.record_id, other.map(|entry| &*entry.record_id));
             let outcome = policy_outcome(finding.kind, policy);
             if let (PolicyOutcome::ServerSuperseded, Some(other)) = (outcome, other) {
                 superseded.push(other.clone());
@@ -302,13 +327,19 @@ impl CachedTimeline {
         (conflicts, superseded)
     }
 
-    /// Reads the days of `span` that are not cached.
+    /// Reads the days of `span` that are not cached and have entries.
     async fn load(&mut self, span: (UtcDay, UtcDay)) -> Result<(), StoreError> {
+        if self.cache.written.is_none() {
+            let written = self.store.timeline_days(&self.org_id, &self.employee_id).await?;
+            self.cache.written = Some(written.into_iter().collect());
+        }
+        self.cache.recent = Some(span.0);
         let mut day = span.0;
         while day <= span.1 {
-            if !self.days.contains_key(&day) {
-                let entries = self.store.timeline(&self.org_id, &self.employee_id, day).await?;
-                self.days.insert(day, entries);
+            if !self.cache.days.contains_key(&day) {
+                let written = self.cache.written.as_ref().is_some_and(|written| written.contains(&day));
+                let entries = if written { self.store.timeline(&self.org_id, &self.employee_id, day).await? } else { Vec::new() };
+                self.cache.days.insert(day, entries);
             }
             day = day.next();
         }
@@ -320,13 +351,14 @@ impl CachedTimeline {
     fn effective(&self, span: (UtcDay, UtcDay), except: &str) -> Vec<&TimelineEntry> {
         let mut leaves_seen: Vec<&str> = Vec::new();
         let mut effective: Vec<&TimelineEntry> = self
+            .cache
             .days
             .range(span.0..=span.1)
             .flat_map(|(_, entries)| entries)
-            .filter(|entry| entry.status == RecordStatus::Active && entry.record_id != except)
+            .filter(|entry| entry.status == RecordStatus::Active && *entry.record_id != *except)
             .filter(|entry| {
                 entry.leave.is_none() || {
-                    let first = !leaves_seen.contains(&entry.record_id.as_str());
+                    let first = !leaves_seen.contains(&&*entry.record_id);
                     leaves_seen.push(&entry.record_id);
                     first
                 }
@@ -342,7 +374,10 @@ impl CachedTimeline {
             let day = UtcDay::of_unix_ms(entry.recorded_at);
             (day, day)
         }, |(from, to)| (from.min(UtcDay::of_unix_ms(entry.recorded_at)), to.max(UtcDay::of_unix_ms(entry.recorded_at))));
-        for (_, entries) in self.days.range_mut(first..=last) {
+        if let Some(written) = self.cache.written.as_mut() {
+            written.extend((first.0..=last.0).map(UtcDay));
+        }
+        for (_, entries) in self.cache.days.range_mut(first..=last) {
             entries.retain(|cached| cached.record_id != entry.record_id);
             entries.push(entry.clone());
         }
@@ -370,5 +405,22 @@ fn policy_outcome(kind: ConflictKind, policy: ConflictResolution) -> PolicyOutco
         ConflictResolution::ServerWins => PolicyOutcome::NewcomerSuperseded,
         ConflictResolution::DeviceWins => PolicyOutcome::ServerSuperseded,
         ConflictResolution::Manual => PolicyOutcome::BothStand,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trimming_keeps_the_days_nearest_the_recent_ones() {
+        let mut cache = Cache { recent: Some(UtcDay(100)), ..Cache::default() };
+        for day in 60..=110 {
+            cache.days.insert(UtcDay(day), Vec::new());
+        }
+        cache.trim();
+        let kept: Vec<i32> = cache.days.keys().map(|day| day.0).collect();
+        assert_eq!(kept.len(), MAX_CACHED_DAYS);
+        assert_eq!((kept[0], kept[kept.len() - 1]), (79, 110), "the ten days after 100 and the 22 before it");
     }
 }

@@ -15,8 +15,11 @@ use prometheus::{IntCounterVec, IntGauge};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// An actor's (org, employee).
+type Key = (Arc<str>, Arc<str>);
+
 pub struct ConflictActors {
-    actors: Arc<DashMap<Arc<str>, Addr<ConflictActor>>>,
+    actors: Arc<DashMap<Key, Addr<ConflictActor>>>,
     arbiters: Vec<ArbiterHandle>,
     store: Arc<dyn Store>,
     idle_timeout: Duration,
@@ -26,8 +29,8 @@ pub struct ConflictActors {
 
 /// What a conflict actor holds of its map, to leave it when it stops.
 pub struct ActorHandle<A: Actor> {
-    actors: Arc<DashMap<Arc<str>, Addr<A>>>,
-    key: Arc<str>,
+    actors: Arc<DashMap<Key, Addr<A>>>,
+    key: Key,
     active: IntGauge,
 }
 
@@ -38,7 +41,7 @@ impl<A: Actor> ActorHandle<A> {
 }
 
 /// Drops the map entry if it still names this (stopped) actor.
-fn forget<A: Actor>(actors: &DashMap<Arc<str>, Addr<A>>, key: &str, actor: &Addr<A>, active: &IntGauge) {
+fn forget<A: Actor>(actors: &DashMap<Key, Addr<A>>, key: &Key, actor: &Addr<A>, active: &IntGauge) {
     if actors.remove_if(key, |_, current| current == actor).is_some() {
         active.dec();
     }
@@ -64,16 +67,16 @@ impl ConflictActors {
     /// is evaluated without a hop between threads.
     pub(crate) async fn place(
         &self,
-        org_id: &str,
-        employee_id: &str,
+        org_id: &Arc<str>,
+        employee_id: &Arc<str>,
         records: Arc<Vec<(TimelineEntry, bool)>>,
         received_at: i64,
         settings: &OrgSettings,
     ) -> Result<(Vec<Placed>, oneshot::Sender<bool>), StoreError> {
-        let key = key(org_id, employee_id);
+        let key = (org_id.clone(), employee_id.clone());
         let near = Arbiter::try_current();
         for _ in 0..2 {
-            let actor = self.actor(&key, org_id, employee_id, near.as_ref());
+            let actor = self.actor(&key, near.as_ref());
             let ((reply, placed), (commit, committed)) = (oneshot::channel(), oneshot::channel());
             // Device actors wait for each answer, so this mailbox never grows past one
             // request per device actor; a request dropped by a stopping actor comes back
@@ -89,36 +92,32 @@ impl ConflictActors {
 
     /// Settles a conflict through its employee's actor, which keeps its cache right.
     pub(crate) async fn resolve(&self, org_id: &str, employee_id: &str, resolve: ResolveConflict) -> Result<crate::store::ConflictRecord, ResolveError> {
-        let key = key(org_id, employee_id);
-        self.actor(&key, org_id, employee_id, None)
+        let key = (Arc::from(org_id), Arc::from(employee_id));
+        self.actor(&key, None)
             .send(resolve)
             .await
             .map_err(|error| ResolveError::Store(StoreError::Unavailable(format!("conflict actor: {error}"))))?
     }
 
-    fn forget(&self, key: &str, actor: &Addr<ConflictActor>) {
+    fn forget(&self, key: &Key, actor: &Addr<ConflictActor>) {
         forget(&self.actors, key, actor, &self.active);
     }
 
     /// The actor of an (org, employee); a new one starts on `near`, or on the arbiter
     /// the key hashes to.
-    fn actor(&self, key: &Arc<str>, org_id: &str, employee_id: &str, near: Option<&ArbiterHandle>) -> Addr<ConflictActor> {
-        if let Some(actor) = self.actors.get(key.as_ref()) {
+    fn actor(&self, key: &Key, near: Option<&ArbiterHandle>) -> Addr<ConflictActor> {
+        if let Some(actor) = self.actors.get(key) {
             return actor.clone();
         }
         self.actors
             .entry(key.clone())
             .or_insert_with(|| {
-                let arbiter = near.unwrap_or_else(|| &self.arbiters[crate::registry::shard_of(key, self.arbiters.len())]);
+                let arbiter = near.unwrap_or_else(|| &self.arbiters[crate::registry::shard_of(&key.1, self.arbiters.len())]);
                 let handle = ActorHandle { actors: self.actors.clone(), key: key.clone(), active: self.active.clone() };
-                let (org_id, employee_id, store, idle_timeout) = (org_id.to_owned(), employee_id.to_owned(), self.store.clone(), self.idle_timeout);
+                let ((org_id, employee_id), store, idle_timeout) = (key.clone(), self.store.clone(), self.idle_timeout);
                 self.active.inc();
                 ConflictActor::start_in_arbiter(arbiter, move |_| ConflictActor::new(org_id, employee_id, store, handle, idle_timeout))
             })
             .clone()
     }
-}
-
-fn key(org_id: &str, employee_id: &str) -> Arc<str> {
-    Arc::from(format!("{org_id}\0{employee_id}"))
 }

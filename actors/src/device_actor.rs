@@ -17,7 +17,7 @@ use crate::store::{
 use otg_schema::OrgSettings;
 use actix::prelude::*;
 use otg_schema::wire::{Ack, AckStatus, RejectReason};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
@@ -164,7 +164,7 @@ impl Handler<IngestBatch> for DeviceActor {
                     Some(progress) => progress,
                     None => store.device_progress(&device_id).await?,
                 };
-                let ingest = Ingest { device_id: &device_id, org_id, batch_id, received_at, reported_pending, settings };
+                let ingest = Ingest { device_id, org_id: org_id.into(), batch_id, received_at, reported_pending, settings };
                 ingest.run(store.as_ref(), conflicts.as_deref(), progress, records).await
             }
             .into_actor(self)
@@ -208,7 +208,7 @@ impl Handler<EvaluateWaiting> for DeviceActor {
                 if !due {
                     return Ok((progress, gap_timeout));
                 }
-                let ingest = Ingest { device_id: &device_id, org_id: device.org_id, batch_id: String::new(), received_at: now, reported_pending: None, settings };
+                let ingest = Ingest { device_id, org_id: device.org_id.into(), batch_id: String::new(), received_at: now, reported_pending: None, settings };
                 let (_, progress) = ingest.run(store.as_ref(), conflicts.as_deref(), progress, Vec::new()).await?;
                 Ok((progress, gap_timeout))
             }
@@ -255,9 +255,9 @@ impl Handler<ReadProgress> for DeviceActor {
 }
 
 /// One batch on its way through dedupe, the durable write and the acks.
-struct Ingest<'a> {
-    device_id: &'a str,
-    org_id: String,
+struct Ingest {
+    device_id: Arc<str>,
+    org_id: Arc<str>,
     batch_id: String,
     received_at: i64,
     reported_pending: Option<u64>,
@@ -275,7 +275,7 @@ struct Placement {
     commit_signals: Vec<oneshot::Sender<bool>>,
 }
 
-impl Ingest<'_> {
+impl Ingest {
     async fn run(
         self,
         store: &dyn Store,
@@ -287,7 +287,7 @@ impl Ingest<'_> {
         let previously: HashMap<u64, SeqEntry> = if lookups.is_empty() {
             HashMap::new()
         } else {
-            let entries = store.seq_entries(self.device_id, &lookups).await?;
+            let entries = store.seq_entries(&self.device_id, &lookups).await?;
             lookups.into_iter().zip(entries).filter_map(|(seq, entry)| Some((seq, entry?))).collect()
         };
         let (decisions, received) = dedupe::decide(&progress.received, &records, &previously);
@@ -323,7 +323,7 @@ impl Ingest<'_> {
         // A run without records (records released by the gap timeout) is no batch.
         let (audit, stats) = if is_batch { self.audit_and_stats(&acks) } else { (vec![], vec![]) };
         let commit = Commit {
-            device: Some(DeviceWrite { device_id: self.device_id.to_owned(), entries, progress: progress.clone() }),
+            device: Some(DeviceWrite { device_id: self.device_id.to_string(), entries, progress: progress.clone() }),
             timeline: placement.timeline,
             conflicts: placement.conflicts,
             audit,
@@ -355,13 +355,13 @@ impl Ingest<'_> {
         plan: &EvaluationPlan,
     ) -> Result<Placement, StoreError> {
         let released: Vec<u64> = received_before.received_in(plan.released()).collect();
-        let earlier = if released.is_empty() { Vec::new() } else { store.seq_entries(self.device_id, &released).await? };
+        let earlier = if released.is_empty() { Vec::new() } else { store.seq_entries(&self.device_id, &released).await? };
         let mut records: Vec<(TimelineEntry, bool)> = earlier
             .iter()
             .flatten()
             .chain(entries)
             .filter_map(|entry| match entry {
-                SeqEntry::Stored(stored) => Some((TimelineEntry::of(stored, RecordStatus::Pending), plan.evaluates(stored.record.seq))),
+                SeqEntry::Stored(stored) => Some((TimelineEntry::of(stored, &self.org_id, &self.device_id, RecordStatus::Pending), plan.evaluates(stored.record.seq))),
                 SeqEntry::Rejected { .. } => None,
             })
             .collect();
@@ -370,18 +370,19 @@ impl Ingest<'_> {
             let timeline = records.into_iter().map(|(entry, _)| TimelineEntry { status: RecordStatus::Active, ..entry }).collect();
             return Ok(Placement { timeline, ..Placement::default() });
         };
-        records.sort_by_key(|(entry, _)| entry.seq);
-
         // Each employee's actor holds its employee until this commit is known, so the
-        // employees are taken one at a time in one global order: two devices sharing
-        // employees can never wait on each other.
-        let mut by_employee: BTreeMap<String, Vec<(TimelineEntry, bool)>> = BTreeMap::new();
-        for record in records {
-            by_employee.entry(record.0.employee_id.clone()).or_default().push(record);
-        }
-        let mut placement = Placement::default();
-        for (employee_id, records) in by_employee {
-            let records = Arc::new(records);
+        // employees are taken one at a time in one global order (by id): two devices
+        // sharing employees can never wait on each other. Each gets its records in seq order.
+        records.sort_by(|(a, _), (b, _)| (&a.employee_id, a.seq).cmp(&(&b.employee_id, b.seq)));
+        let mut placement = Placement { timeline: Vec::with_capacity(records.len()), ..Placement::default() };
+        let mut records = records.into_iter().peekable();
+        while let Some(first) = records.next() {
+            let employee_id = first.0.employee_id.clone();
+            let mut of_employee = vec![first];
+            while let Some(next) = records.next_if(|(entry, _)| entry.employee_id == employee_id) {
+                of_employee.push(next);
+            }
+            let records = Arc::new(of_employee);
             // On an error, the signals collected so far drop: those actors forget.
             let (placed, commit_known) = conflicts.place(&self.org_id, &employee_id, records.clone(), self.received_at, &self.settings).await?;
             placement.commit_signals.push(commit_known);
@@ -413,8 +414,8 @@ impl Ingest<'_> {
         let now = unix_now_ms();
         let audit = AuditEvent {
             at: self.received_at,
-            org_id: self.org_id.clone(),
-            device_id: self.device_id.to_owned(),
+            org_id: self.org_id.to_string(),
+            device_id: self.device_id.to_string(),
             event: AuditKind::BatchReceived {
                 batch_id: Some(self.batch_id.clone()),
                 outcome: "ok".into(),
@@ -427,7 +428,7 @@ impl Ingest<'_> {
                     .collect(),
             },
         };
-        let stats = SyncCounts { org_id: self.org_id.clone(), device_id: self.device_id.to_owned(), at: self.received_at, totals };
+        let stats = SyncCounts { org_id: self.org_id.to_string(), device_id: self.device_id.to_string(), at: self.received_at, totals };
         (vec![audit], vec![stats])
     }
 
@@ -437,8 +438,8 @@ impl Ingest<'_> {
         match (decision, record.verdict) {
             (Decision::Store, Ok(valid)) => {
                 let stored = StoredRecord {
-                    device_id: self.device_id.to_owned(),
-                    org_id: self.org_id.clone(),
+                    device_id: self.device_id.to_string(),
+                    org_id: self.org_id.to_string(),
                     batch_id: self.batch_id.clone(),
                     received_at: self.received_at,
                     record: valid,

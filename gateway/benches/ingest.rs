@@ -1,16 +1,19 @@
 //! End-to-end ingest over loopback, beside the store's raw group-commit ceiling, in one
 //! run so the two figures share the machine's mood.
 //!
-//! `cargo bench -p otg-gateway --bench ingest` (env: `BENCH_SECONDS`, default 10).
+//! `cargo bench -p otg-gateway --bench ingest` (env: `BENCH_SECONDS`, default 10, per
+//! phase; `BENCH_ROUNDS`, default 3).
 //!
 //! 1. ceiling: 64 concurrent writers commit 100-record device commits straight into
 //!    the embedded store (no HTTP, no decode, no signature, no conflict check);
-//! 2. saturated: 64 site kiosks upload signed 100-record batches back to back to the
-//!    real `otg-gateway` binary: a day of 25 employees each (check-in, break, check-out),
-//!    5% of the records conflicting; durably-acked records/s and batch latency;
-//! 3. the same with the gateway's conflict detection off, for what the check costs;
-//! 4. paced: the same as 2 at a fixed 50,000 records/s, for the latency at that rate;
-//! 5. paced with conflict detection off: the latency of the ingest path alone.
+//! 2. saturated, in `BENCH_ROUNDS` rounds: 64 site kiosks upload signed 100-record
+//!    batches back to back to the real `otg-gateway` binary (a day of 25 employees each:
+//!    check-in, break, check-out; 5% of the records conflicting), once with conflict
+//!    detection and once without; durably-acked records/s and batch latency. Alternating
+//!    the two spreads the shared machine's drift over both, and each round gives the
+//!    check's cost;
+//! 3. paced: the same load at a fixed 50,000 records/s, with detection and without, for
+//!    the latency at that rate.
 
 use hdrhistogram::Histogram;
 use otg_actors::metrics::StoreMetrics;
@@ -35,31 +38,34 @@ fn main() {
     if !std::env::args().any(|argument| argument == "--bench") {
         return;
     }
-    let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
-    let run_for = Duration::from_secs(seconds);
+    let setting = |name: &str, default: u64| std::env::var(name).ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+    let run_for = Duration::from_secs(setting("BENCH_SECONDS", 10));
+    let rounds = setting("BENCH_ROUNDS", 3).max(1);
 
     let ceiling = store_ceiling(run_for);
-    let saturated = over_http(run_for, None, true);
-    let unchecked = over_http(run_for, None, false);
+    let saturated: Vec<(RunFigures, RunFigures)> = (0..rounds).map(|_| (over_http(run_for, None, true), over_http(run_for, None, false))).collect();
     let paced = over_http(run_for, Some(PACED_RECORDS_PER_SECOND), true);
     let paced_unchecked = over_http(run_for, Some(PACED_RECORDS_PER_SECOND), false);
 
     println!("\n| measurement | records/s | batch p50 | batch p99 | gateway CPU | conflict acks |");
     println!("|---|---:|---:|---:|---:|---:|");
-    let runs = [
-        ("store group-commit ceiling (no HTTP)", &ceiling),
-        ("end to end, 64 kiosks, saturated", &saturated),
-        ("end to end, saturated, conflict detection off", &unchecked),
-        ("end to end, paced at 50,000 records/s", &paced),
-        ("end to end, paced at 50,000 records/s, conflict detection off", &paced_unchecked),
-    ];
+    let mut runs = vec![("store group-commit ceiling (no HTTP)".to_owned(), &ceiling)];
+    for (round, (checked, unchecked)) in saturated.iter().enumerate() {
+        runs.push((format!("round {}: end to end, 64 kiosks, saturated", round + 1), checked));
+        runs.push((format!("round {}: the same, conflict detection off", round + 1), unchecked));
+    }
+    runs.push(("end to end, paced at 50,000 records/s".to_owned(), &paced));
+    runs.push(("end to end, paced at 50,000 records/s, conflict detection off".to_owned(), &paced_unchecked));
     for (name, run) in runs {
         let cores = run.gateway_cores.map_or("-".into(), |cores| format!("{cores:.2} cores"));
         let conflicts = run.conflict_share.map_or("-".into(), |share| format!("{:.1}%", share * 100.0));
         println!("| {name} | {:.0} | {:.1} ms | {:.1} ms | {cores} | {conflicts} |", run.records_per_second, run.p50_ms, run.p99_ms);
     }
-    println!("\nend-to-end / ceiling = {:.2}", saturated.records_per_second / ceiling.records_per_second);
-    println!("conflict check: {:.0}% of the throughput without it", 100.0 * (1.0 - saturated.records_per_second / unchecked.records_per_second));
+    let checked: f64 = saturated.iter().map(|(checked, _)| checked.records_per_second).sum::<f64>() / rounds as f64;
+    let unchecked: f64 = saturated.iter().map(|(_, unchecked)| unchecked.records_per_second).sum::<f64>() / rounds as f64;
+    let costs: Vec<String> = saturated.iter().map(|(checked, unchecked)| format!("{:.0}%", 100.0 * (1.0 - checked.records_per_second / unchecked.records_per_second))).collect();
+    println!("\nend-to-end (checked, mean of rounds) / ceiling = {:.2}", checked / ceiling.records_per_second);
+    println!("conflict check: {:.0}% of the throughput without it (mean of rounds; by round: {})", 100.0 * (1.0 - checked / unchecked), costs.join(", "));
 }
 
 struct RunFigures {

@@ -104,8 +104,11 @@ async fn commits_are_readable_by_seq_and_by_timeline(store: &dyn Store) {
     let day = store.timeline("acme", "emp-2", UtcDay::of_unix_ms(DAY_START)).await.unwrap();
     let seqs: Vec<u64> = day.iter().map(|entry| entry.seq).collect();
     assert_eq!(seqs, vec![4, 1], "one UTC day, in recorded_at order, no other day");
-    assert_eq!(day[0].record_id, "00000000-0000-4000-8000-000000000004");
+    assert_eq!(&*day[0].record_id, "00000000-0000-4000-8000-000000000004");
     assert!(store.timeline("acme", "emp-2x", UtcDay::of_unix_ms(DAY_START)).await.unwrap().is_empty());
+    let first_day = UtcDay::of_unix_ms(DAY_START);
+    assert_eq!(store.timeline_days("acme", "emp-2").await.unwrap(), vec![first_day, first_day.next()]);
+    assert!(store.timeline_days("acme", "emp-2x").await.unwrap().is_empty(), "no other employee's days");
 
     // Writing the same commit again changes nothing: writes are idempotent.
     let entries = store.seq_entries("conf-dev-2", &[1]).await.unwrap();

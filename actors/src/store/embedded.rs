@@ -223,9 +223,10 @@ impl Store for EmbeddedStore {
         for conflict in &conflicts {
             batch.insert(&self.tables.conflicts, conflict.id.as_bytes(), encode(conflict));
             batch.insert(&self.tables.conflicts_by_org, keys::conflict_of_org(&conflict.org_id, conflict.detected_at, &conflict.id), conflict.id.as_bytes());
-            let devices = std::iter::once(&conflict.device_record).chain(&conflict.server_record);
-            for record in devices {
-                batch.insert(&self.tables.conflicts_by_device, keys::conflict_of_device(&record.device_id, &conflict.id), conflict.id.as_bytes());
+            let device = &conflict.device_record.device_id;
+            let other_device = conflict.server_record.as_ref().map(|record| &record.device_id).filter(|other| *other != device);
+            for device_id in std::iter::once(device).chain(other_device) {
+                batch.insert(&self.tables.conflicts_by_device, keys::conflict_of_device(device_id, &conflict.id), conflict.id.as_bytes());
             }
         }
         for event in &audit {
@@ -249,6 +250,17 @@ impl Store for EmbeddedStore {
             .timeline
             .prefix(partition)
             .map(|item| decode(&item.into_inner().map_err(unavailable)?.1))
+            .collect()
+    }
+
+    async fn timeline_days(&self, org_id: &str, employee_id: &str) -> Result<Vec<UtcDay>, StoreError> {
+        self.tables
+            .timeline_days
+            .prefix(keys::employee(org_id, employee_id))
+            .map(|item| {
+                let partition = item.key().map_err(unavailable)?;
+                keys::day_of_partition(&partition).ok_or_else(|| StoreError::Corrupt("a timeline day marker is too short".into()))
+            })
             .collect()
     }
 

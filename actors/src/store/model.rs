@@ -6,6 +6,7 @@ use crate::seq_ranges::SeqRanges;
 use otg_schema::wire::RejectReason;
 use otg_schema::{ConflictResolution, RecordKind, UtcDay, ValidRecord};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// An enrolled device and the secret its requests are signed with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,11 +171,16 @@ impl Commit {
     /// A device's seqs and progress with the timeline entries of its stored records,
     /// all active: what a device commit writes when no conflict is involved.
     pub fn of_device(device: DeviceWrite) -> Self {
+        let device_id: Arc<str> = device.device_id.as_str().into();
+        let mut org_id: Option<Arc<str>> = None;
         let timeline = device
             .entries
             .iter()
             .filter_map(|entry| match entry {
-                SeqEntry::Stored(stored) => Some(TimelineEntry::of(stored, RecordStatus::Active)),
+                SeqEntry::Stored(stored) => {
+                    let org_id = org_id.get_or_insert_with(|| stored.org_id.as_str().into());
+                    Some(TimelineEntry::of(stored, org_id, &device_id, RecordStatus::Active))
+                }
                 SeqEntry::Rejected { .. } => None,
             })
             .collect();
@@ -205,15 +211,16 @@ pub enum RecordStatus {
     Discarded,
 }
 
-/// A record's place in its employee's timeline, ordered by `recorded_at`.
+/// A record's place in its employee's timeline, ordered by `recorded_at`. Its ids are
+/// shared: conflict actors copy entries into every cached day and decision.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimelineEntry {
-    pub org_id: String,
-    pub employee_id: String,
+    pub org_id: Arc<str>,
+    pub employee_id: Arc<str>,
     pub recorded_at: i64,
-    pub device_id: String,
+    pub device_id: Arc<str>,
     pub seq: u64,
-    pub record_id: String,
+    pub record_id: Arc<str>,
     pub kind: RecordKind,
     /// The days a leave request covers, both inclusive.
     pub leave: Option<(UtcDay, UtcDay)>,
@@ -221,15 +228,17 @@ pub struct TimelineEntry {
 }
 
 impl TimelineEntry {
-    pub fn of(stored: &StoredRecord, status: RecordStatus) -> Self {
+    /// The entry of a stored record; `org_id` and `device_id` are its own, shared by
+    /// the caller across the device's batch.
+    pub fn of(stored: &StoredRecord, org_id: &Arc<str>, device_id: &Arc<str>, status: RecordStatus) -> Self {
         let record = &stored.record;
         TimelineEntry {
-            org_id: stored.org_id.clone(),
-            employee_id: record.employee_id.clone(),
+            org_id: org_id.clone(),
+            employee_id: record.employee_id.as_str().into(),
             recorded_at: record.recorded_at,
-            device_id: stored.device_id.clone(),
+            device_id: device_id.clone(),
             seq: record.seq,
-            record_id: record.record_id.clone(),
+            record_id: record.record_id.as_str().into(),
             kind: record.kind,
             leave: record.leave.as_ref().map(|leave| (leave.from, leave.to)),
             status,
@@ -238,8 +247,8 @@ impl TimelineEntry {
 
     pub fn reference(&self) -> RecordRef {
         RecordRef {
-            record_id: self.record_id.clone(),
-            device_id: self.device_id.clone(),
+            record_id: self.record_id.to_string(),
+            device_id: self.device_id.to_string(),
             seq: self.seq,
             recorded_at: self.recorded_at,
             kind: self.kind,

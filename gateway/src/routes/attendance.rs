@@ -60,7 +60,7 @@ fn effective_shifts<'a>(entries: impl Iterator<Item = &'a TimelineEntry>, day: U
     let mut effective: Vec<&TimelineEntry> = entries
         .filter(|entry| entry.status == RecordStatus::Active && entry.leave.is_none())
         .filter(|entry| matches!(entry.kind, RecordKind::CheckIn | RecordKind::CheckOut))
-        .filter(|entry| seen.insert(entry.record_id.as_str()))
+        .filter(|entry| seen.insert(&*entry.record_id))
         .collect();
     effective.sort_by_key(|entry| entry.recorded_at);
     let mut shifts = Vec::new();
@@ -72,9 +72,9 @@ fn effective_shifts<'a>(entries: impl Iterator<Item = &'a TimelineEntry>, day: U
             .first()
             .filter(|next| next.kind == RecordKind::CheckOut && next.recorded_at - check_in.recorded_at <= max_shift_ms);
         shifts.push(Shift {
-            check_in: check_in.record_id.clone(),
+            check_in: check_in.record_id.to_string(),
             from: check_in.recorded_at,
-            check_out: check_out.map(|entry| entry.record_id.clone()),
+            check_out: check_out.map(|entry| entry.record_id.to_string()),
             to: check_out.map(|entry| entry.recorded_at),
         });
     }
