@@ -275,7 +275,7 @@ impl CachedTimeline {
             .collect();
         conflict.resolution = Some(AdminResolution { resolution: resolve.resolution, note: resolve.note, resolved_at: resolve.resolved_at });
         let commit = Commit { timeline: timeline.clone(), conflicts: vec![conflict.clone()], audit, ..Commit::default() };
-        if let Err(error) = self.store.commit(commit).await {
+        if let Err(error) = self.store.commit(&commit).await {
             self.cache = Cache::default();
             return Err(error.into());
         }

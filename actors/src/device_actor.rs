@@ -9,6 +9,7 @@ use crate::conflict_actors::ConflictActors;
 use crate::dedupe::{self, Decision, Incoming};
 use crate::evaluation::{self, EvaluationPlan};
 use crate::registry::RegistryHandle;
+use crate::retry::{self, RetryPolicy};
 use crate::seq_ranges::SeqRanges;
 use crate::store::{
     AuditAck, AuditEvent, AuditKind, Commit, ConflictRecord, DeviceProgress, DeviceWrite, RecordStatus, SeqEntry, Store, StoreError, StoredRecord, SyncCounts,
@@ -16,6 +17,7 @@ use crate::store::{
 };
 use otg_schema::OrgSettings;
 use actix::prelude::*;
+use prometheus::IntCounter;
 use otg_schema::wire::{Ack, AckStatus, RejectReason};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -154,7 +156,7 @@ impl Handler<IngestBatch> for DeviceActor {
     fn handle(&mut self, batch: IngestBatch, _ctx: &mut Self::Context) -> Self::Result {
         self.last_active = Instant::now();
         let (store, device_id, progress) = (self.store.clone(), self.device_id.clone(), self.progress.take());
-        let conflicts = self.registry.conflict_actors();
+        let (conflicts, store_retry) = (self.registry.conflict_actors(), self.registry.store_retry());
         let IngestBatch { upload, reply, mailbox_slot } = batch;
         let Upload { org_id, batch_id, received_at, reported_pending, records, settings } = upload;
         self.gap_timeout = Some(Duration::from_secs(settings.gap_timeout_s.into()));
@@ -164,7 +166,7 @@ impl Handler<IngestBatch> for DeviceActor {
                     Some(progress) => progress,
                     None => store.device_progress(&device_id).await?,
                 };
-                let ingest = Ingest { device_id, org_id: org_id.into(), batch_id, received_at, reported_pending, settings };
+                let ingest = Ingest { device_id, store_retry, org_id: org_id.into(), batch_id, received_at, reported_pending, settings };
                 ingest.run(store.as_ref(), conflicts.as_deref(), progress, records).await
             }
             .into_actor(self)
@@ -193,7 +195,7 @@ impl Handler<EvaluateWaiting> for DeviceActor {
 
     fn handle(&mut self, _: EvaluateWaiting, _ctx: &mut Self::Context) -> Self::Result {
         let (store, device_id, progress) = (self.store.clone(), self.device_id.clone(), self.progress.take());
-        let conflicts = self.registry.conflict_actors();
+        let (conflicts, store_retry) = (self.registry.conflict_actors(), self.registry.store_retry());
         AtomicResponse::new(Box::pin(
             async move {
                 let device = store.device(&device_id).await?.ok_or_else(|| StoreError::Corrupt(format!("device {device_id} has progress but no enrolment")))?;
@@ -208,7 +210,7 @@ impl Handler<EvaluateWaiting> for DeviceActor {
                 if !due {
                     return Ok((progress, gap_timeout));
                 }
-                let ingest = Ingest { device_id, org_id: device.org_id.into(), batch_id: String::new(), received_at: now, reported_pending: None, settings };
+                let ingest = Ingest { device_id, store_retry, org_id: device.org_id.into(), batch_id: String::new(), received_at: now, reported_pending: None, settings };
                 let (_, progress) = ingest.run(store.as_ref(), conflicts.as_deref(), progress, Vec::new()).await?;
                 Ok((progress, gap_timeout))
             }
@@ -257,6 +259,7 @@ impl Handler<ReadProgress> for DeviceActor {
 /// One batch on its way through dedupe, the durable write and the acks.
 struct Ingest {
     device_id: Arc<str>,
+    store_retry: (RetryPolicy, IntCounter),
     org_id: Arc<str>,
     batch_id: String,
     received_at: i64,
@@ -330,7 +333,8 @@ impl Ingest {
             stats,
         };
         let found: Vec<_> = commit.conflicts.iter().filter(|conflict| conflict.detected_at == self.received_at).map(|conflict| conflict.kind).collect();
-        let committed = store.commit(commit).await;
+        let (policy, retries) = &self.store_retry;
+        let committed = retry::retrying(policy, retries, || store.commit(&commit)).await;
         // The conflict actors waiting on this commit keep or drop what they cached.
         for commit_known in placement.commit_signals {
             let _ = commit_known.send(committed.is_ok());

@@ -11,6 +11,7 @@ pub mod evaluation;
 pub mod device_actor;
 pub mod metrics;
 pub mod registry;
+pub mod retry;
 pub mod seq_ranges;
 pub mod store;
 

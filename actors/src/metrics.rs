@@ -54,6 +54,8 @@ pub struct DeviceMetrics {
     /// Batches queued for or in work at device actors, all devices together.
     pub mailbox_batches: IntGauge,
     pub conflicts: IntCounterVec,
+    /// Commits tried again after a transient store failure.
+    pub store_retries: IntCounter,
 }
 
 impl DeviceMetrics {
@@ -65,7 +67,9 @@ impl DeviceMetrics {
             actors_evicted: IntCounter::new("otg_device_actors_evicted_total", "Device actors stopped after their idle timeout.")?,
             mailbox_batches: IntGauge::new("otg_device_mailbox_batches", "Batches queued for or in work at device actors, all devices together.")?,
             conflicts: IntCounterVec::new(Opts::new("otg_conflicts_detected_total", "Conflicts found, by kind."), &["kind"])?,
+            store_retries: IntCounter::new("otg_store_commit_retries_total", "Batch commits tried again after a transient store failure.")?,
         };
+        registry.register(Box::new(metrics.store_retries.clone()))?;
         registry.register(Box::new(metrics.mailbox_batches.clone()))?;
         registry.register(Box::new(metrics.conflicts.clone()))?;
         for kind in crate::conflict_rules::ConflictKind::ALL {

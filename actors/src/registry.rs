@@ -15,6 +15,8 @@ use crate::conflict_actor::{ResolveConflict, ResolveError};
 use crate::conflict_actors::ConflictActors;
 use crate::store::{ConflictRecord, Resolution};
 use crate::metrics::DeviceMetrics;
+use crate::retry::RetryPolicy;
+use prometheus::IntCounter;
 use crate::store::{DeviceProgress, Store, StoreError};
 use actix::dev::SendError;
 use actix::prelude::*;
@@ -37,6 +39,8 @@ pub struct DeviceActorOptions {
     pub arbiters: usize,
     /// Whether records are evaluated for conflicts at all (off: stored and acked only).
     pub detect_conflicts: bool,
+    /// How a batch's commit is retried when the store fails transiently.
+    pub store_retry: RetryPolicy,
 }
 
 /// A device's mailbox is full: it is sending faster than it is being answered.
@@ -239,6 +243,11 @@ impl RegistryHandle {
     }
 
     /// All the slots of a device's mailbox, as an idle actor counts them.
+    /// How commits are retried, and the counter of retries.
+    pub(crate) fn store_retry(&self) -> (RetryPolicy, IntCounter) {
+        (self.0.options.store_retry, self.0.metrics.store_retries.clone())
+    }
+
     pub(crate) fn mailbox_capacity(&self) -> u32 {
         self.0.options.mailbox_capacity as u32
     }
@@ -276,7 +285,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let prometheus = prometheus::Registry::new();
         let store = EmbeddedStore::open(EmbeddedStoreOptions::new(dir.path()), StoreMetrics::register(&prometheus).unwrap()).unwrap();
-        let options = DeviceActorOptions { idle_timeout: Duration::from_millis(10), mailbox_capacity: 2, arbiters: 2, detect_conflicts: true };
+        let options = DeviceActorOptions { idle_timeout: Duration::from_millis(10), mailbox_capacity: 2, arbiters: 2, detect_conflicts: true, store_retry: Default::default() };
         let metrics = DeviceMetrics::register(&prometheus).unwrap();
         let devices = DeviceRegistry::start(Arc::new(store), options, metrics.clone());
         for seq in 1..=150u64 {

@@ -164,7 +164,7 @@ fn store_ceiling(run_for: Duration) -> RunFigures {
                         let progress = DeviceProgress { received: received.clone(), last_sync_at: Some(now), ..DeviceProgress::default() };
                         let device = DeviceWrite { device_id: device_id.clone(), entries, progress };
                         let commit_started = Instant::now();
-                        store.commit(Commit::of_device(device)).await.unwrap();
+                        store.commit(&Commit::of_device(device)).await.unwrap();
                         latencies.record(commit_started.elapsed().as_micros() as u64).unwrap();
                         written += RECORDS_PER_BATCH as u64;
                     }

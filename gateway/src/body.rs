@@ -31,7 +31,9 @@ pub async fn read_limited(mut payload: Payload, limit: usize, declared_length: O
     Ok(body.freeze())
 }
 
-async fn drain(mut payload: Payload) {
+/// Reads a body to its end (up to a bound) and throws it away, so that an error status
+/// sent before reading it reaches a client that is still sending.
+pub async fn drain(mut payload: Payload) {
     let swallow = async {
         let mut swallowed = 0;
         while let Some(Ok(chunk)) = payload.next().await {

@@ -37,6 +37,33 @@ pub struct Config {
     pub store_cache_mib: u64,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     pub shutdown_timeout_s: u64,
+    /// A batch whose newest record is at most this old is `live`; the rest is `backlog`.
+    pub live_window_s: u64,
+    /// Records admitted and not yet answered, all devices together; beyond it, 503.
+    pub max_in_flight_records: u64,
+    /// Share of `max_in_flight_records` backlog batches may hold, in percent: the rest
+    /// is kept for live batches.
+    pub backlog_share_percent: u64,
+    /// Request bytes being read or in work, all devices together; beyond it, 503.
+    pub max_in_flight_bytes: u64,
+    /// Batches a second one device may upload, sustained; beyond it, 429.
+    pub device_batches_per_s: u32,
+    /// Batches one device may upload at once above its rate.
+    pub device_batch_burst: u32,
+    /// Records a second one org may upload, sustained; beyond it, 429.
+    pub org_records_per_s: u32,
+    /// Records one org may upload at once above its rate.
+    pub org_record_burst: u32,
+    /// The store's drain rate, records/s, assumed for `Retry-After` until one is measured.
+    pub drain_records_per_s: u64,
+    /// The gateway's memory cap, MiB: above 90% of it, new batches get 503.
+    pub memory_limit_mib: u64,
+    /// A transient store failure is retried after a wait of up to this, doubling...
+    pub store_retry_base_ms: u64,
+    /// ...up to this...
+    pub store_retry_max_ms: u64,
+    /// ...until this long after the first attempt; then the batch gets 503.
+    pub store_retry_deadline_ms: u64,
     /// `tracing` filter, e.g. `info` or `otg_gateway=debug`.
     pub log: String,
 }
@@ -57,6 +84,19 @@ impl Default for Config {
             max_group_commits: 1024,
             store_cache_mib: 64,
             shutdown_timeout_s: 30,
+            live_window_s: 600,
+            max_in_flight_records: 12_000,
+            backlog_share_percent: 75,
+            max_in_flight_bytes: 32 * 1024 * 1024,
+            device_batches_per_s: 50,
+            device_batch_burst: 50,
+            org_records_per_s: 150_000,
+            org_record_burst: 150_000,
+            drain_records_per_s: 100_000,
+            memory_limit_mib: 1024,
+            store_retry_base_ms: 20,
+            store_retry_max_ms: 500,
+            store_retry_deadline_ms: 2_000,
             log: "info,fjall=warn,lsm_tree=warn".into(),
         }
     }
@@ -89,6 +129,14 @@ impl Config {
             (self.commit_queue_capacity >= 1, "commit_queue_capacity must be at least 1"),
             (self.max_group_commits >= 1, "max_group_commits must be at least 1"),
             (self.admin_token.as_ref().is_none_or(|token| token.len() >= 16), "admin_token must be at least 16 characters"),
+            (self.max_in_flight_records >= 500, "max_in_flight_records must hold at least one full batch (500)"),
+            ((1..=100).contains(&self.backlog_share_percent), "backlog_share_percent must be 1 to 100"),
+            (self.max_in_flight_bytes >= self.body_limit_bytes as u64, "max_in_flight_bytes must be at least body_limit_bytes"),
+            (self.device_batches_per_s >= 1 && self.device_batch_burst >= 1, "device_batches_per_s and device_batch_burst must be at least 1"),
+            (self.org_records_per_s >= 1 && self.org_record_burst >= 500, "org_records_per_s must be at least 1 and org_record_burst at least 500 (one full batch)"),
+            (self.drain_records_per_s >= 1, "drain_records_per_s must be at least 1"),
+            (self.memory_limit_mib >= 64, "memory_limit_mib must be at least 64"),
+            (self.store_retry_base_ms <= self.store_retry_max_ms, "store_retry_base_ms must not exceed store_retry_max_ms"),
         ];
         for (ok, message) in checks {
             anyhow::ensure!(ok, "invalid configuration: {message}");

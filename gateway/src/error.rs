@@ -7,6 +7,7 @@ use otg_actors::store::StoreError;
 use otg_actors::DeviceBusy;
 use otg_schema::validate::BatchError;
 use otg_schema::wire::DecodeError;
+use crate::admission::decide;
 use serde::Serialize;
 use std::time::Duration;
 
@@ -36,6 +37,10 @@ pub enum ApiError {
     AlreadyResolved(String),
     #[error("{0}")]
     DeviceBusy(#[from] DeviceBusy),
+    #[error("this {scope} is over its upload rate")]
+    RateLimited { scope: &'static str, retry_after: Duration },
+    #[error("the gateway is at capacity ({reason}); try again later")]
+    Overloaded { reason: &'static str, retry_after: Duration },
     #[error("the store is unavailable: {0}")]
     StoreUnavailable(String),
     #[error("the gateway is shutting down")]
@@ -63,16 +68,21 @@ impl ApiError {
             ApiError::AlreadyExists(_) => "already_exists",
             ApiError::AlreadyResolved(_) => "already_resolved",
             ApiError::DeviceBusy(_) => "device_busy",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Overloaded { .. } => "overloaded",
             ApiError::StoreUnavailable(_) => "store_unavailable",
             ApiError::Draining => "draining",
         }
     }
 
-    /// How long a device should wait before retrying, for 429 and 503.
+    /// How long a device should wait before retrying, for 429 and 503; fixed waits are
+    /// spread with jitter like admission's own.
     fn retry_after(&self) -> Option<Duration> {
+        let spread = |seconds| decide::spread(Duration::from_secs(seconds), rand::random());
         match self {
-            ApiError::DeviceBusy(_) => Some(Duration::from_secs(1)),
-            ApiError::StoreUnavailable(_) | ApiError::Draining => Some(Duration::from_secs(5)),
+            ApiError::RateLimited { retry_after, .. } | ApiError::Overloaded { retry_after, .. } => Some(*retry_after),
+            ApiError::DeviceBusy(_) => Some(spread(1)),
+            ApiError::StoreUnavailable(_) | ApiError::Draining => Some(spread(5)),
             _ => None,
         }
     }
@@ -96,8 +106,8 @@ impl ResponseError for ApiError {
             ApiError::Malformed(_) | ApiError::InvalidBatch(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::AlreadyExists(_) | ApiError::AlreadyResolved(_) => StatusCode::CONFLICT,
-            ApiError::DeviceBusy(_) => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::StoreUnavailable(_) | ApiError::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::DeviceBusy(_) | ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::StoreUnavailable(_) | ApiError::Draining | ApiError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -105,7 +115,9 @@ impl ResponseError for ApiError {
         let retry_after = self.retry_after();
         let mut response = HttpResponse::build(self.status_code());
         if let Some(wait) = retry_after {
-            response.insert_header((header::RETRY_AFTER, wait.as_secs().max(1).to_string()));
+            // Whole seconds, rounded up: a device never comes back before it was told.
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response.insert_header((header::RETRY_AFTER, seconds.max(1).to_string()));
         }
         if matches!(self, ApiError::PayloadTooLarge(_)) {
             response.insert_header((header::CONNECTION, "close"));

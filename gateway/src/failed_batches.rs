@@ -39,7 +39,7 @@ impl FailedBatches {
             let mut group = Vec::with_capacity(GROUP);
             while receiver.recv_many(&mut group, GROUP).await > 0 {
                 let (audit, stats) = group.drain(..).unzip();
-                if let Err(error) = store.commit(Commit { audit, stats, ..Commit::default() }).await {
+                if let Err(error) = store.commit(&Commit { audit, stats, ..Commit::default() }).await {
                     tracing::warn!(%error, "could not write the audit entries of refused batches");
                 }
             }

@@ -3,6 +3,7 @@
 //! `run` starts everything, serves until SIGTERM or SIGINT, then shuts down in order:
 //! stop accepting, let in-flight batches finish and be acked, flush the store, exit.
 
+pub mod admission;
 pub mod auth;
 pub mod body;
 pub mod clock;
@@ -20,6 +21,7 @@ use base64::Engine;
 use config::Config;
 use otg_actors::metrics::{DeviceMetrics, StoreMetrics};
 use otg_actors::store::{EmbeddedStore, EmbeddedStoreOptions, Store};
+use otg_actors::retry::RetryPolicy;
 use otg_actors::{DeviceActorOptions, DeviceRegistry};
 use state::AppState;
 use std::net::TcpListener;
@@ -48,6 +50,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             mailbox_capacity: config.device_mailbox_capacity,
             arbiters: config.device_arbiters(),
             detect_conflicts: config.conflict_detection,
+            store_retry: RetryPolicy {
+                base: Duration::from_millis(config.store_retry_base_ms),
+                max: Duration::from_millis(config.store_retry_max_ms),
+                deadline: Duration::from_millis(config.store_retry_deadline_ms),
+            },
         },
         DeviceMetrics::register(&metrics_registry)?,
     );
@@ -58,10 +65,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let admin_token = admin_token(&config)?;
     let metrics = metrics::GatewayMetrics::register(&metrics_registry)?;
     let failed_batches = failed_batches::FailedBatches::start(store.clone(), &metrics_registry)?;
+    let admission = admission::Admission::start(&config, &metrics_registry)?;
     let listener = TcpListener::bind(config.listen_addr).with_context(|| format!("binding {}", config.listen_addr))?;
     let address = listener.local_addr()?;
     let (workers, shutdown_timeout) = (config.http_workers(), config.shutdown_timeout_s);
-    let state = web::Data::new(AppState::new(config, admin_token, store.clone(), devices.clone(), metrics, metrics_registry, failed_batches));
+    let state = web::Data::new(AppState::new(config, admin_token, store.clone(), devices.clone(), metrics, metrics_registry, failed_batches, admission));
 
     let server = {
         let state = state.clone();

@@ -1,8 +1,9 @@
 //! The gateway's metrics: batches by outcome, records by ack status, rejections by
 //! reason, batch latency. Labels come from small fixed sets, never from ids.
 
+use crate::admission::decide::Priority;
 use otg_schema::wire::{Ack, AckStatus};
-use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use std::time::Duration;
 
 #[derive(Clone)]
@@ -10,7 +11,7 @@ pub struct GatewayMetrics {
     batches: IntCounterVec,
     records: IntCounterVec,
     rejections: IntCounterVec,
-    batch_duration: Histogram,
+    batch_duration: HistogramVec,
 }
 
 impl GatewayMetrics {
@@ -28,9 +29,10 @@ impl GatewayMetrics {
                 Opts::new("otg_ingest_rejections_total", "Records acked rejected, by reason."),
                 &["reason"],
             )?,
-            batch_duration: Histogram::with_opts(
-                HistogramOpts::new("otg_ingest_batch_duration_seconds", "From request to durable ack, for answered batches.")
+            batch_duration: HistogramVec::new(
+                HistogramOpts::new("otg_ingest_batch_duration_seconds", "From request to durable ack, for acked batches, by priority (live or backlog).")
                     .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+                &["priority"],
             )?,
         };
         registry.register(Box::new(metrics.batches.clone()))?;
@@ -43,13 +45,13 @@ impl GatewayMetrics {
         Ok(metrics)
     }
 
-    /// Counts one answered batch; `acks` only when it was acked.
-    pub fn observe_batch(&self, outcome: &str, took: Duration, acks: &[Ack]) {
+    /// Counts one answered batch; `acks` and its priority only when it was acked.
+    pub fn observe_batch(&self, outcome: &str, priority: Option<Priority>, took: Duration, acks: &[Ack]) {
         self.batches.with_label_values(&[outcome]).inc();
-        if acks.is_empty() {
+        let Some(priority) = priority.filter(|_| !acks.is_empty()) else {
             return;
-        }
-        self.batch_duration.observe(took.as_secs_f64());
+        };
+        self.batch_duration.with_label_values(&[priority.as_str()]).observe(took.as_secs_f64());
         let mut by_status = [0u64; AckStatus::ALL.len()];
         for ack in acks {
             by_status[AckStatus::ALL.iter().position(|status| *status == ack.status).expect("every status is listed")] += 1;

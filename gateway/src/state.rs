@@ -1,5 +1,6 @@
 //! What every request handler shares.
 
+use crate::admission::Admission;
 use crate::config::Config;
 use crate::failed_batches::FailedBatches;
 use crate::metrics::GatewayMetrics;
@@ -16,6 +17,7 @@ pub struct AppState {
     pub metrics: GatewayMetrics,
     pub metrics_registry: prometheus::Registry,
     pub failed_batches: FailedBatches,
+    pub admission: Admission,
     /// Set once shutdown begins: `/readyz` turns 503 so load balancers move away.
     draining: AtomicBool,
 }
@@ -29,8 +31,9 @@ impl AppState {
         metrics: GatewayMetrics,
         metrics_registry: prometheus::Registry,
         failed_batches: FailedBatches,
+        admission: Admission,
     ) -> Self {
-        AppState { config, admin_token, store, devices, metrics, metrics_registry, failed_batches, draining: AtomicBool::new(false) }
+        AppState { config, admin_token, store, devices, metrics, metrics_registry, failed_batches, admission, draining: AtomicBool::new(false) }
     }
 
     pub fn is_draining(&self) -> bool {

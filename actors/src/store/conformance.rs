@@ -53,7 +53,7 @@ pub async fn commit_one_record(store: &dyn Store, device_id: &str) {
     let mut progress = DeviceProgress::default();
     progress.received.insert(1);
     let entries = vec![stored(device_id, record(1, "emp-1", DAY_START + 1_000))];
-    store.commit(device_commit(device_id, entries, progress)).await.unwrap();
+    store.commit(&device_commit(device_id, entries, progress)).await.unwrap();
 }
 
 async fn devices_enrol_once_and_revoke(store: &dyn Store) {
@@ -95,7 +95,7 @@ async fn commits_are_readable_by_seq_and_by_timeline(store: &dyn Store) {
     };
     progress.received.insert(5);
     let entries = vec![late.clone(), rejected.clone(), early.clone(), next_day];
-    store.commit(device_commit("conf-dev-2", entries, progress.clone())).await.unwrap();
+    store.commit(&device_commit("conf-dev-2", entries, progress.clone())).await.unwrap();
 
     assert_eq!(store.device_progress("conf-dev-2").await.unwrap(), progress);
     let entries = store.seq_entries("conf-dev-2", &[1, 2, 3, 4]).await.unwrap();
@@ -113,7 +113,7 @@ async fn commits_are_readable_by_seq_and_by_timeline(store: &dyn Store) {
     // Writing the same commit again changes nothing: writes are idempotent.
     let entries = store.seq_entries("conf-dev-2", &[1]).await.unwrap();
     let again = device_commit("conf-dev-2", entries.into_iter().flatten().collect(), progress.clone());
-    store.commit(again).await.unwrap();
+    store.commit(&again).await.unwrap();
     assert_eq!(store.timeline("acme", "emp-2", UtcDay::of_unix_ms(DAY_START)).await.unwrap().len(), 2);
 }
 
@@ -151,7 +151,7 @@ async fn audit_trail_and_statistics(store: &dyn Store) {
         stats: vec![counts(DAY_START, "audit-a", 5), counts(DAY_START + 10, "audit-b", 7), counts(DAY_START + 2 * hour, "audit-a", 1)],
         ..Commit::default()
     };
-    store.commit(commit).await.unwrap();
+    store.commit(&commit).await.unwrap();
 
     let device_a = store.audit(AuditScope::Device("audit-a"), DAY_START, DAY_START + 10, Page { after: None, limit: 10 }).await.unwrap();
     let times: Vec<i64> = device_a.iter().map(|(event, _)| event.at).collect();

@@ -195,7 +195,7 @@ impl Store for EmbeddedStore {
         seqs.iter().map(|&seq| read(&self.tables.seqs, &keys::seq(device_id, seq))).collect()
     }
 
-    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+    async fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
         if self.failed.load(Ordering::Relaxed) {
             return Err(failed_earlier());
         }
@@ -206,10 +206,10 @@ impl Store for EmbeddedStore {
             for entry in &device.entries {
                 batch.insert(&self.tables.seqs, keys::seq(&device.device_id, entry.seq()), encode(entry));
             }
-            batch.insert(&self.tables.progress, device.device_id.into_bytes(), encode(&device.progress));
+            batch.insert(&self.tables.progress, device.device_id.as_bytes(), encode(&device.progress));
         }
         let mut partitions = std::collections::HashSet::new();
-        for entry in &timeline {
+        for entry in timeline {
             let value = fjall::UserValue::from(encode(entry));
             for (day, at) in timeline_positions(entry) {
                 let key = keys::timeline(&entry.org_id, &entry.employee_id, day, at, &entry.device_id, entry.seq);
@@ -220,7 +220,7 @@ impl Store for EmbeddedStore {
         for partition in partitions {
             batch.insert(&self.tables.timeline_days, partition, []);
         }
-        for conflict in &conflicts {
+        for conflict in conflicts {
             batch.insert(&self.tables.conflicts, conflict.id.as_bytes(), encode(conflict));
             batch.insert(&self.tables.conflicts_by_org, keys::conflict_of_org(&conflict.org_id, conflict.detected_at, &conflict.id), conflict.id.as_bytes());
             let device = &conflict.device_record.device_id;
@@ -229,7 +229,7 @@ impl Store for EmbeddedStore {
                 batch.insert(&self.tables.conflicts_by_device, keys::conflict_of_device(device_id, &conflict.id), conflict.id.as_bytes());
             }
         }
-        for event in &audit {
+        for event in audit {
             let (value, unique) = (encode(event), self.audit_sequence.fetch_add(1, Ordering::Relaxed));
             batch.insert(&self.tables.audit_by_device, keys::timed(&event.device_id, event.at, unique), value.clone());
             batch.insert(&self.tables.audit_by_org, keys::timed(&event.org_id, event.at, unique), value);
@@ -237,7 +237,7 @@ impl Store for EmbeddedStore {
 
         let sender = self.commits.lock().expect("commit sender lock").clone().ok_or_else(closed)?;
         let (done, durable) = oneshot::channel();
-        sender.send(PendingCommit { batch, stats, done }).await.map_err(|_| closed())?;
+        sender.send(PendingCommit { batch, stats: stats.clone(), done }).await.map_err(|_| closed())?;
         durable.await.map_err(|_| closed())?
     }
 
@@ -489,11 +489,11 @@ fn unavailable(error: impl std::fmt::Display) -> StoreError {
 }
 
 fn failed_earlier() -> StoreError {
-    StoreError::Unavailable("an earlier write failed; restart the gateway once the disk is fixed".into())
+    StoreError::Failed("an earlier write failed; restart the gateway once the disk is fixed".into())
 }
 
 fn closed() -> StoreError {
-    StoreError::Unavailable("the store is closed".into())
+    StoreError::Failed("the store is closed".into())
 }
 
 #[cfg(test)]
@@ -518,7 +518,7 @@ mod tests {
         super::super::conformance::commit_one_record(&store, "dev-reopen").await;
         store.close().await.unwrap();
         let write = super::super::DeviceWrite { device_id: "dev-reopen".into(), entries: vec![], progress: DeviceProgress::default() };
-        assert!(store.commit(Commit { device: Some(write), ..Commit::default() }).await.is_err(), "a closed store refuses writes");
+        assert!(store.commit(&Commit { device: Some(write), ..Commit::default() }).await.is_err(), "a closed store refuses writes");
         drop(store);
         let reopened = open(&dir);
         assert_eq!(reopened.device_progress("dev-reopen").await.unwrap().received.next_seq(), 2);

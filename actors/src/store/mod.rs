@@ -17,14 +17,18 @@ pub use model::*;
 use async_trait::async_trait;
 use otg_schema::{OrgSettings, UtcDay};
 
-/// Why a store call failed. Every variant but `AlreadyExists` is transient to the
-/// caller: nothing was acked, so the device keeps its records and retries.
+/// Why a store call failed. Nothing was acked on any of them: the device keeps its
+/// records and sends them again.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("already exists")]
     AlreadyExists,
+    /// The call may succeed if made again (a timeout, a node down): worth a retry.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The store refuses work until an operator acts (a failed disk write, closed).
+    #[error("store failed: {0}")]
+    Failed(String),
     #[error("stored value is corrupt: {0}")]
     Corrupt(String),
 }
@@ -51,7 +55,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes everything in `commit` atomically (embedded) or idempotently
     /// (ScyllaDB); returns once durable.
-    async fn commit(&self, commit: Commit) -> Result<(), StoreError>;
+    async fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
 
     /// One UTC day of an employee's timeline, in `recorded_at` order: the records
     /// of that day, and the leave requests that cover it.

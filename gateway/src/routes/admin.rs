@@ -104,7 +104,7 @@ async fn revoke_device(request: HttpRequest, device_id: web::Path<String>, state
 /// Files an enrolment or revocation in the device's audit trail, durably.
 async fn audit(state: &AppState, device: &DeviceEnrolment, event: AuditKind) -> Result<(), ApiError> {
     let event = AuditEvent { at: now_ms(), org_id: device.org_id.clone(), device_id: device.device_id.clone(), event };
-    state.store.commit(Commit { audit: vec![event], ..Commit::default() }).await?;
+    state.store.commit(&Commit { audit: vec![event], ..Commit::default() }).await?;
     Ok(())
 }
 

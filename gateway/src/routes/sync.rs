@@ -1,10 +1,14 @@
 //! Device endpoints (MessagePack): upload a batch, read the org's config, read status.
 //!
-//! A batch goes: content type, size limit, signature, decode, batch checks, record
-//! checks, then to the device's actor, and is answered once the actor says durable.
+//! A batch goes: content type, memory and bytes admission, size limit, signature, the
+//! device's rate, decode, batch checks, the org's rate and the records budget at the
+//! batch's priority, record checks, then to the device's actor, and is answered once
+//! the actor says durable. What admission reserved is released with the answer.
 
 use crate::auth::authenticate_device;
-use crate::body::read_limited;
+use crate::admission::decide::Priority;
+use crate::admission::HeldBytes;
+use crate::body::{drain, read_limited};
 use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -29,11 +33,12 @@ pub fn routes(config: &mut web::ServiceConfig) {
 #[tracing::instrument(skip_all, fields(device_id))]
 async fn upload_batch(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let (started, received_at) = (Instant::now(), now_ms());
+    let mut priority = None;
     let result = match authenticated(&request, payload, &state).await {
-        Ok((device, body)) => {
+        Ok((device, body, reserved)) => {
             tracing::Span::current().record("device_id", device.device_id.as_str());
             let mut batch_id = None;
-            let result = ingest(&device, &body, received_at, &state, &mut batch_id).await;
+            let result = ingest(&device, body, reserved, received_at, &state, &mut batch_id, &mut priority).await;
             if let Err(error) = &result {
                 state.failed_batches.record(&device, error, batch_id, received_at, started.elapsed());
             }
@@ -45,31 +50,50 @@ async fn upload_batch(request: HttpRequest, payload: web::Payload, state: web::D
         Ok(response) => ("ok", response.acks.as_slice()),
         Err(error) => (error.code(), &[][..]),
     };
-    state.metrics.observe_batch(outcome, started.elapsed(), acks);
+    state.metrics.observe_batch(outcome, priority, started.elapsed(), acks);
     result.map(|response| msgpack(&response))
 }
 
-/// The body of a well-formed, signed request, and the device that signed it.
-async fn authenticated(request: &HttpRequest, payload: web::Payload, state: &AppState) -> Result<(DeviceEnrolment, Bytes), ApiError> {
+/// The body of a well-formed, signed request within its device's rate, the device that
+/// signed it, and the bytes admission reserved for it.
+async fn authenticated(request: &HttpRequest, payload: web::Payload, state: &AppState) -> Result<(DeviceEnrolment, Bytes, HeldBytes), ApiError> {
     if !is_msgpack(request) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let body = read_limited(payload, state.config.body_limit_bytes, content_length(request)).await?;
+    let limit = state.config.body_limit_bytes;
+    let declared = content_length(request);
+    let reserved = match state.admission.reserve_bytes(declared.unwrap_or(limit).min(limit) as u64) {
+        Ok(reserved) => reserved,
+        Err(refused) => {
+            // Swallowed, not read into memory, so the client sees the 503.
+            drain(payload).await;
+            return Err(refused);
+        }
+    };
+    let body = read_limited(payload, limit, declared).await?;
     let device = authenticate_device(request, &body, state.store.as_ref()).await?;
-    Ok((device, body))
+    state.admission.check_device(&device.device_id)?;
+    Ok((device, body, reserved))
 }
 
 /// Decodes, checks and hands a device's batch to its actor; answers once durable.
 async fn ingest(
     device: &DeviceEnrolment,
-    body: &[u8],
+    body: Bytes,
+    reserved: HeldBytes,
     received_at: i64,
     state: &AppState,
     batch_id_seen: &mut Option<String>,
+    priority_seen: &mut Option<Priority>,
 ) -> Result<BatchResponse, ApiError> {
-    let batch: Batch = wire::decode(body).map_err(ApiError::Malformed)?;
+    let batch: Batch = wire::decode(&body).map_err(ApiError::Malformed)?;
+    drop(body);
     *batch_id_seen = Some(batch.batch_id.clone());
     check_batch(&batch, &device.device_id)?;
+    let newest = batch.records.iter().map(|record| record.recorded_at).max().unwrap_or(i64::MIN);
+    let priority = state.admission.priority(newest, received_at);
+    *priority_seen = Some(priority);
+    let admitted = state.admission.admit(reserved, &device.org_id, batch.records.len() as u64, priority)?;
 
     let settings = state.store.org_settings(&device.org_id).await?;
     let rules = RecordRules {
@@ -86,6 +110,8 @@ async fn ingest(
     let upload = Upload { org_id: device.org_id.clone(), batch_id: batch_id.clone(), received_at, reported_pending: pending, records, settings };
     let durable = state.devices.ingest(&device.device_id, upload)?;
     let outcome = durable.await.map_err(|_| ApiError::StoreUnavailable("the device actor stopped".into()))??;
+    state.admission.drained(outcome.acks.len() as u64);
+    drop(admitted);
     Ok(BatchResponse { batch_id, acks: outcome.acks, next_seq: outcome.next_seq, server_time: now_ms() })
 }
 

@@ -1,0 +1,226 @@
+//! Admission: what the gateway takes on, and what it refuses with 429 (a device or org
+//! over its rate) or 503 (the gateway is full), each with a jittered `Retry-After`.
+//!
+//! A batch passes four gates, each as early as what it needs is known: the memory cap
+//! and the bytes budget before its body is read (the `Content-Length` is reserved), the
+//! device's rate once it is authenticated, and the org's rate and the records budget
+//! once it is decoded and its priority known. What a batch holds is released when it is
+//! answered. The decisions themselves are pure (`decide`).
+
+pub mod decide;
+mod memory;
+mod meter;
+
+use crate::config::Config;
+use crate::error::ApiError;
+use decide::{Budget, Priority};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use memory::MemoryWatch;
+use meter::{DrainMeter, RecentCount};
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct Admission {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    budget: Budget,
+    max_bytes: u64,
+    live_window: Duration,
+    records: AtomicU64,
+    bytes: AtomicU64,
+    devices: DefaultKeyedRateLimiter<String>,
+    orgs: DefaultKeyedRateLimiter<String>,
+    drain: DrainMeter,
+    /// Records refused lately: demand that will come back, so it counts as work ahead.
+    refused: RecentCount,
+    memory: MemoryWatch,
+    metrics: AdmissionMetrics,
+}
+
+/// Bytes reserved for a request's body; released on drop.
+pub struct HeldBytes {
+    shared: Arc<Shared>,
+    bytes: u64,
+}
+
+/// An admitted batch's records and bytes; released on drop, once it is answered.
+pub struct Admitted {
+    _bytes: HeldBytes,
+    records: u64,
+    pub priority: Priority,
+}
+
+impl Admission {
+    /// Sets up the gates from the config and starts their upkeep (memory samples, the
+    /// drain rate, forgetting idle devices' rate state) on the current runtime.
+    pub fn start(config: &Config, registry: &Registry) -> anyhow::Result<Self> {
+        let device_quota = Quota::per_second(nonzero(config.device_batches_per_s)).allow_burst(nonzero(config.device_batch_burst));
+        let org_quota = Quota::per_second(nonzero(config.org_records_per_s)).allow_burst(nonzero(config.org_record_burst));
+        let shared = Arc::new(Shared {
+            budget: Budget::new(config.max_in_flight_records, config.backlog_share_percent),
+            max_bytes: config.max_in_flight_bytes,
+            live_window: Duration::from_secs(config.live_window_s),
+            records: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            devices: RateLimiter::keyed(device_quota),
+            orgs: RateLimiter::keyed(org_quota),
+            drain: DrainMeter::new(config.drain_records_per_s as f64),
+            refused: RecentCount::default(),
+            memory: MemoryWatch::new(config.memory_limit_mib * 1024 * 1024),
+            metrics: AdmissionMetrics::register(registry)?,
+        });
+        actix_web::rt::spawn(upkeep(shared.clone()));
+        Ok(Admission { shared })
+    }
+
+    /// Reserves room for a body of `bytes` before it is read: 503 while the gateway
+    /// is near its memory cap or holds its bytes budget.
+    pub fn reserve_bytes(&self, bytes: u64) -> Result<HeldBytes, ApiError> {
+        let shared = &self.shared;
+        if shared.memory.is_high() {
+            return Err(self.overloaded("memory", None, 0));
+        }
+        let fits = |held: u64| (held == 0 || held.saturating_add(bytes) <= shared.max_bytes).then(|| held + bytes);
+        if shared.bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, fits).is_err() {
+            return Err(self.overloaded("bytes_budget", None, 0));
+        }
+        Ok(HeldBytes { shared: shared.clone(), bytes })
+    }
+
+    /// 429 if the device is over its batch rate.
+    pub fn check_device(&self, device_id: &str) -> Result<(), ApiError> {
+        let limiter = &self.shared.devices;
+        limiter.check_key(&device_id.to_owned()).map_err(|not_until| {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(limiter.clock()));
+            self.rate_limited("device", wait)
+        })
+    }
+
+    pub fn priority(&self, newest_recorded_at: i64, received_at: i64) -> Priority {
+        Priority::of(newest_recorded_at, received_at, self.shared.live_window)
+    }
+
+    /// Admits a decoded batch of `records` for `org_id`: 429 if the org is over its
+    /// record rate, 503 if the records budget has no room at this priority.
+    pub fn admit(&self, bytes: HeldBytes, org_id: &str, records: u64, priority: Priority) -> Result<Admitted, ApiError> {
+        let shared = &self.shared;
+        let count = NonZeroU32::new(records.clamp(1, u32::MAX as u64) as u32).expect("clamped to at least 1");
+        match shared.orgs.check_key_n(&org_id.to_owned(), count) {
+            Ok(Ok(())) => {}
+            Ok(Err(not_until)) => {
+                let wait = not_until.wait_time_from(governor::clock::Clock::now(shared.orgs.clock()));
+                return Err(self.rate_limited("org", wait));
+            }
+            // Config validation keeps the burst at least one full batch.
+            Err(_) => return Err(self.rate_limited("org", Duration::from_secs(1))),
+        }
+        let fits = |held: u64| shared.budget.fits(held, records, priority).then(|| held + records);
+        if shared.records.fetch_update(Ordering::AcqRel, Ordering::Acquire, fits).is_err() {
+            return Err(self.overloaded("records_budget", Some(priority), records));
+        }
+        shared.metrics.admitted.with_label_values(&[priority.as_str()]).inc();
+        Ok(Admitted { _bytes: bytes, records, priority })
+    }
+
+    /// Counts records durably acked: the drain rate `Retry-After` is computed from.
+    pub fn drained(&self, records: u64) {
+        self.shared.drain.add(records);
+    }
+
+    fn overloaded(&self, reason: &'static str, priority: Option<Priority>, records: u64) -> ApiError {
+        let shared = &self.shared;
+        shared.refused.add(records);
+        shared.metrics.count_refused(reason, priority);
+        let ahead = shared.records.load(Ordering::Acquire) + shared.refused.get();
+        ApiError::Overloaded { reason, retry_after: decide::retry_after(ahead, shared.drain.per_second(), rand::random()) }
+    }
+
+    fn rate_limited(&self, scope: &'static str, wait: Duration) -> ApiError {
+        self.shared.metrics.count_refused(if scope == "device" { "device_rate" } else { "org_rate" }, None);
+        ApiError::RateLimited { scope, retry_after: decide::spread(wait, rand::random()) }
+    }
+}
+
+impl Drop for HeldBytes {
+    fn drop(&mut self) {
+        self.shared.bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self._bytes.shared.records.fetch_sub(self.records, Ordering::AcqRel);
+    }
+}
+
+fn nonzero(value: u32) -> NonZeroU32 {
+    NonZeroU32::new(value).unwrap_or(NonZeroU32::MIN)
+}
+
+/// Samples memory four times a second; each second updates the drain rate and the
+/// gauges; each minute forgets the rate state of devices and orgs at full allowance.
+async fn upkeep(shared: Arc<Shared>) {
+    let mut ticks = tokio::time::interval(Duration::from_millis(250));
+    for tick in 0u64.. {
+        ticks.tick().await;
+        shared.memory.sample();
+        if tick % 4 == 0 {
+            let under_pressure = shared.refused.get() > 0;
+            shared.drain.tick(under_pressure);
+            shared.refused.tick();
+            let metrics = &shared.metrics;
+            metrics.in_flight_records.set(shared.records.load(Ordering::Relaxed) as i64);
+            metrics.in_flight_bytes.set(shared.bytes.load(Ordering::Relaxed) as i64);
+            metrics.drain_rate.set(shared.drain.per_second() as i64);
+            metrics.rss.set(shared.memory.rss() as i64);
+        }
+        if tick % 240 == 0 {
+            for limiter in [&shared.devices, &shared.orgs] {
+                limiter.retain_recent();
+                limiter.shrink_to_fit();
+            }
+        }
+    }
+}
+
+struct AdmissionMetrics {
+    refused: IntCounterVec,
+    admitted: IntCounterVec,
+    in_flight_records: IntGauge,
+    in_flight_bytes: IntGauge,
+    drain_rate: IntGauge,
+    rss: IntGauge,
+}
+
+impl AdmissionMetrics {
+    fn register(registry: &Registry) -> prometheus::Result<Self> {
+        let metrics = AdmissionMetrics {
+            refused: IntCounterVec::new(
+                Opts::new("otg_admission_refused_total", "Batches refused with 429 or 503, by gate and priority (unknown before decoding)."),
+                &["reason", "priority"],
+            )?,
+            admitted: IntCounterVec::new(Opts::new("otg_admission_admitted_total", "Batches admitted, by priority."), &["priority"])?,
+            in_flight_records: IntGauge::new("otg_admission_in_flight_records", "Records admitted and not yet answered.")?,
+            in_flight_bytes: IntGauge::new("otg_admission_in_flight_bytes", "Request bytes reserved: being read or in work.")?,
+            drain_rate: IntGauge::new("otg_admission_drain_records_per_second", "The drain rate Retry-After is computed from.")?,
+            rss: IntGauge::new("otg_process_resident_memory_bytes", "The gateway's resident memory, as the memory cap sees it.")?,
+        };
+        registry.register(Box::new(metrics.refused.clone()))?;
+        registry.register(Box::new(metrics.admitted.clone()))?;
+        registry.register(Box::new(metrics.in_flight_records.clone()))?;
+        registry.register(Box::new(metrics.in_flight_bytes.clone()))?;
+        registry.register(Box::new(metrics.drain_rate.clone()))?;
+        registry.register(Box::new(metrics.rss.clone()))?;
+        Ok(metrics)
+    }
+
+    fn count_refused(&self, reason: &str, priority: Option<Priority>) {
+        self.refused.with_label_values(&[reason, priority.map_or("unknown", Priority::as_str)]).inc();
+    }
+}
