@@ -39,3 +39,14 @@ fn resident_bytes() -> Option<u64> {
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_above_its_cap_is_high_and_one_below_is_not() {
+        assert!(MemoryWatch::new(1024).is_high(), "any process is above 1 KiB");
+        assert!(!MemoryWatch::new(1 << 40).is_high(), "no test process is near 1 TiB");
+    }
+}

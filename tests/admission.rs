@@ -1,0 +1,214 @@
+//! Admission through HTTP: a flood beyond the budget is shed with 429/503 and a
+//! `Retry-After`, never lost; live batches get in while backlog waits; a device over its
+//! rate gets 429; memory stays under the configured cap.
+
+mod support;
+
+use otg_schema::wire::{AckStatus, BatchResponse, DeviceStatus, Record};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use support::*;
+
+/// Checks a refusal is one of admission's, with both forms of its wait, and returns it.
+fn retry_wait(reply: &Reply) -> Duration {
+    assert!(matches!(reply.status, 429 | 503), "only 429 and 503 shed load, got {}: {}", reply.status, reply.text());
+    let header: u64 = reply.retry_after.as_deref().expect("every 429 and 503 carries Retry-After").parse().unwrap();
+    let millis = reply.json()["retry_after_ms"].as_u64().expect("and retry_after_ms in its body");
+    assert!(header >= 1 && header * 1000 >= millis, "Retry-After {header} s rounds {millis} ms up");
+    Duration::from_millis(millis)
+}
+
+fn live_check_in(seq: i64, employee_id: &str) -> Record {
+    Record::new(seq, uuid::Uuid::new_v4().to_string(), "check_in", employee_id, now_ms())
+}
+
+/// The count of `otg_admission_refused_total` for one reason and priority.
+fn refused(gateway: &Gateway, reason: &str, priority: &str) -> f64 {
+    let text = send(ureq::get(&gateway.url("/metrics")), b"").text();
+    text.lines()
+        .filter(|line| line.starts_with("otg_admission_refused_total{"))
+        .filter(|line| line.contains(&format!("reason=\"{reason}\"")) && line.contains(&format!("priority=\"{priority}\"")))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_flood_beyond_the_budget_is_shed_with_retry_after_and_nothing_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = [("OTG_MAX_IN_FLIGHT_RECORDS", "500"), ("OTG_BACKLOG_SHARE_PERCENT", "60")];
+    let gateway = Gateway::start(dir.path(), &settings);
+    let devices: Vec<TestDevice> = (0..40).map(|n| gateway.enrol(&format!("flood-{n}"), "acme", None)).collect();
+
+    let statuses: Vec<BTreeMap<u16, u32>> = std::thread::scope(|scope| {
+        let senders: Vec<_> = devices
+            .iter()
+            .map(|device| {
+                let gateway = &gateway;
+                scope.spawn(move || {
+                    let mut statuses = BTreeMap::new();
+                    for batch_number in 0..5 {
+                        let first = batch_number * 100 + 1;
+                        let records = (first..first + 100).map(|seq| record(seq, &format!("{}-emp", device.id))).collect();
+                        let body = batch(&device.id, &format!("b-{batch_number}"), records);
+                        loop {
+                            let reply = gateway.upload(device, &body);
+                            *statuses.entry(reply.status).or_insert(0) += 1;
+                            if reply.status == 200 {
+                                let response: BatchResponse = reply.msgpack();
+                                assert!(response.acks.iter().all(|ack| ack.status == AckStatus::Accepted), "a refused batch was never half stored");
+                                break;
+                            }
+                            // Waits as told, up to a bound that keeps the test short.
+                            std::thread::sleep(retry_wait(&reply).min(Duration::from_millis(1_500)));
+                        }
+                    }
+                    statuses
+                })
+            })
+            .collect();
+        senders.into_iter().map(|sender| sender.join().unwrap()).collect()
+    });
+
+    let mut all = BTreeMap::new();
+    for device_statuses in statuses {
+        for (status, count) in device_statuses {
+            *all.entry(status).or_insert(0) += count;
+        }
+    }
+    assert!(all.keys().all(|status| [200, 429, 503].contains(status)), "only 200, 429 and 503: {all:?}");
+    assert_eq!(all[&200], 200, "every batch acked once: {all:?}");
+    assert!(all.get(&503).copied().unwrap_or(0) > 0, "40 devices x 100 records overflow a 300-record backlog budget: {all:?}");
+    assert!(refused(&gateway, "records_budget", "backlog") > 0.0);
+    for device in &devices {
+        let status: DeviceStatus = gateway.device_get(device, "/v1/sync/status").msgpack();
+        assert_eq!(status.next_seq, 501, "{}: every record stored", device.id);
+    }
+}
+
+#[test]
+fn live_batches_are_admitted_while_backlog_is_deferred() {
+    let dir = tempfile::tempdir().unwrap();
+    // Backlog may hold 300 records in flight; live batches have the other 700.
+    let settings = [("OTG_MAX_IN_FLIGHT_RECORDS", "1000"), ("OTG_BACKLOG_SHARE_PERCENT", "30")];
+    let gateway = Gateway::start(dir.path(), &settings);
+    let backlog: Vec<TestDevice> = (0..32).map(|n| gateway.enrol(&format!("backlog-{n}"), "acme", None)).collect();
+    let kiosks: Vec<TestDevice> = (0..2).map(|n| gateway.enrol(&format!("live-{n}"), "acme", None)).collect();
+    let flooding = AtomicBool::new(true);
+
+    let (backlog_refusals, live_statuses) = std::thread::scope(|scope| {
+        let floods: Vec<_> = backlog
+            .iter()
+            .map(|device| {
+                let (gateway, flooding) = (&gateway, &flooding);
+                scope.spawn(move || {
+                    let (mut refusals, mut next_seq) = (0, 1);
+                    while flooding.load(Ordering::Relaxed) {
+                        let records = (next_seq..next_seq + 100).map(|seq| record(seq, &format!("{}-emp", device.id))).collect();
+                        let reply = gateway.upload(device, &batch(&device.id, &format!("b-{next_seq}"), records));
+                        match reply.status {
+                            200 => next_seq += 100,
+                            _ => {
+                                retry_wait(&reply);
+                                refusals += 1;
+                                // A fleet that ignores Retry-After keeps the pressure on.
+                                std::thread::sleep(Duration::from_millis(20));
+                            }
+                        }
+                    }
+                    refusals
+                })
+            })
+            .collect();
+        let started = Instant::now();
+        let live: Vec<_> = kiosks
+            .iter()
+            .map(|kiosk| {
+                let gateway = &gateway;
+                scope.spawn(move || {
+                    std::thread::sleep(Duration::from_millis(300));
+                    let mut statuses = Vec::new();
+                    for seq in 1..=30 {
+                        let reply = gateway.upload(kiosk, &batch(&kiosk.id, &format!("live-{seq}"), vec![live_check_in(seq, &format!("{}-e{seq}", kiosk.id))]));
+                        statuses.push(reply.status);
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    statuses
+                })
+            })
+            .collect();
+        let live_statuses: Vec<u16> = live.into_iter().flat_map(|kiosk| kiosk.join().unwrap()).collect();
+        assert!(started.elapsed() < Duration::from_secs(30));
+        flooding.store(false, Ordering::Relaxed);
+        let refusals: u32 = floods.into_iter().map(|flood| flood.join().unwrap()).sum();
+        (refusals, live_statuses)
+    });
+
+    assert!(backlog_refusals > 0, "the backlog flood was deferred");
+    assert!(refused(&gateway, "records_budget", "backlog") > 0.0);
+    assert!(live_statuses.iter().all(|status| *status == 200), "every live batch was admitted: {live_statuses:?}");
+    assert_eq!(refused(&gateway, "records_budget", "live"), 0.0);
+}
+
+#[test]
+fn a_device_over_its_rate_gets_429_and_gets_in_after_the_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let gateway = Gateway::start(dir.path(), &[("OTG_DEVICE_BATCHES_PER_S", "1"), ("OTG_DEVICE_BATCH_BURST", "2")]);
+    let device = gateway.enrol("eager", "acme", None);
+    let body = |seq: i64| batch("eager", &format!("b-{seq}"), vec![record(seq, "emp-1")]);
+    gateway.upload_ok(&device, &body(1));
+    gateway.upload_ok(&device, &body(2));
+    let refused = gateway.upload(&device, &body(3));
+    assert_eq!((refused.status, refused.error_code()), (429, "rate_limited".to_owned()), "{}", refused.text());
+    std::thread::sleep(retry_wait(&refused));
+    let acked = gateway.upload_ok(&device, &body(3));
+    assert_eq!(acked.acks[0].status, AckStatus::Accepted, "the refused batch was not stored the first time");
+}
+
+/// VmRSS of a process, bytes.
+fn rss_bytes(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|line| line.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+#[test]
+fn a_flood_of_large_bodies_keeps_memory_under_the_cap() {
+    const CAP_MIB: u64 = 192;
+    let dir = tempfile::tempdir().unwrap();
+    let cap = CAP_MIB.to_string();
+    let settings = [("OTG_MEMORY_LIMIT_MIB", cap.as_str()), ("OTG_STORE_CACHE_MIB", "8"), ("OTG_MAX_IN_FLIGHT_BYTES", "4194304")];
+    let gateway = Gateway::start(dir.path(), &settings);
+    let devices: Vec<TestDevice> = (0..48).map(|n| gateway.enrol(&format!("big-{n}"), "acme", None)).collect();
+    // Bodies just under the 1 MiB limit, signed: each is read whole before it fails to decode.
+    let junk = vec![0xc1u8; 1_000_000];
+    let sampling = AtomicBool::new(true);
+
+    let (statuses, peak) = std::thread::scope(|scope| {
+        let peak = scope.spawn(|| {
+            let mut peak = 0;
+            while sampling.load(Ordering::Relaxed) {
+                peak = peak.max(rss_bytes(gateway.pid()));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            peak
+        });
+        let senders: Vec<_> = devices
+            .iter()
+            .map(|device| {
+                let (gateway, junk) = (&gateway, &junk);
+                scope.spawn(move || (0..10).map(|_| gateway.upload(device, junk)).collect::<Vec<Reply>>())
+            })
+            .collect();
+        let replies: Vec<Reply> = senders.into_iter().flat_map(|sender| sender.join().unwrap()).collect();
+        sampling.store(false, Ordering::Relaxed);
+        (replies, peak.join().unwrap())
+    });
+
+    let shed = statuses.iter().filter(|reply| reply.status != 400).inspect(|reply| {
+        retry_wait(reply);
+    });
+    assert!(shed.count() > 0, "48 senders of 1 MB overflow a 4 MiB bytes budget");
+    assert!(statuses.iter().all(|reply| matches!(reply.status, 400 | 429 | 503)), "malformed bodies are 400, the rest shed");
+    assert!(peak < CAP_MIB * 1024 * 1024, "peak RSS {} MiB under the {CAP_MIB} MiB cap", peak / (1024 * 1024));
+}
