@@ -53,17 +53,26 @@ pub struct Upload {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SyncReport {
     pub outcome: SyncOutcome,
-    /// Records acked, and so deleted from the queue.
-    pub acked: u64,
-    /// Acks `rejected`: never stored; the app shows them.
-    pub rejected: Vec<Ack>,
-    /// Acks `conflict`: stored and flagged; the app shows them.
-    pub conflicts: Vec<Ack>,
+    /// Every ack received; each acked record was deleted from the queue.
+    pub acks: Vec<Ack>,
     /// Records deleted unsent for being older than the org's `max_offline_days`.
     pub expired: u64,
     pub uploads: Vec<Upload>,
     /// Records still queued.
     pub pending: u64,
+}
+
+impl SyncReport {
+    /// Records acked, and so deleted from the queue.
+    pub fn acked(&self) -> u64 {
+        self.acks.len() as u64
+    }
+
+    /// Acks of records never stored (`rejected`) or stored and flagged (`conflict`): the
+    /// ones the app shows.
+    pub fn to_show(&self) -> impl Iterator<Item = &Ack> {
+        self.acks.iter().filter(|ack| matches!(ack.status, AckStatus::Rejected | AckStatus::Conflict))
+    }
 }
 
 /// A device's side of the protocol over a queue `Q` and a transport `T`.
@@ -115,7 +124,7 @@ impl<Q: RecordQueue, T: Transport> Client<Q, T> {
     /// offline). A wait the gateway asked for is honoured: until it passes, this
     /// returns `RetryIn` without sending.
     pub async fn sync_now(&mut self, network: Option<Network>) -> Result<SyncReport, ClientError> {
-        let mut report = SyncReport { outcome: SyncOutcome::Drained, acked: 0, rejected: Vec::new(), conflicts: Vec::new(), expired: 0, uploads: Vec::new(), pending: 0 };
+        let mut report = SyncReport { outcome: SyncOutcome::Drained, acks: Vec::new(), expired: 0, uploads: Vec::new(), pending: 0 };
         report.outcome = self.sync(network, &mut report).await?;
         report.pending = self.queue.pending()?;
         Ok(report)
@@ -164,14 +173,7 @@ impl<Q: RecordQueue, T: Transport> Client<Q, T> {
         let answer: BatchResponse = wire::decode(&response.body).map_err(|error| ClientError::Refused { status: 200, body: error.to_string() })?;
         let seqs: Vec<i64> = answer.acks.iter().map(|ack| ack.seq).collect();
         self.queue.remove(&seqs)?;
-        report.acked += seqs.len() as u64;
-        for ack in answer.acks {
-            match ack.status {
-                AckStatus::Rejected => report.rejected.push(ack),
-                AckStatus::Conflict => report.conflicts.push(ack),
-                AckStatus::Accepted | AckStatus::Duplicate => {}
-            }
-        }
+        report.acks.extend(answer.acks);
         self.failures = 0;
         Ok(())
     }
