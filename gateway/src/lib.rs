@@ -24,7 +24,7 @@ use otg_actors::store::{EmbeddedStore, EmbeddedStoreOptions, Store};
 use otg_actors::retry::RetryPolicy;
 use otg_actors::{DeviceActorOptions, DeviceRegistry};
 use state::AppState;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,7 +66,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = metrics::GatewayMetrics::register(&metrics_registry)?;
     let failed_batches = failed_batches::FailedBatches::start(store.clone(), &metrics_registry)?;
     let admission = admission::Admission::start(&config, &metrics_registry)?;
-    let listener = TcpListener::bind(config.listen_addr).with_context(|| format!("binding {}", config.listen_addr))?;
+    let listener = listen(config.listen_addr).with_context(|| format!("binding {}", config.listen_addr))?;
     let address = listener.local_addr()?;
     let (workers, shutdown_timeout) = (config.http_workers(), config.shutdown_timeout_s);
     let state = web::Data::new(AppState::new(config, admin_token, store.clone(), devices.clone(), metrics, metrics_registry, failed_batches, admission));
@@ -128,4 +128,14 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
     file.write_all(text.as_bytes())?;
     file.sync_all()
+}
+
+/// A listening socket that may take over its address at once after a crash, while
+/// the dead process's connections still linger in TIME_WAIT (`SO_REUSEADDR`).
+fn listen(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(address), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }

@@ -1,0 +1,82 @@
+//! A gateway the load tester started: its process, its data dir, its memory, and a
+//! `kill -9` and restart on the same address for the `crash` scenario.
+
+use anyhow::{bail, Context};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+pub struct LocalGateway {
+    binary: PathBuf,
+    data_dir: tempfile::TempDir,
+    settings: Vec<(String, String)>,
+    child: Child,
+    pub base_url: String,
+    pub admin_token: String,
+}
+
+impl LocalGateway {
+    /// Starts `binary` on a free port and a fresh data dir, with extra `OTG_*` settings.
+    pub fn start(binary: &Path, settings: Vec<(String, String)>) -> anyhow::Result<Self> {
+        if !binary.exists() {
+            bail!("no gateway binary at {}: build it first (cargo build --release --bins) or pass --gateway-bin", binary.display());
+        }
+        let data_dir = tempfile::tempdir()?;
+        let admin_token = format!("loadtest-{}", uuid::Uuid::new_v4());
+        let (child, base_url) = spawn(binary, data_dir.path(), "127.0.0.1:0", &admin_token, &settings)?;
+        Ok(LocalGateway { binary: binary.to_owned(), data_dir, settings, child, base_url, admin_token })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `kill -9`, then a fresh process on the same data dir and address.
+    pub fn crash_and_restart(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        let address = self.base_url.trim_start_matches("http://").to_owned();
+        let (child, _) = spawn(&self.binary, self.data_dir.path(), &address, &self.admin_token, &self.settings)?;
+        self.child = child;
+        Ok(())
+    }
+
+    /// Resident memory now, bytes.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+        Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+    }
+}
+
+impl Drop for LocalGateway {
+    fn drop(&mut self) {
+        // SIGTERM first: the gateway drains and exits cleanly.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(binary: &Path, data_dir: &Path, listen: &str, token: &str, settings: &[(String, String)]) -> anyhow::Result<(Child, String)> {
+    let mut command = Command::new(binary);
+    command
+        .env("OTG_LISTEN_ADDR", listen)
+        .env("OTG_DATA_DIR", data_dir)
+        .env("OTG_ADMIN_TOKEN", token)
+        .env("OTG_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    for (name, value) in settings {
+        command.env(name, value);
+    }
+    let mut child = command.spawn().with_context(|| format!("starting {}", binary.display()))?;
+    let mut lines = BufReader::new(child.stdout.take().context("gateway stdout")?).lines();
+    let base_url = loop {
+        let line = lines.next().context("the gateway exited before it listened")??;
+        if let Some(url) = line.strip_prefix("otg-gateway listening on ") {
+            break url.to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    Ok((child, base_url))
+}

@@ -1,0 +1,189 @@
+//! The report: figures, verification, the per-second timeline; written as JSON, as
+//! markdown and as an SVG chart of throughput and live latency over time.
+
+use crate::fleet::AckCount;
+use crate::stats::{Latency, Second, Stats};
+use plotters::prelude::*;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Clone, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub command: String,
+    pub org_id: String,
+    pub devices: usize,
+    /// Records/s acked with kiosks uploading back to back, if measured.
+    pub steady_records_per_s: Option<f64>,
+    pub storm: Option<Storm>,
+    pub live: Latency,
+    pub backlog: Latency,
+    pub refused_429: u64,
+    pub refused_503: u64,
+    pub gateway_peak_rss_bytes: u64,
+    pub verification: Verification,
+    pub timeline: Vec<Second>,
+}
+
+/// The reconnect storm.
+#[derive(Debug, Clone, Serialize)]
+pub struct Storm {
+    pub backlog_records: u64,
+    /// From the first reconnect until the last backlog record was acked.
+    pub drain_seconds: f64,
+    pub drain_records_per_s: f64,
+    /// Backlog records/s over the seconds in which the gateway refused work: what it
+    /// drains when the fleet asks for more than it can take.
+    pub saturated_records_per_s: Option<f64>,
+    /// `saturated_records_per_s` (or, never saturated, `drain_records_per_s`) over
+    /// `steady_records_per_s`.
+    pub drain_vs_steady: Option<f64>,
+}
+
+impl Storm {
+    pub fn measure(stats: &Stats, backlog_records: u64, reconnected: Duration, drain: Duration, steady: Option<f64>) -> Self {
+        let (timeline, _, _) = stats.finish();
+        let storm: Vec<&Second> = timeline.iter().filter(|second| second.second >= reconnected.as_secs() && second.second < (reconnected + drain).as_secs()).collect();
+        let saturated: Vec<&&Second> = storm.iter().filter(|second| second.refused_503 + second.refused_429 > 0).collect();
+        let saturated_records_per_s = (!saturated.is_empty()).then(|| saturated.iter().map(|second| second.backlog_records).sum::<u64>() as f64 / saturated.len() as f64);
+        let drain_records_per_s = backlog_records as f64 / drain.as_secs_f64().max(0.001);
+        let drain_vs_steady = steady.map(|steady| saturated_records_per_s.unwrap_or(drain_records_per_s) / steady.max(1.0));
+        Storm { backlog_records, drain_seconds: drain.as_secs_f64(), drain_records_per_s, saturated_records_per_s, drain_vs_steady }
+    }
+}
+
+/// Every record acked exactly once and stored exactly once.
+#[derive(Debug, Clone, Serialize)]
+pub struct Verification {
+    pub acks: AckCount,
+    /// Devices whose `next_seq` at the gateway is not one past their last record.
+    pub next_seq_mismatches: u64,
+    /// Records the gateway counts as stored (`accepted` + `conflict`) for the run's org.
+    pub stored: u64,
+    /// Acks `duplicate`: a resend of a record whose first ack was lost (a crash).
+    pub duplicate_acks: u64,
+    /// Syncs that ended on an error a retry does not mend.
+    pub failed_syncs: u64,
+    pub ok: bool,
+}
+
+impl Verification {
+    pub fn new(acks: AckCount, next_seq_mismatches: u64, stored: u64, duplicate_acks: u64, failed_syncs: u64) -> Self {
+        let ok = acks.never_acked == 0 && acks.acked_more_than_once == 0 && acks.rejected == 0 && next_seq_mismatches == 0 && stored == acks.records;
+        Verification { acks, next_seq_mismatches, stored, duplicate_acks, failed_syncs, ok }
+    }
+}
+
+impl Report {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        scenario: &str,
+        org_id: &str,
+        devices: usize,
+        steady_records_per_s: Option<f64>,
+        storm: Option<Storm>,
+        live: Latency,
+        backlog: Latency,
+        timeline: Vec<Second>,
+        verification: Verification,
+    ) -> Self {
+        Report {
+            scenario: scenario.to_owned(),
+            command: String::new(),
+            org_id: org_id.to_owned(),
+            devices,
+            steady_records_per_s,
+            storm,
+            live,
+            backlog,
+            refused_429: timeline.iter().map(|second| second.refused_429).sum(),
+            refused_503: timeline.iter().map(|second| second.refused_503).sum(),
+            gateway_peak_rss_bytes: timeline.iter().map(|second| second.gateway_rss_bytes).max().unwrap_or(0),
+            verification,
+            timeline,
+        }
+    }
+
+    /// Writes report.json, report.md and report.svg into `dir`.
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(self)?)?;
+        std::fs::write(dir.join("report.md"), self.markdown())?;
+        self.chart(&dir.join("report.svg"))
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut text = format!("# otg-loadtest: {}\n\n`{}`\n\n| figure | value |\n|---|---:|\n", self.scenario, self.command);
+        let mut row = |name: &str, value: String| {
+            let _ = writeln!(text, "| {name} | {value} |");
+        };
+        row("devices", self.devices.to_string());
+        if let Some(steady) = self.steady_records_per_s {
+            row("steady state, records/s", format!("{steady:.0}"));
+        }
+        if let Some(storm) = &self.storm {
+            row("backlog records", storm.backlog_records.to_string());
+            row("drain time", format!("{:.1} s", storm.drain_seconds));
+            row("drain, records/s (whole storm)", format!("{:.0}", storm.drain_records_per_s));
+            if let Some(saturated) = storm.saturated_records_per_s {
+                row("drain, records/s (seconds the gateway was full)", format!("{saturated:.0}"));
+            }
+            if let Some(ratio) = storm.drain_vs_steady {
+                row("drain / steady state", format!("{ratio:.2}"));
+            }
+        }
+        for (name, latency) in [("live", &self.live), ("backlog", &self.backlog)] {
+            row(&format!("{name} batches"), latency.batches.to_string());
+            row(&format!("{name} latency p50 / p95 / p99 / max"), format!("{:.1} / {:.1} / {:.1} / {:.1} ms", latency.p50_ms, latency.p95_ms, latency.p99_ms, latency.max_ms));
+        }
+        row("429 / 503 answers", format!("{} / {}", self.refused_429, self.refused_503));
+        row("gateway peak RSS", format!("{:.0} MiB", self.gateway_peak_rss_bytes as f64 / (1024.0 * 1024.0)));
+        let check = &self.verification;
+        row("records", check.acks.records.to_string());
+        row("acked exactly once / more than once / never", format!("{} / {} / {}", check.acks.acked_once, check.acks.acked_more_than_once, check.acks.never_acked));
+        row("stored at the gateway (accepted + conflict)", check.stored.to_string());
+        row("devices whose next_seq is off", check.next_seq_mismatches.to_string());
+        row("duplicate acks (resent after a lost answer)", check.duplicate_acks.to_string());
+        row("verification", if check.ok { "**passed**: nothing lost, nothing stored twice".into() } else { "**FAILED**".into() });
+        text
+    }
+
+    /// Two panels over time: records/s acked (backlog and live), and live p99 latency.
+    fn chart(&self, path: &Path) -> anyhow::Result<()> {
+        let root = SVGBackend::new(path, (1000, 640)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let (upper, lower) = root.split_vertically(360);
+        let seconds = self.timeline.len().max(2) as u64;
+        let peak = self.timeline.iter().map(|second| second.backlog_records + second.live_records).max().unwrap_or(1).max(1);
+        let mut throughput = ChartBuilder::on(&upper)
+            .caption(format!("otg-loadtest {}: records acked per second", self.scenario), ("sans-serif", 20))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0u64..seconds, 0u64..peak + peak / 10)?;
+        throughput.configure_mesh().x_desc("seconds").y_desc("records/s").draw()?;
+        throughput
+            .draw_series(LineSeries::new(self.timeline.iter().map(|second| (second.second, second.backlog_records)), &BLUE))?
+            .label("backlog")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+        throughput
+            .draw_series(LineSeries::new(self.timeline.iter().map(|second| (second.second, second.live_records)), &GREEN))?
+            .label("live")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN));
+        throughput.configure_series_labels().border_style(BLACK).draw()?;
+
+        let slowest = self.timeline.iter().map(|second| second.live_p99_ms).fold(1.0, f64::max);
+        let mut latency = ChartBuilder::on(&lower)
+            .caption("live batch latency, p99 per second (ms)", ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0u64..seconds, 0f64..slowest * 1.1)?;
+        latency.configure_mesh().x_desc("seconds").y_desc("ms").draw()?;
+        latency.draw_series(LineSeries::new(self.timeline.iter().filter(|second| second.live_p99_ms > 0.0).map(|second| (second.second, second.live_p99_ms)), &RED))?;
+        root.present()?;
+        Ok(())
+    }
+}
