@@ -35,6 +35,8 @@ pub struct Upload {
     pub records: Vec<Incoming>,
     /// The org's settings when the batch arrived.
     pub settings: OrgSettings,
+    /// A live batch (recent records): committed ahead of backlog.
+    pub live: bool,
 }
 
 /// Ingest one upload; the outcome comes back on `reply` once durable. The mailbox
@@ -158,7 +160,7 @@ impl Handler<IngestBatch> for DeviceActor {
         let (store, device_id, progress) = (self.store.clone(), self.device_id.clone(), self.progress.take());
         let (conflicts, store_retry) = (self.registry.conflict_actors(), self.registry.store_retry());
         let IngestBatch { upload, reply, mailbox_slot } = batch;
-        let Upload { org_id, batch_id, received_at, reported_pending, records, settings } = upload;
+        let Upload { org_id, batch_id, received_at, reported_pending, records, settings, live } = upload;
         self.gap_timeout = Some(Duration::from_secs(settings.gap_timeout_s.into()));
         AtomicResponse::new(Box::pin(
             async move {
@@ -166,7 +168,7 @@ impl Handler<IngestBatch> for DeviceActor {
                     Some(progress) => progress,
                     None => store.device_progress(&device_id).await?,
                 };
-                let ingest = Ingest { device_id, store_retry, org_id: org_id.into(), batch_id, received_at, reported_pending, settings };
+                let ingest = Ingest { device_id, store_retry, org_id: org_id.into(), batch_id, received_at, reported_pending, settings, live };
                 ingest.run(store.as_ref(), conflicts.as_deref(), progress, records).await
             }
             .into_actor(self)
@@ -210,7 +212,7 @@ impl Handler<EvaluateWaiting> for DeviceActor {
                 if !due {
                     return Ok((progress, gap_timeout));
                 }
-                let ingest = Ingest { device_id, store_retry, org_id: device.org_id.into(), batch_id: String::new(), received_at: now, reported_pending: None, settings };
+                let ingest = Ingest { device_id, store_retry, org_id: device.org_id.into(), batch_id: String::new(), received_at: now, reported_pending: None, settings, live: false };
                 let (_, progress) = ingest.run(store.as_ref(), conflicts.as_deref(), progress, Vec::new()).await?;
                 Ok((progress, gap_timeout))
             }
@@ -265,6 +267,7 @@ struct Ingest {
     received_at: i64,
     reported_pending: Option<u64>,
     settings: OrgSettings,
+    live: bool,
 }
 
 /// What placing a batch's records in their employees' timelines decided.
@@ -331,6 +334,7 @@ impl Ingest {
             conflicts: placement.conflicts,
             audit,
             stats,
+            live: self.live,
         };
         let found: Vec<_> = commit.conflicts.iter().filter(|conflict| conflict.detected_at == self.received_at).map(|conflict| conflict.kind).collect();
         let (policy, retries) = &self.store_retry;

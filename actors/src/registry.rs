@@ -33,6 +33,9 @@ use tokio::sync::{mpsc, oneshot, Semaphore, TryAcquireError};
 pub struct DeviceActorOptions {
     /// An actor with no message for this long stops.
     pub idle_timeout: Duration,
+    /// A conflict actor with no request for this long stops; its cache is cheap to
+    /// read again, and a storm touches many employees once each.
+    pub conflict_idle_timeout: Duration,
     /// Batches that may queue for one device; beyond it the device gets 429.
     pub mailbox_capacity: usize,
     /// Arbiter threads the actors are spread over.
@@ -79,7 +82,7 @@ impl DeviceRegistry {
     /// Starts the arbiters; must run inside an actix `System`.
     pub fn start(store: Arc<dyn Store>, options: DeviceActorOptions, metrics: DeviceMetrics) -> Self {
         let arbiters: Vec<ArbiterHandle> = (0..options.arbiters.max(1)).map(|_| Arbiter::new().handle()).collect();
-        let conflicts = ConflictActors::new(arbiters.clone(), store.clone(), options.idle_timeout, metrics.conflict_actors_active.clone(), metrics.conflicts.clone());
+        let conflicts = ConflictActors::new(arbiters.clone(), store.clone(), options.conflict_idle_timeout, metrics.conflict_actors_active.clone(), metrics.conflicts.clone());
         let (wake_ups, due) = mpsc::unbounded_channel();
         let inner = Inner { actors: DashMap::new(), wake_ups, conflicts: Arc::new(conflicts), arbiters, store, options, metrics };
         let registry = DeviceRegistry { inner: RegistryHandle(Arc::new(inner)) };
@@ -275,7 +278,7 @@ mod tests {
     fn upload(seq: u64) -> Upload {
         let record = conformance::record(seq, "emp-1", 1_764_028_800_000);
         let incoming = Incoming { seq: seq as i64, record_id: record.record_id.clone(), verdict: Ok(record) };
-        Upload { org_id: "acme".into(), batch_id: "b".into(), received_at: 0, reported_pending: None, records: vec![incoming], settings: Default::default() }
+        Upload { org_id: "acme".into(), batch_id: "b".into(), received_at: 0, reported_pending: None, records: vec![incoming], settings: Default::default(), live: false }
     }
 
     /// Batches sent just as an idle actor stops are never dropped: each is answered,
@@ -285,7 +288,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let prometheus = prometheus::Registry::new();
         let store = EmbeddedStore::open(EmbeddedStoreOptions::new(dir.path()), StoreMetrics::register(&prometheus).unwrap()).unwrap();
-        let options = DeviceActorOptions { idle_timeout: Duration::from_millis(10), mailbox_capacity: 2, arbiters: 2, detect_conflicts: true, store_retry: Default::default() };
+        let options = DeviceActorOptions { idle_timeout: Duration::from_millis(10), conflict_idle_timeout: Duration::from_millis(10), mailbox_capacity: 2, arbiters: 2, detect_conflicts: true, store_retry: Default::default() };
         let metrics = DeviceMetrics::register(&prometheus).unwrap();
         let devices = DeviceRegistry::start(Arc::new(store), options, metrics.clone());
         for seq in 1..=150u64 {

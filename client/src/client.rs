@@ -4,7 +4,7 @@
 use crate::backoff;
 use crate::queue::{QueueError, RecordQueue};
 use crate::transport::{Request, Response, Transport, TransportError};
-use otg_schema::signing::{DEVICE_ID_HEADER, REQUEST_TIME_HEADER, SIGNATURE_HEADER};
+use otg_schema::signing::{DEVICE_ID_HEADER, PRIORITY_HEADER, REQUEST_TIME_HEADER, SIGNATURE_HEADER};
 use otg_schema::wire::{self, Ack, AckStatus, Batch, BatchResponse, Record};
 pub use otg_schema::wire::Network;
 use otg_schema::{DeviceConfig, DeviceSecret, OrgSettings};
@@ -13,6 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const BATCHES_PATH: &str = "/v1/sync/batches";
 const CONFIG_PATH: &str = "/v1/sync/config";
 const DAY_MS: i64 = 86_400_000;
+/// A batch whose newest record is this recent is live (the gateway's default window):
+/// the client says so in `X-OTG-Priority`, a hint the gateway checks.
+const LIVE_WINDOW_MS: i64 = 10 * 60_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -111,7 +114,7 @@ impl<Q: RecordQueue, T: Transport> Client<Q, T> {
 
     /// Reads the org's settings from the gateway.
     pub async fn refresh_config(&mut self) -> Result<(), ClientError> {
-        let response = self.send("GET", CONFIG_PATH, Vec::new()).await?;
+        let response = self.send("GET", CONFIG_PATH, Vec::new(), None).await?;
         if response.status != 200 {
             return Err(refused(&response));
         }
@@ -148,7 +151,8 @@ impl<Q: RecordQueue, T: Transport> Client<Q, T> {
             let pending = self.queue.pending()?.saturating_sub(count as u64);
             let batch = Batch { device_id: self.device_id.clone(), batch_id: uuid::Uuid::new_v4().to_string(), sent_at: now_ms(), pending: Some(pending), network: Some(network), records };
             let started = Instant::now();
-            let sent = self.send("POST", BATCHES_PATH, wire::encode(&batch)).await;
+            let priority = if now_ms() - newest_recorded_at <= LIVE_WINDOW_MS { "live" } else { "backlog" };
+            let sent = self.send("POST", BATCHES_PATH, wire::encode(&batch), Some(priority)).await;
             let status = sent.as_ref().map_or(0, |response| response.status);
             report.uploads.push(Upload { records: count, status, took: started.elapsed(), newest_recorded_at });
             let response = match sent {
@@ -190,15 +194,18 @@ impl<Q: RecordQueue, T: Transport> Client<Q, T> {
         SyncOutcome::RetryIn(wait)
     }
 
-    async fn send(&self, method: &'static str, path: &'static str, body: Vec<u8>) -> Result<Response, TransportError> {
+    async fn send(&self, method: &'static str, path: &'static str, body: Vec<u8>, priority: Option<&'static str>) -> Result<Response, TransportError> {
         let request_time = now_ms().to_string();
         let signature = self.secret.sign(method, path, &request_time, &body);
-        let headers = vec![
+        let mut headers = vec![
             ("Content-Type", "application/msgpack".to_owned()),
             (DEVICE_ID_HEADER, self.device_id.clone()),
             (REQUEST_TIME_HEADER, request_time),
             (SIGNATURE_HEADER, signature),
         ];
+        if let Some(priority) = priority {
+            headers.push((PRIORITY_HEADER, priority.to_owned()));
+        }
         self.transport.send(Request { method, path, headers, body }).await
     }
 }

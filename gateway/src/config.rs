@@ -33,8 +33,15 @@ pub struct Config {
     pub commit_queue_capacity: usize,
     /// Most device commits one fsync covers.
     pub max_group_commits: usize,
+    /// Most device records one group commit takes; live commits jump ahead of backlog
+    /// and wait for at most one such group.
+    pub max_group_records: usize,
     /// Block cache of the embedded store, MiB.
     pub store_cache_mib: u64,
+    /// Largest memtable of each embedded-store table before it is flushed, MiB.
+    pub store_memtable_mib: u64,
+    /// A conflict actor with no request for this long stops and frees its cache.
+    pub conflict_idle_timeout_ms: u64,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     pub shutdown_timeout_s: u64,
     /// A batch whose newest record is at most this old is `live`; the rest is `backlog`.
@@ -82,7 +89,10 @@ impl Default for Config {
             conflict_detection: true,
             commit_queue_capacity: 4096,
             max_group_commits: 1024,
+            max_group_records: 4_000,
             store_cache_mib: 64,
+            store_memtable_mib: 16,
+            conflict_idle_timeout_ms: 10_000,
             shutdown_timeout_s: 30,
             live_window_s: 600,
             max_in_flight_records: 12_000,
@@ -125,9 +135,12 @@ impl Config {
         let checks = [
             (self.body_limit_bytes >= 1024, "body_limit_bytes must be at least 1024"),
             (self.device_idle_timeout_ms >= 10, "device_idle_timeout_ms must be at least 10"),
+            (self.conflict_idle_timeout_ms >= 10, "conflict_idle_timeout_ms must be at least 10"),
+            (self.store_memtable_mib >= 1, "store_memtable_mib must be at least 1"),
             (self.device_mailbox_capacity >= 1, "device_mailbox_capacity must be at least 1"),
             (self.commit_queue_capacity >= 1, "commit_queue_capacity must be at least 1"),
             (self.max_group_commits >= 1, "max_group_commits must be at least 1"),
+            (self.max_group_records >= 1, "max_group_records must be at least 1"),
             (self.admin_token.as_ref().is_none_or(|token| token.len() >= 16), "admin_token must be at least 16 characters"),
             (self.max_in_flight_records >= 500, "max_in_flight_records must hold at least one full batch (500)"),
             ((1..=100).contains(&self.backlog_share_percent), "backlog_share_percent must be 1 to 100"),

@@ -36,7 +36,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store_options = EmbeddedStoreOptions {
         commit_queue_capacity: config.commit_queue_capacity,
         max_group_commits: config.max_group_commits,
+        max_group_records: config.max_group_records,
         cache_bytes: config.store_cache_mib * 1024 * 1024,
+        memtable_bytes: config.store_memtable_mib * 1024 * 1024,
         ..EmbeddedStoreOptions::new(config.data_dir.join("store"))
     };
     let store: Arc<dyn Store> = Arc::new(
@@ -47,6 +49,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         store.clone(),
         DeviceActorOptions {
             idle_timeout: Duration::from_millis(config.device_idle_timeout_ms),
+            conflict_idle_timeout: Duration::from_millis(config.conflict_idle_timeout_ms),
             mailbox_capacity: config.device_mailbox_capacity,
             arbiters: config.device_arbiters(),
             detect_conflicts: config.conflict_detection,

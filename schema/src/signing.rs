@@ -14,6 +14,9 @@ type HmacSha256 = hmac::Hmac<Sha256>;
 pub const DEVICE_ID_HEADER: &str = "X-Device-Id";
 pub const REQUEST_TIME_HEADER: &str = "X-Request-Time";
 pub const SIGNATURE_HEADER: &str = "X-Signature";
+/// otg addition, unsigned and optional: `live` or `backlog`, the device's word on what
+/// its batch holds, so a full gateway can refuse backlog before reading it.
+pub const PRIORITY_HEADER: &str = "X-OTG-Priority";
 
 /// The 32-byte HMAC key of one device. Shown to the administrator once, as base64url.
 #[derive(Clone, PartialEq, Eq)]

@@ -13,6 +13,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistM
 use otg_schema::{OrgSettings, UtcDay};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,8 +28,15 @@ pub struct EmbeddedStoreOptions {
     pub commit_queue_capacity: usize,
     /// The most commits one fsync covers.
     pub max_group_commits: usize,
+    /// The most device records one group takes (one commit may pass it alone): a live
+    /// commit waits for at most one such group before its own.
+    pub max_group_records: usize,
     /// fjall block cache, bytes.
     pub cache_bytes: u64,
+    /// Largest memtable of each table before it is flushed, bytes. A table can hold a
+    /// few (one active, some sealed waiting for flush), so this bounds the store's
+    /// share of memory under load.
+    pub memtable_bytes: u64,
 }
 
 impl EmbeddedStoreOptions {
@@ -37,7 +45,9 @@ impl EmbeddedStoreOptions {
             path: path.into(),
             commit_queue_capacity: 4096,
             max_group_commits: 1024,
+            max_group_records: 4_000,
             cache_bytes: 64 * 1024 * 1024,
+            memtable_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -65,6 +75,9 @@ struct Tables {
 /// One device's atomic batch, waiting to be committed and covered by an fsync.
 struct PendingCommit {
     batch: OwnedWriteBatch,
+    /// Device records in it, for the group's cap.
+    records: usize,
+    live: bool,
     /// Counts the committer adds to the statistics, as their single writer.
     stats: Vec<SyncCounts>,
     done: oneshot::Sender<Result<(), StoreError>>,
@@ -93,7 +106,8 @@ impl EmbeddedStore {
             .manual_journal_persist(true)
             .open()
             .map_err(unavailable)?;
-        let keyspace = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default).map_err(unavailable);
+        let memtable_bytes = options.memtable_bytes;
+        let keyspace = |name: &str| db.keyspace(name, || KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes)).map_err(unavailable);
         let tables = Tables {
             devices: keyspace("devices")?,
             orgs: keyspace("orgs")?,
@@ -113,7 +127,15 @@ impl EmbeddedStore {
         let (sender, receiver) = mpsc::channel(options.commit_queue_capacity);
         let failed = Arc::new(AtomicBool::new(false));
         let committer = {
-            let committer = Committer { db: db.clone(), tables: tables.clone(), max_group: options.max_group_commits, metrics, failed: failed.clone() };
+            let committer = Committer {
+                db: db.clone(),
+                tables: tables.clone(),
+                max_group: options.max_group_commits,
+                max_group_records: options.max_group_records,
+                max_waiting: options.commit_queue_capacity,
+                metrics,
+                failed: failed.clone(),
+            };
             std::thread::Builder::new()
                 .name("otg-committer".into())
                 .spawn(move || committer.run(receiver))
@@ -199,7 +221,7 @@ impl Store for EmbeddedStore {
         if self.failed.load(Ordering::Relaxed) {
             return Err(failed_earlier());
         }
-        let Commit { device, timeline, conflicts, audit, stats } = commit;
+        let Commit { device, timeline, conflicts, audit, stats, live } = commit;
         let capacity = device.as_ref().map_or(0, |device| device.entries.len() + 1) + timeline.len() + conflicts.len() * 4;
         let mut batch = OwnedWriteBatch::with_capacity(self.db.clone(), capacity);
         if let Some(device) = device {
@@ -237,7 +259,8 @@ impl Store for EmbeddedStore {
 
         let sender = self.commits.lock().expect("commit sender lock").clone().ok_or_else(closed)?;
         let (done, durable) = oneshot::channel();
-        sender.send(PendingCommit { batch, stats: stats.clone(), done }).await.map_err(|_| closed())?;
+        let records = device.as_ref().map_or(0, |device| device.entries.len());
+        sender.send(PendingCommit { batch, stats: stats.clone(), records, live: *live, done }).await.map_err(|_| closed())?;
         durable.await.map_err(|_| closed())?
     }
 
@@ -403,23 +426,48 @@ struct Committer {
     db: Database,
     tables: Tables,
     max_group: usize,
+    max_group_records: usize,
+    /// Commits taken off the channel and waiting, at most this many.
+    max_waiting: usize,
     metrics: StoreMetrics,
     failed: Arc<AtomicBool>,
 }
 
 impl Committer {
+    /// Takes what is queued (live commits apart), and writes groups: every live commit
+    /// waiting, then backlog ones in arrival order up to the group's record cap.
     fn run(self, mut queue: mpsc::Receiver<PendingCommit>) {
         let (mut batches, mut waiting) = (Vec::with_capacity(self.max_group), Vec::with_capacity(self.max_group));
         let mut stats = Vec::new();
-        while let Some(first) = queue.blocking_recv() {
-            let mut next = Some(first);
-            while let Some(PendingCommit { batch, stats: counts, done }) = next {
+        let (mut live, mut backlog) = (VecDeque::new(), VecDeque::new());
+        loop {
+            if live.is_empty() && backlog.is_empty() {
+                match queue.blocking_recv() {
+                    Some(first) => (if first.live { &mut live } else { &mut backlog }).push_back(first),
+                    None => return,
+                }
+            }
+            while live.len() + backlog.len() < self.max_waiting {
+                let Ok(next) = queue.try_recv() else { break };
+                (if next.live { &mut live } else { &mut backlog }).push_back(next);
+            }
+            let mut records = 0;
+            while batches.len() < self.max_group {
+                let next = match live.pop_front() {
+                    Some(next) => next,
+                    None if batches.is_empty() || records < self.max_group_records => match backlog.pop_front() {
+                        Some(next) => next,
+                        None => break,
+                    },
+                    None => break,
+                };
+                let PendingCommit { batch, stats: counts, records: commit_records, done, .. } = next;
+                records += commit_records;
                 batches.push(batch);
                 stats.extend(counts);
                 waiting.push(done);
-                next = if batches.len() < self.max_group { queue.try_recv().ok() } else { None };
             }
-            self.metrics.queue_depth.set(queue.len() as i64);
+            self.metrics.queue_depth.set((queue.len() + live.len() + backlog.len()) as i64);
             let started = Instant::now();
             let outcome = self.write(batches.drain(..), stats.drain(..));
             self.metrics.observe_group(waiting.len(), started.elapsed(), outcome.is_ok());

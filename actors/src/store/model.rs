@@ -97,6 +97,8 @@ pub struct Commit {
     pub audit: Vec<AuditEvent>,
     /// Counts to add to the org's hourly sync statistics and the device's totals.
     pub stats: Vec<SyncCounts>,
+    /// A live batch's commit: a store with a queue writes it ahead of backlog.
+    pub live: bool,
 }
 
 /// One entry of the audit trail, filed under a device and its org.

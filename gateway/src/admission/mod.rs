@@ -39,6 +39,9 @@ struct Shared {
     drain: DrainMeter,
     /// Records refused lately: demand that will come back, so it counts as work ahead.
     refused: RecentCount,
+    /// Records and batches admitted, for the size of a batch refused before decoding.
+    admitted_records: AtomicU64,
+    admitted_batches: AtomicU64,
     memory: MemoryWatch,
     metrics: AdmissionMetrics,
 }
@@ -72,6 +75,8 @@ impl Admission {
             orgs: RateLimiter::keyed(org_quota),
             drain: DrainMeter::new(config.drain_records_per_s as f64),
             refused: RecentCount::default(),
+            admitted_records: AtomicU64::new(0),
+            admitted_batches: AtomicU64::new(0),
             memory: MemoryWatch::new(config.memory_limit_mib * 1024 * 1024),
             metrics: AdmissionMetrics::register(registry)?,
         });
@@ -80,17 +85,31 @@ impl Admission {
     }
 
     /// Reserves room for a body of `bytes` before it is read: 503 while the gateway
-    /// is near its memory cap or holds its bytes budget.
+    /// holds its bytes budget, or is near its memory cap with work in hand. With
+    /// nothing in hand waiting frees nothing (the store's memtables stay until they
+    /// fill), so one request at a time is let in rather than none.
     pub fn reserve_bytes(&self, bytes: u64) -> Result<HeldBytes, ApiError> {
         let shared = &self.shared;
-        if shared.memory.is_high() {
-            return Err(self.overloaded("memory", None, 0));
+        if shared.memory.is_high() && shared.bytes.load(Ordering::Acquire) > 0 {
+            return Err(self.overloaded("memory", None, None));
         }
         let fits = |held: u64| (held == 0 || held.saturating_add(bytes) <= shared.max_bytes).then(|| held + bytes);
         if shared.bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, fits).is_err() {
-            return Err(self.overloaded("bytes_budget", None, 0));
+            return Err(self.overloaded("bytes_budget", None, None));
         }
         Ok(HeldBytes { shared: shared.clone(), bytes })
+    }
+
+    /// 503 before the body is read for a batch its device says is backlog (the
+    /// `X-OTG-Priority` hint) while backlog holds its whole share: refusing it then
+    /// costs no decoding. The hint only ever refuses early; the batch's own records
+    /// decide its priority once decoded.
+    pub fn check_hint(&self, hint: Option<Priority>) -> Result<(), ApiError> {
+        let shared = &self.shared;
+        if hint == Some(Priority::Backlog) && !shared.budget.fits(shared.records.load(Ordering::Acquire), 1, Priority::Backlog) {
+            return Err(self.overloaded("records_budget", hint, None));
+        }
+        Ok(())
     }
 
     /// 429 if the device is over its batch rate.
@@ -110,6 +129,12 @@ impl Admission {
     /// record rate, 503 if the records budget has no room at this priority.
     pub fn admit(&self, bytes: HeldBytes, org_id: &str, records: u64, priority: Priority) -> Result<Admitted, ApiError> {
         let shared = &self.shared;
+        let fits = |held: u64| shared.budget.fits(held, records, priority).then(|| held + records);
+        if shared.records.fetch_update(Ordering::AcqRel, Ordering::Acquire, fits).is_err() {
+            return Err(self.overloaded("records_budget", Some(priority), Some(records)));
+        }
+        // Room first, then the org's rate: a batch refused for room spends no tokens.
+        let admitted = Admitted { _bytes: bytes, records, priority };
         let count = NonZeroU32::new(records.clamp(1, u32::MAX as u64) as u32).expect("clamped to at least 1");
         match shared.orgs.check_key_n(&org_id.to_owned(), count) {
             Ok(Ok(())) => {}
@@ -120,12 +145,10 @@ impl Admission {
             // Config validation keeps the burst at least one full batch.
             Err(_) => return Err(self.rate_limited("org", Duration::from_secs(1))),
         }
-        let fits = |held: u64| shared.budget.fits(held, records, priority).then(|| held + records);
-        if shared.records.fetch_update(Ordering::AcqRel, Ordering::Acquire, fits).is_err() {
-            return Err(self.overloaded("records_budget", Some(priority), records));
-        }
         shared.metrics.admitted.with_label_values(&[priority.as_str()]).inc();
-        Ok(Admitted { _bytes: bytes, records, priority })
+        shared.admitted_records.fetch_add(records, Ordering::Relaxed);
+        shared.admitted_batches.fetch_add(1, Ordering::Relaxed);
+        Ok(admitted)
     }
 
     /// Counts records durably acked: the drain rate `Retry-After` is computed from.
@@ -133,9 +156,12 @@ impl Admission {
         self.shared.drain.add(records);
     }
 
-    fn overloaded(&self, reason: &'static str, priority: Option<Priority>, records: u64) -> ApiError {
+    /// A 503 for a batch of `records` (`None`: refused before decoding, counted as
+    /// an average batch).
+    fn overloaded(&self, reason: &'static str, priority: Option<Priority>, records: Option<u64>) -> ApiError {
         let shared = &self.shared;
-        shared.refused.add(records);
+        let average = || shared.admitted_records.load(Ordering::Relaxed) / shared.admitted_batches.load(Ordering::Relaxed).max(1);
+        shared.refused.add(records.unwrap_or_else(average));
         shared.metrics.count_refused(reason, priority);
         let ahead = shared.records.load(Ordering::Acquire) + shared.refused.get();
         ApiError::Overloaded { reason, retry_after: decide::retry_after(ahead, shared.drain.per_second(), rand::random()) }

@@ -19,6 +19,7 @@ use otg_actors::Upload;
 use otg_schema::validate::{check_batch, check_record, RecordRules};
 use actix_web::web::Bytes;
 use otg_actors::store::{ConflictRecord, DeviceEnrolment, PolicyOutcome};
+use otg_schema::signing::PRIORITY_HEADER;
 use otg_schema::wire::{self, Batch, BatchResponse, DeviceStatus, OpenConflict};
 use serde::Serialize;
 use std::time::Instant;
@@ -62,7 +63,9 @@ async fn authenticated(request: &HttpRequest, payload: web::Payload, state: &App
     }
     let limit = state.config.body_limit_bytes;
     let declared = content_length(request);
-    let reserved = match state.admission.reserve_bytes(declared.unwrap_or(limit).min(limit) as u64) {
+    let admission = &state.admission;
+    let hint = priority_hint(request);
+    let reserved = match admission.check_hint(hint).and_then(|()| admission.reserve_bytes(declared.unwrap_or(limit).min(limit) as u64)) {
         Ok(reserved) => reserved,
         Err(refused) => {
             // Swallowed, not read into memory, so the client sees the 503.
@@ -107,7 +110,8 @@ async fn ingest(
         .map(|record| Incoming { seq: record.seq, record_id: record.record_id.clone(), verdict: check_record(record, &rules) })
         .collect();
 
-    let upload = Upload { org_id: device.org_id.clone(), batch_id: batch_id.clone(), received_at, reported_pending: pending, records, settings };
+    let live = admitted.priority == Priority::Live;
+    let upload = Upload { org_id: device.org_id.clone(), batch_id: batch_id.clone(), received_at, reported_pending: pending, records, settings, live };
     let durable = state.devices.ingest(&device.device_id, upload)?;
     let outcome = durable.await.map_err(|_| ApiError::StoreUnavailable("the device actor stopped".into()))??;
     state.admission.drained(outcome.acks.len() as u64);
@@ -153,6 +157,15 @@ fn is_msgpack(request: &HttpRequest) -> bool {
     };
     let essence = content_type.split(';').next().unwrap_or_default().trim();
     essence.eq_ignore_ascii_case("application/msgpack") || essence.eq_ignore_ascii_case("application/x-msgpack")
+}
+
+/// The device's word on its batch's priority (`X-OTG-Priority: live|backlog`).
+fn priority_hint(request: &HttpRequest) -> Option<Priority> {
+    match request.headers().get(PRIORITY_HEADER)?.to_str().ok()? {
+        "live" => Some(Priority::Live),
+        "backlog" => Some(Priority::Backlog),
+        _ => None,
+    }
 }
 
 fn content_length(request: &HttpRequest) -> Option<usize> {
