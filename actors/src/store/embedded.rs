@@ -47,7 +47,7 @@ impl EmbeddedStoreOptions {
             max_group_commits: 1024,
             max_group_records: 4_000,
             cache_bytes: 64 * 1024 * 1024,
-            memtable_bytes: 16 * 1024 * 1024,
+            memtable_bytes: 64 * 1024 * 1024,
         }
     }
 }
