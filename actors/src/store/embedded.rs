@@ -72,9 +72,10 @@ struct Tables {
     org_devices: Keyspace,
 }
 
-/// One device's atomic batch, waiting to be committed and covered by an fsync.
+/// A device's writes, encoded by its caller, waiting for the committer to put them in
+/// its group's one atomic batch.
 struct PendingCommit {
-    batch: OwnedWriteBatch,
+    writes: Writes,
     /// Device records in it, for the group's cap.
     records: usize,
     live: bool,
@@ -223,7 +224,7 @@ impl Store for EmbeddedStore {
         }
         let Commit { device, timeline, conflicts, audit, stats, live } = commit;
         let capacity = device.as_ref().map_or(0, |device| device.entries.len() + 1) + timeline.len() + conflicts.len() * 4;
-        let mut batch = OwnedWriteBatch::with_capacity(self.db.clone(), capacity);
+        let mut batch = Writes(Vec::with_capacity(capacity));
         if let Some(device) = device {
             for entry in &device.entries {
                 batch.insert(&self.tables.seqs, keys::seq(&device.device_id, entry.seq()), encode(entry));
@@ -260,7 +261,7 @@ impl Store for EmbeddedStore {
         let sender = self.commits.lock().expect("commit sender lock").clone().ok_or_else(closed)?;
         let (done, durable) = oneshot::channel();
         let records = device.as_ref().map_or(0, |device| device.entries.len());
-        sender.send(PendingCommit { batch, stats: stats.clone(), records, live: *live, done }).await.map_err(|_| closed())?;
+        sender.send(PendingCommit { writes: batch, stats: stats.clone(), records, live: *live, done }).await.map_err(|_| closed())?;
         durable.await.map_err(|_| closed())?
     }
 
@@ -461,9 +462,9 @@ impl Committer {
                     },
                     None => break,
                 };
-                let PendingCommit { batch, stats: counts, records: commit_records, done, .. } = next;
+                let PendingCommit { writes, stats: counts, records: commit_records, done, .. } = next;
                 records += commit_records;
-                batches.push(batch);
+                batches.push(writes);
                 stats.extend(counts);
                 waiting.push(done);
             }
@@ -481,13 +482,18 @@ impl Committer {
         }
     }
 
-    /// Commits each device's batch (atomic on its own), then makes them all durable.
-    /// The first failure fails the rest: fjall refuses writes once a write failed.
-    fn write(&self, batches: impl Iterator<Item = OwnedWriteBatch>, stats: impl Iterator<Item = SyncCounts>) -> Result<(), StoreError> {
-        for batch in batches {
-            batch.commit().map_err(unavailable)?;
+    /// Commits the group's writes and its statistics as one atomic batch, then makes it
+    /// durable: a crash leaves all of the group or none of it, so the statistics
+    /// always count exactly the records stored.
+    fn write(&self, groups: impl Iterator<Item = Writes>, stats: impl Iterator<Item = SyncCounts>) -> Result<(), StoreError> {
+        let mut batch = self.db.batch();
+        for Writes(writes) in groups {
+            for (keyspace, key, value) in writes {
+                batch.insert(&keyspace, key, value);
+            }
         }
-        self.add_stats(stats)?.commit().map_err(unavailable)?;
+        self.add_stats(stats, &mut batch)?;
+        batch.commit().map_err(unavailable)?;
         self.db.persist(PersistMode::SyncData).map_err(unavailable)
     }
 }
@@ -495,20 +501,28 @@ impl Committer {
 impl Committer {
     /// Adds the group's counts to the hourly org totals and the device totals. The
     /// committer is their only writer, so reading and adding loses nothing.
-    fn add_stats(&self, stats: impl Iterator<Item = SyncCounts>) -> Result<OwnedWriteBatch, StoreError> {
+    fn add_stats(&self, stats: impl Iterator<Item = SyncCounts>, batch: &mut OwnedWriteBatch) -> Result<(), StoreError> {
         let mut sums: std::collections::HashMap<(bool, Vec<u8>), SyncTotals> = std::collections::HashMap::new();
         for counts in stats {
             sums.entry((true, keys::timed_from(&counts.org_id, hour_of(counts.at)))).or_default().add(&counts.totals);
             sums.entry((false, counts.device_id.into_bytes())).or_default().add(&counts.totals);
         }
-        let mut batch = self.db.batch();
         for ((by_org, key), sum) in sums {
             let keyspace = if by_org { &self.tables.stats_by_org_hour } else { &self.tables.stats_by_device };
             let mut totals: SyncTotals = read(keyspace, &key)?.unwrap_or_default();
             totals.add(&sum);
             batch.insert(keyspace, key, encode(&totals));
         }
-        Ok(batch)
+        Ok(())
+    }
+}
+
+/// Writes encoded on the caller's thread, in the shape of fjall's batch.
+struct Writes(Vec<(Keyspace, fjall::UserKey, fjall::UserValue)>);
+
+impl Writes {
+    fn insert(&mut self, keyspace: &Keyspace, key: impl Into<fjall::UserKey>, value: impl Into<fjall::UserValue>) {
+        self.0.push((keyspace.clone(), key.into(), value.into()));
     }
 }
 
