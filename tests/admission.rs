@@ -23,6 +23,12 @@ fn live_check_in(seq: i64, employee_id: &str) -> Record {
     Record::new(seq, uuid::Uuid::new_v4().to_string(), "check_in", employee_id, now_ms())
 }
 
+/// A record days old whatever its seq (`record` moves ten minutes a seq, and a long
+/// flood would reach the present, where records are live).
+fn backlog_record(seq: i64, employee_id: &str) -> Record {
+    Record { recorded_at: now_ms() - 72 * HOUR_MS + seq * 10_000, ..record(seq, employee_id) }
+}
+
 /// The count of `otg_admission_refused_total` for one reason and priority.
 fn refused(gateway: &Gateway, reason: &str, priority: &str) -> f64 {
     let text = send(ureq::get(&gateway.url("/metrics")), b"").text();
@@ -104,7 +110,7 @@ fn live_batches_are_admitted_while_backlog_is_deferred() {
                 scope.spawn(move || {
                     let (mut refusals, mut next_seq) = (0, 1);
                     while flooding.load(Ordering::Relaxed) {
-                        let records = (next_seq..next_seq + 100).map(|seq| record(seq, &format!("{}-emp", device.id))).collect();
+                        let records = (next_seq..next_seq + 100).map(|seq| backlog_record(seq, &format!("{}-emp", device.id))).collect();
                         let reply = gateway.upload(device, &batch(&device.id, &format!("b-{next_seq}"), records));
                         match reply.status {
                             200 => next_seq += 100,
