@@ -4,7 +4,7 @@
 use crate::backoff;
 use crate::queue::{QueueError, RecordQueue};
 use crate::transport::{Request, Response, Transport, TransportError};
-use otg_schema::signing::{DEVICE_ID_HEADER, PRIORITY_HEADER, REQUEST_TIME_HEADER, SIGNATURE_HEADER};
+use otg_schema::signing::{DEVICE_ID_HEADER, LIVE_WINDOW_MS, PRIORITY_HEADER, REQUEST_TIME_HEADER, SIGNATURE_HEADER};
 use otg_schema::wire::{self, Ack, AckStatus, Batch, BatchResponse, Record};
 pub use otg_schema::wire::Network;
 use otg_schema::{DeviceConfig, DeviceSecret, OrgSettings};
@@ -13,9 +13,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const BATCHES_PATH: &str = "/v1/sync/batches";
 const CONFIG_PATH: &str = "/v1/sync/config";
 const DAY_MS: i64 = 86_400_000;
-/// A batch whose newest record is this recent is live (the gateway's default window):
-/// the client says so in `X-OTG-Priority`, a hint the gateway checks.
-const LIVE_WINDOW_MS: i64 = 10 * 60_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

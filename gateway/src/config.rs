@@ -94,7 +94,7 @@ impl Default for Config {
             store_memtable_mib: 64,
             conflict_idle_timeout_ms: 10_000,
             shutdown_timeout_s: 30,
-            live_window_s: 600,
+            live_window_s: (otg_schema::signing::LIVE_WINDOW_MS / 1000) as u64,
             max_in_flight_records: 12_000,
             backlog_share_percent: 75,
             max_in_flight_bytes: 32 * 1024 * 1024,

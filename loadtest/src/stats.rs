@@ -2,13 +2,12 @@
 //! live and backlog uploads, shared by every simulated device.
 
 use hdrhistogram::Histogram;
+use otg_schema::signing::LIVE_WINDOW_MS;
 use otg_client::SyncReport;
 use serde::Serialize;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// A batch is live if its newest record is at most this old (the gateway's default).
-pub const LIVE_WINDOW_MS: i64 = 10 * 60_000;
 
 pub struct Stats {
     started: Instant,

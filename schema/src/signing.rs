@@ -17,6 +17,9 @@ pub const SIGNATURE_HEADER: &str = "X-Signature";
 /// otg addition, unsigned and optional: `live` or `backlog`, the device's word on what
 /// its batch holds, so a full gateway can refuse backlog before reading it.
 pub const PRIORITY_HEADER: &str = "X-OTG-Priority";
+/// A batch whose newest record is at most this old is live: what a device assumes for
+/// the hint, and the gateway's default `live_window_s`.
+pub const LIVE_WINDOW_MS: i64 = 10 * 60_000;
 
 /// The 32-byte HMAC key of one device. Shown to the administrator once, as base64url.
 #[derive(Clone, PartialEq, Eq)]

@@ -167,8 +167,9 @@ impl Admission {
         ApiError::Overloaded { reason, retry_after: decide::retry_after(ahead, shared.drain.per_second(), rand::random()) }
     }
 
+    /// A 429 for a `scope` ("device" or "org") over its rate, counted as `<scope>_rate`.
     fn rate_limited(&self, scope: &'static str, wait: Duration) -> ApiError {
-        self.shared.metrics.count_refused(if scope == "device" { "device_rate" } else { "org_rate" }, None);
+        self.shared.metrics.count_refused(&format!("{scope}_rate"), None);
         ApiError::RateLimited { scope, retry_after: decide::spread(wait, rand::random()) }
     }
 }
