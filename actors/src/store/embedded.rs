@@ -2,8 +2,10 @@
 //!
 //! Callers build their own atomic write batch on their own threads (encoding, key
 //! building and copying are the larger part of a write) and queue it; one committer
-//! thread commits everything queued, batch after batch, fsyncs the journal once for
-//! the whole group, and only then answers every caller in the group.
+//! thread commits the queued batches one after another, each with its statistics,
+//! fsyncs the journal once for the whole group, and only then answers every caller in
+//! the group. A live batch cuts the group short: it is committed next and fsynced at
+//! once, so it never waits for a group of backlog to be written.
 
 use super::keys;
 use super::{AuditEvent, AuditScope, Commit, ConflictRecord, Cursor, DeviceEnrolment, DeviceProgress, Page, SeqEntry, Store, StoreError, SyncCounts, SyncTotals, TimelineEntry};
@@ -28,8 +30,7 @@ pub struct EmbeddedStoreOptions {
     pub commit_queue_capacity: usize,
     /// The most commits one fsync covers.
     pub max_group_commits: usize,
-    /// The most device records one group takes (one commit may pass it alone): a live
-    /// commit waits for at most one such group before its own.
+    /// The most device records one fsync covers (one commit may pass it alone).
     pub max_group_records: usize,
     /// fjall block cache, bytes.
     pub cache_bytes: u64,
@@ -72,10 +73,9 @@ struct Tables {
     org_devices: Keyspace,
 }
 
-/// A device's writes, encoded by its caller, waiting for the committer to put them in
-/// its group's one atomic batch.
+/// A commit's atomic batch, built by its caller, waiting for the committer.
 struct PendingCommit {
-    writes: Writes,
+    batch: OwnedWriteBatch,
     /// Device records in it, for the group's cap.
     records: usize,
     live: bool,
@@ -223,8 +223,9 @@ impl Store for EmbeddedStore {
             return Err(failed_earlier());
         }
         let Commit { device, timeline, conflicts, audit, stats, live } = commit;
-        let capacity = device.as_ref().map_or(0, |device| device.entries.len() + 1) + timeline.len() + conflicts.len() * 4;
-        let mut batch = Writes(Vec::with_capacity(capacity));
+        // Room for the statistics the committer adds.
+        let capacity = device.as_ref().map_or(0, |device| device.entries.len() + 1) + timeline.len() * 2 + conflicts.len() * 4 + audit.len() * 2 + 2;
+        let mut batch = OwnedWriteBatch::with_capacity(self.db.clone(), capacity);
         if let Some(device) = device {
             for entry in &device.entries {
                 batch.insert(&self.tables.seqs, keys::seq(&device.device_id, entry.seq()), encode(entry));
@@ -261,7 +262,7 @@ impl Store for EmbeddedStore {
         let sender = self.commits.lock().expect("commit sender lock").clone().ok_or_else(closed)?;
         let (done, durable) = oneshot::channel();
         let records = device.as_ref().map_or(0, |device| device.entries.len());
-        sender.send(PendingCommit { writes: batch, stats: stats.clone(), records, live: *live, done }).await.map_err(|_| closed())?;
+        sender.send(PendingCommit { batch, stats: stats.clone(), records, live: *live, done }).await.map_err(|_| closed())?;
         durable.await.map_err(|_| closed())?
     }
 
@@ -434,74 +435,112 @@ struct Committer {
     failed: Arc<AtomicBool>,
 }
 
+/// Commits taken off the channel, live ones apart so they go first.
+struct Waiting<T> {
+    live: VecDeque<T>,
+    backlog: VecDeque<T>,
+}
+
+/// What the group being written holds so far.
+#[derive(Debug, Default)]
+struct Group {
+    commits: usize,
+    records: usize,
+    live: bool,
+}
+
+/// How much one fsync may cover.
+#[derive(Debug, Clone, Copy)]
+struct GroupCaps {
+    commits: usize,
+    records: usize,
+}
+
+impl<T> Waiting<T> {
+    fn new() -> Self {
+        Waiting { live: VecDeque::new(), backlog: VecDeque::new() }
+    }
+
+    fn len(&self) -> usize {
+        self.live.len() + self.backlog.len()
+    }
+
+    fn push(&mut self, commit: T, live: bool) {
+        if live { &mut self.live } else { &mut self.backlog }.push_back(commit);
+    }
+
+    /// The commit to write next into `group`, if the group takes another: any live one
+    /// first; backlog only while no live commit is in the group (which is then fsynced
+    /// at once) and the caps leave room. The first commit of a group always goes.
+    fn next(&mut self, group: &Group, caps: GroupCaps) -> Option<T> {
+        let full = group.commits >= caps.commits || (group.commits > 0 && group.records >= caps.records);
+        if full {
+            return None;
+        }
+        self.live.pop_front().or_else(|| if group.live { None } else { self.backlog.pop_front() })
+    }
+}
+
 impl Committer {
-    /// Takes what is queued (live commits apart), and writes groups: every live commit
-    /// waiting, then backlog ones in arrival order up to the group's record cap.
+    /// Writes groups until the channel closes. A group is the commits written before
+    /// one fsync. Between two commits the committer looks for live ones: a live commit
+    /// is written next and the group ends with it, so its wait is one commit's write
+    /// and an fsync, never a whole group of backlog.
     fn run(self, mut queue: mpsc::Receiver<PendingCommit>) {
-        let (mut batches, mut waiting) = (Vec::with_capacity(self.max_group), Vec::with_capacity(self.max_group));
-        let mut stats = Vec::new();
-        let (mut live, mut backlog) = (VecDeque::new(), VecDeque::new());
+        let caps = GroupCaps { commits: self.max_group, records: self.max_group_records };
+        let mut waiting = Waiting::new();
+        let mut answers = Vec::with_capacity(self.max_group);
         loop {
-            if live.is_empty() && backlog.is_empty() {
+            if waiting.len() == 0 {
                 match queue.blocking_recv() {
-                    Some(first) => (if first.live { &mut live } else { &mut backlog }).push_back(first),
+                    Some(first) => {
+                        let live = first.live;
+                        waiting.push(first, live);
+                    }
                     None => return,
                 }
             }
-            while live.len() + backlog.len() < self.max_waiting {
-                let Ok(next) = queue.try_recv() else { break };
-                (if next.live { &mut live } else { &mut backlog }).push_back(next);
-            }
-            let mut records = 0;
-            while batches.len() < self.max_group {
-                let next = match live.pop_front() {
-                    Some(next) => next,
-                    None if batches.is_empty() || records < self.max_group_records => match backlog.pop_front() {
-                        Some(next) => next,
-                        None => break,
-                    },
-                    None => break,
-                };
-                let PendingCommit { writes, stats: counts, records: commit_records, done, .. } = next;
-                records += commit_records;
-                batches.push(writes);
-                stats.extend(counts);
-                waiting.push(done);
-            }
-            self.metrics.queue_depth.set((queue.len() + live.len() + backlog.len()) as i64);
             let started = Instant::now();
-            let outcome = self.write(batches.drain(..), stats.drain(..));
-            self.metrics.observe_group(waiting.len(), started.elapsed(), outcome.is_ok());
+            let (mut group, mut outcome) = (Group::default(), Ok(()));
+            loop {
+                while waiting.len() < self.max_waiting {
+                    let Ok(queued) = queue.try_recv() else { break };
+                    let live = queued.live;
+                    waiting.push(queued, live);
+                }
+                let Some(PendingCommit { batch, stats, records, live, done }) = waiting.next(&group, caps) else { break };
+                group = Group { commits: group.commits + 1, records: group.records + records, live: group.live || live };
+                answers.push(done);
+                outcome = self.write(batch, stats);
+                if outcome.is_err() {
+                    break;
+                }
+            }
+            self.metrics.queue_depth.set((queue.len() + waiting.len()) as i64);
+            let outcome = outcome.and_then(|()| self.db.persist(PersistMode::SyncData).map_err(unavailable));
+            self.metrics.observe_group(answers.len(), started.elapsed(), outcome.is_ok());
             if let Err(error) = &outcome {
                 self.failed.store(true, Ordering::Relaxed);
-                tracing::error!(%error, commits = waiting.len(), "group commit failed; nothing in it is acked");
+                tracing::error!(%error, commits = answers.len(), "group commit failed; nothing in it is acked");
             }
-            for done in waiting.drain(..) {
+            for done in answers.drain(..) {
                 let _ = done.send(outcome.clone());
             }
         }
     }
 
-    /// Commits the group's writes and its statistics as one atomic batch, then makes it
-    /// durable: a crash leaves all of the group or none of it, so the statistics
-    /// always count exactly the records stored.
-    fn write(&self, groups: impl Iterator<Item = Writes>, stats: impl Iterator<Item = SyncCounts>) -> Result<(), StoreError> {
-        let mut batch = self.db.batch();
-        for Writes(writes) in groups {
-            for (keyspace, key, value) in writes {
-                batch.insert(&keyspace, key, value);
-            }
-        }
+    /// Writes one commit's batch with its counts added to the statistics, atomically: a
+    /// crash leaves all of it or none of it, so the statistics always count exactly the
+    /// records stored. Durable only after the group's fsync.
+    fn write(&self, mut batch: OwnedWriteBatch, stats: Vec<SyncCounts>) -> Result<(), StoreError> {
         self.add_stats(stats, &mut batch)?;
-        batch.commit().map_err(unavailable)?;
-        self.db.persist(PersistMode::SyncData).map_err(unavailable)
+        batch.commit().map_err(unavailable)
     }
-}
 
-impl Committer {
-    /// Adds the group's counts to the hourly org totals and the device totals. The
+    /// Adds a commit's counts to the hourly org totals and the device totals. The
     /// committer is their only writer, so reading and adding loses nothing.
-    fn add_stats(&self, stats: impl Iterator<Item = SyncCounts>, batch: &mut OwnedWriteBatch) -> Result<(), StoreError> {
+    fn add_stats(&self, stats: Vec<SyncCounts>, batch: &mut OwnedWriteBatch) -> Result<(), StoreError> {
+        // Summed first: the batch's own writes are not read back.
         let mut sums: std::collections::HashMap<(bool, Vec<u8>), SyncTotals> = std::collections::HashMap::new();
         for counts in stats {
             sums.entry((true, keys::timed_from(&counts.org_id, hour_of(counts.at)))).or_default().add(&counts.totals);
@@ -514,15 +553,6 @@ impl Committer {
             batch.insert(keyspace, key, encode(&totals));
         }
         Ok(())
-    }
-}
-
-/// Writes encoded on the caller's thread, in the shape of fjall's batch.
-struct Writes(Vec<(Keyspace, fjall::UserKey, fjall::UserValue)>);
-
-impl Writes {
-    fn insert(&mut self, keyspace: &Keyspace, key: impl Into<fjall::UserKey>, value: impl Into<fjall::UserValue>) {
-        self.0.push((keyspace.clone(), key.into(), value.into()));
     }
 }
 
@@ -565,6 +595,45 @@ mod tests {
     fn open(dir: &tempfile::TempDir) -> EmbeddedStore {
         let metrics = StoreMetrics::register(&prometheus::Registry::new()).unwrap();
         EmbeddedStore::open(EmbeddedStoreOptions::new(dir.path()), metrics).unwrap()
+    }
+
+    /// The commits a committer would write into one group, in order.
+    fn group_of(waiting: &mut Waiting<(&'static str, usize, bool)>, caps: GroupCaps) -> Vec<&'static str> {
+        let mut group = Group::default();
+        let mut written = Vec::new();
+        while let Some((name, records, live)) = waiting.next(&group, caps) {
+            group = Group { commits: group.commits + 1, records: group.records + records, live: group.live || live };
+            written.push(name);
+        }
+        written
+    }
+
+    fn waiting(commits: &[(&'static str, usize, bool)]) -> Waiting<(&'static str, usize, bool)> {
+        let mut waiting = Waiting::new();
+        for &commit in commits {
+            waiting.push(commit, commit.2);
+        }
+        waiting
+    }
+
+    #[test]
+    fn a_live_commit_goes_first_and_ends_its_group() {
+        let caps = GroupCaps { commits: 100, records: 1_000 };
+        let mut queue = waiting(&[("b1", 300, false), ("l1", 1, true), ("b2", 300, false), ("l2", 1, true)]);
+        assert_eq!(group_of(&mut queue, caps), vec!["l1", "l2"], "live commits waiting go together, no backlog after them");
+        assert_eq!(group_of(&mut queue, caps), vec!["b1", "b2"]);
+    }
+
+    #[test]
+    fn backlog_groups_stop_at_the_caps_and_a_large_commit_goes_alone() {
+        let mut queue = waiting(&[("big", 5_000, false), ("b1", 300, false), ("b2", 300, false), ("b3", 300, false), ("b4", 300, false)]);
+        let caps = GroupCaps { commits: 100, records: 600 };
+        assert_eq!(group_of(&mut queue, caps), vec!["big"]);
+        assert_eq!(group_of(&mut queue, caps), vec!["b1", "b2"]);
+        let caps = GroupCaps { commits: 1, records: 600 };
+        assert_eq!(group_of(&mut queue, caps), vec!["b3"]);
+        let mut live = waiting(&[("l1", 400, true), ("l2", 400, true), ("l3", 400, true)]);
+        assert_eq!(group_of(&mut live, GroupCaps { commits: 100, records: 600 }), vec!["l1", "l2"], "live commits are capped too");
     }
 
     #[actix_rt::test]
