@@ -132,7 +132,9 @@ fn the_metrics_exposition_passes_promtool_and_names_no_device() {
         "otg_store_commit_group_size_bucket",
         "otg_store_commit_queue_depth",
         "otg_device_actors_active 1",
-        "otg_conflict_actors_active 1",
+        "otg_conflict_actors_active ",
+        "otg_conflict_employees_cached 1",
+        "otg_conflict_requests_waiting 0",
         "otg_device_mailbox_batches 0",
     ] {
         assert!(text.contains(name), "{name} missing from:\n{text}");

@@ -22,7 +22,7 @@ fn main() {
         let store: Arc<dyn Store> = Arc::new(
             EmbeddedStore::open(EmbeddedStoreOptions::new(dir.path()), StoreMetrics::register(&registry).unwrap()).unwrap(),
         );
-        let options = DeviceActorOptions { idle_timeout: IDLE_TIMEOUT, conflict_idle_timeout: IDLE_TIMEOUT, mailbox_capacity: 4, arbiters: 2, detect_conflicts: true, store_retry: Default::default() };
+        let options = DeviceActorOptions { idle_timeout: IDLE_TIMEOUT, conflict_idle_timeout: IDLE_TIMEOUT, conflict_cached_employees: 1_000, mailbox_capacity: 4, arbiters: 2, detect_conflicts: true, store_retry: Default::default() };
         let devices = DeviceRegistry::start(store.clone(), options, DeviceMetrics::register(&registry).unwrap());
         let ids: Vec<String> = (0..actors).map(|n| format!("device-{n:08}")).collect();
 

@@ -1,51 +1,62 @@
-//! `ConflictActor`: one per active (org, employee), the keeper of that employee's
-//! timeline while device actors place records in it.
+//! `ConflictActor`: the keeper of the timelines of the employees whose (org, employee)
+//! hashes to it. There is one per device arbiter; device actors place each batch's
+//! records in it with one request per actor, not one per employee.
 //!
-//! It caches the employee's UTC-day partitions it has read, evaluates records one at a
-//! time (so two devices of one employee never race each other), applies the org's
-//! policy, and returns the timeline entries and conflicts to write. The cache is
-//! updated before the device actor's commit; a failed commit makes it forget.
+//! An employee is placed by one request at a time: a request holds its employees from
+//! placement until the device says whether its commit succeeded, so an employee's
+//! statuses reach the store in the order they were decided. A request that meets a
+//! held employee waits (parked) and starts once all its employees are free; others go
+//! on meanwhile. The cached days of an employee idle for `idle_timeout` are dropped,
+//! and at most `max_employees` employees are cached at once.
 
-use crate::conflict_rules::{self, ConflictKind, Event, RuleSettings};
-use crate::conflict_actors::ActorHandle;
-use crate::store::{AdminResolution, AuditEvent, AuditKind, Commit, ConflictRecord, PolicyOutcome, RecordRef, RecordStatus, Resolution, Store, StoreError, TimelineEntry};
+use crate::conflict_rules::RuleSettings;
+use crate::employee_timeline::{Cache, CachedTimeline, Decision, Placed, ResolveError};
+use crate::store::{ConflictRecord, Store, StoreError, TimelineEntry};
 use actix::prelude::*;
-use otg_schema::{ConflictResolution, OrgSettings, UtcDay};
-use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use tokio::sync::oneshot;
+use otg_schema::{ConflictResolution, OrgSettings};
+use prometheus::IntGauge;
+use std::collections::{HashMap, VecDeque};
+use foldhash::fast::RandomState;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 
-/// Most UTC days an actor keeps cached; beyond that it drops the days farthest from
-/// the last ones it read.
-const MAX_CACHED_DAYS: usize = 32;
 const MS_PER_HOUR: i64 = 3_600_000;
+/// Most often the idle employees are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
-/// Place records of this employee in the timeline; evaluate those marked so, in order.
-/// The answer comes on `reply`.
+/// An employee: (org, employee).
+pub type EmployeeKey = (Arc<str>, Arc<str>);
+
+/// One employee's records of a device's batch, in the device's seq order, each with
+/// whether to evaluate it now.
+#[derive(Debug)]
+pub struct EmployeeRecords {
+    pub employee: EmployeeKey,
+    pub records: Vec<(TimelineEntry, bool)>,
+}
+
+/// Place records of these employees in their timelines; the answer (what was decided
+/// for each employee, in order) comes on `reply`.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct PlaceRecords {
-    /// In the device's seq order, each with whether to evaluate it now; shared, so a
-    /// request that must be asked again of a fresh actor copies nothing.
-    pub records: Arc<Vec<(TimelineEntry, bool)>>,
+    pub employees: Vec<EmployeeRecords>,
     pub received_at: i64,
     pub rules: RuleSettings,
     pub policy: ConflictResolution,
-    pub reply: oneshot::Sender<Result<Vec<Placed>, StoreError>>,
-    /// Whether the device's commit of these records succeeded. The actor takes no
-    /// other request until it knows, so the employee's statuses are written in the
-    /// order they were decided; a failed (or abandoned) commit empties its cache.
+    pub reply: oneshot::Sender<Result<Vec<Vec<Placed>>, StoreError>>,
+    /// Whether the device's commit of these records succeeded; until it is known the
+    /// employees are held. A failed (or abandoned) commit empties their caches.
     pub committed: oneshot::Receiver<bool>,
 }
 
 impl PlaceRecords {
     pub fn new(
-        records: Arc<Vec<(TimelineEntry, bool)>>,
+        employees: Vec<EmployeeRecords>,
         received_at: i64,
         settings: &OrgSettings,
-        reply: oneshot::Sender<Result<Vec<Placed>, StoreError>>,
+        reply: oneshot::Sender<Result<Vec<Vec<Placed>>, StoreError>>,
         committed: oneshot::Receiver<bool>,
     ) -> Self {
         let rules = RuleSettings {
@@ -53,54 +64,177 @@ impl PlaceRecords {
             max_shift_ms: i64::from(settings.max_shift_hours) * MS_PER_HOUR,
             max_clock_skew_ms: i64::from(settings.max_clock_skew_s) * 1000,
         };
-        PlaceRecords { records, received_at, rules, policy: settings.conflict_resolution, reply, committed }
+        PlaceRecords { employees, received_at, rules, policy: settings.conflict_resolution, reply, committed }
     }
 }
 
-/// What placing one record decided, in the order of the request's records.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Placed {
-    /// The record's status after the org's policy.
-    pub status: RecordStatus,
-    /// Stored entries the policy superseded.
-    pub superseded: Vec<TimelineEntry>,
-    /// The conflicts found for the record (none if it was not evaluated).
-    pub conflicts: Vec<ConflictRecord>,
-}
-
-/// Settle a conflict of this employee as an administrator decided.
+/// Settle a conflict of this employee as an administrator decided; the answer comes
+/// on `reply`.
 #[derive(Message)]
-#[rtype(result = "Result<ConflictRecord, ResolveError>")]
+#[rtype(result = "()")]
 pub struct ResolveConflict {
-    pub conflict_id: String,
-    pub resolution: Resolution,
-    pub note: String,
-    pub resolved_at: i64,
+    pub employee: EmployeeKey,
+    pub decision: Decision,
+    pub reply: oneshot::Sender<Result<ConflictRecord, ResolveError>>,
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ResolveError {
-    #[error("no conflict {0}")]
-    NotFound(String),
-    #[error("conflict {0} is already resolved")]
-    AlreadyResolved(String),
-    #[error(transparent)]
-    Store(#[from] StoreError),
+/// What a conflict actor needs to start.
+#[derive(Clone)]
+pub(crate) struct ConflictActorOptions {
+    pub store: Arc<dyn Store>,
+    pub idle_timeout: Duration,
+    pub max_employees: usize,
+    /// Employees cached and requests waiting, all conflict actors together.
+    pub cached: IntGauge,
+    pub waiting: IntGauge,
 }
 
 pub struct ConflictActor {
-    org_id: Arc<str>,
-    employee_id: Arc<str>,
-    store: Arc<dyn Store>,
-    handle: ActorHandle<ConflictActor>,
+    options: ConflictActorOptions,
+    employees: HashMap<EmployeeKey, Employee, RandomState>,
+    /// Requests waiting for a held employee, in arrival order.
+    parked: VecDeque<Work>,
+}
+
+struct Employee {
+    /// Empty while a request has the timeline out.
     cache: Cache,
-    last_active: Instant,
-    idle_timeout: Duration,
+    held: bool,
+    last_used: Instant,
+}
+
+enum Work {
+    Place(PlaceRecords),
+    Resolve(ResolveConflict),
+}
+
+impl Work {
+    fn employees(&self) -> Box<dyn Iterator<Item = &EmployeeKey> + '_> {
+        match self {
+            Work::Place(place) => Box::new(place.employees.iter().map(|employee| &employee.employee)),
+            Work::Resolve(resolve) => Box::new(std::iter::once(&resolve.employee)),
+        }
+    }
 }
 
 impl ConflictActor {
-    pub(crate) fn new(org_id: Arc<str>, employee_id: Arc<str>, store: Arc<dyn Store>, handle: ActorHandle<ConflictActor>, idle_timeout: Duration) -> Self {
-        ConflictActor { org_id, employee_id, store, handle, cache: Cache::default(), last_active: Instant::now(), idle_timeout }
+    pub(crate) fn new(options: ConflictActorOptions) -> Self {
+        ConflictActor { options, employees: HashMap::default(), parked: VecDeque::new() }
+    }
+
+    /// Starts `work` now if none of its employees is held, else parks it.
+    fn submit(&mut self, work: Work, ctx: &mut Context<Self>) {
+        if work.employees().any(|employee| self.employees.get(employee).is_some_and(|employee| employee.held)) {
+            self.parked.push_back(work);
+            self.options.waiting.inc();
+            return;
+        }
+        match work {
+            Work::Place(place) => self.place(place, ctx),
+            Work::Resolve(resolve) => self.resolve(resolve, ctx),
+        }
+    }
+
+    fn place(&mut self, place: PlaceRecords, ctx: &mut Context<Self>) {
+        let PlaceRecords { employees, received_at, rules, policy, reply, committed } = place;
+        let keys: Vec<EmployeeKey> = employees.iter().map(|employee| employee.employee.clone()).collect();
+        let mut timelines: Vec<CachedTimeline> = keys.iter().map(|key| self.take(key)).collect();
+        let placing = async move {
+            let mut placed = Vec::with_capacity(employees.len());
+            for (timeline, employee) in timelines.iter_mut().zip(employees) {
+                match timeline.place(employee.records, received_at, rules, policy).await {
+                    Ok(decided) => placed.push(decided),
+                    // The device will not commit: its dropped signal empties the caches.
+                    Err(error) => return (Err(error), timelines),
+                }
+            }
+            (Ok(placed), timelines)
+        };
+        ctx.spawn(placing.into_actor(self).map(move |(placed, timelines), actor, ctx| {
+            actor.give_back(timelines);
+            let _ = reply.send(placed);
+            let commit_known = async move { committed.await.unwrap_or(false) };
+            ctx.spawn(commit_known.into_actor(actor).map(move |committed, actor, ctx| actor.release(&keys, committed, ctx)));
+        }));
+    }
+
+    fn resolve(&mut self, resolve: ResolveConflict, ctx: &mut Context<Self>) {
+        let ResolveConflict { employee, decision, reply } = resolve;
+        let mut timeline = self.take(&employee);
+        let resolving = async move {
+            let resolved = timeline.resolve(decision).await;
+            (resolved, timeline)
+        };
+        ctx.spawn(resolving.into_actor(self).map(move |(resolved, timeline), actor, ctx| {
+            actor.give_back(vec![timeline]);
+            let _ = reply.send(resolved);
+            actor.release(&[employee], true, ctx);
+        }));
+    }
+
+    /// Holds an employee and takes its timeline out for a request.
+    fn take(&mut self, key: &EmployeeKey) -> CachedTimeline {
+        if !self.employees.contains_key(key) && self.employees.len() >= self.options.max_employees {
+            self.evict_oldest();
+        }
+        let employee = self.employees.entry(key.clone()).or_insert_with(|| {
+            self.options.cached.inc();
+            Employee { cache: Cache::default(), held: false, last_used: Instant::now() }
+        });
+        employee.held = true;
+        employee.last_used = Instant::now();
+        employee.cache.trim();
+        CachedTimeline { cache: std::mem::take(&mut employee.cache), store: self.options.store.clone(), org_id: key.0.clone(), employee_id: key.1.clone() }
+    }
+
+    /// Puts timelines back, still held.
+    fn give_back(&mut self, timelines: Vec<CachedTimeline>) {
+        for timeline in timelines {
+            if let Some(employee) = self.employees.get_mut(&(timeline.org_id, timeline.employee_id)) {
+                employee.cache = timeline.cache;
+            }
+        }
+    }
+
+    /// Frees a request's employees (forgetting what they cached if its commit failed)
+    /// and starts the parked requests that can go now.
+    fn release(&mut self, keys: &[EmployeeKey], committed: bool, ctx: &mut Context<Self>) {
+        for key in keys {
+            if let Some(employee) = self.employees.get_mut(key) {
+                employee.held = false;
+                employee.last_used = Instant::now();
+                if !committed {
+                    employee.cache = Cache::default();
+                }
+            }
+        }
+        let parked = std::mem::take(&mut self.parked);
+        self.options.waiting.sub(parked.len() as i64);
+        for work in parked {
+            self.submit(work, ctx);
+        }
+    }
+
+    /// Drops the employees idle for the idle timeout.
+    fn sweep(&mut self) {
+        let idle_timeout = self.options.idle_timeout;
+        let before = self.employees.len();
+        self.employees.retain(|_, employee| employee.held || employee.last_used.elapsed() < idle_timeout);
+        self.options.cached.sub((before - self.employees.len()) as i64);
+    }
+
+    /// Makes room at the cap: drops the tenth of the employees least recently used
+    /// (held ones stay), so the cost of finding them is spread over many insertions.
+    fn evict_oldest(&mut self) {
+        let mut idle: Vec<Instant> = self.employees.values().filter(|employee| !employee.held).map(|employee| employee.last_used).collect();
+        if idle.is_empty() {
+            return;
+        }
+        let evict = (self.options.max_employees / 10).clamp(1, idle.len());
+        let (_, &mut cutoff, _) = idle.select_nth_unstable(evict - 1);
+        let before = self.employees.len();
+        self.employees.retain(|_, employee| employee.held || employee.last_used > cutoff);
+        self.options.cached.sub((before - self.employees.len()) as i64);
     }
 }
 
@@ -108,37 +242,7 @@ impl Actor for ConflictActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(self.idle_timeout / 2, |actor, ctx| {
-            if actor.last_active.elapsed() >= actor.idle_timeout {
-                ctx.stop();
-            }
-        });
-    }
-
-    fn stopped(&mut self, ctx: &mut Self::Context) {
-        self.handle.forget(&ctx.address());
-    }
-}
-
-impl ConflictActor {
-    /// Runs `work` on the employee's cached timeline, one request at a time, and keeps
-    /// what it cached for the next one.
-    fn with_timeline<T: 'static, Work: Future<Output = (T, CachedTimeline)> + 'static>(
-        &mut self,
-        work: impl FnOnce(CachedTimeline) -> Work,
-    ) -> impl ActorFuture<Self, Output = T> + 'static {
-        self.last_active = Instant::now();
-        self.cache.trim();
-        let timeline = CachedTimeline {
-            cache: std::mem::take(&mut self.cache),
-            store: self.store.clone(),
-            org_id: self.org_id.clone(),
-            employee_id: self.employee_id.clone(),
-        };
-        work(timeline).into_actor(self).map(|(result, timeline), actor, _ctx| {
-            actor.cache = timeline.cache;
-            result
-        })
+        ctx.run_interval(SWEEP_EVERY.min(self.options.idle_timeout / 2), |actor, _ctx| actor.sweep());
     }
 }
 
@@ -146,281 +250,104 @@ impl Handler<PlaceRecords> for ConflictActor {
     type Result = ();
 
     fn handle(&mut self, place: PlaceRecords, ctx: &mut Self::Context) {
-        let PlaceRecords { records, received_at, rules, policy, reply, committed } = place;
-        let placing = self.with_timeline(move |mut timeline| async move {
-            let placed = timeline.place(&records, received_at, rules, policy).await;
-            if placed.is_err() {
-                // Part of the request may be cached but will not be stored.
-                timeline.cache = Cache::default();
-            }
-            (placed, timeline)
-        });
-        ctx.wait(placing.map(|placed, actor, ctx| {
-            let _ = reply.send(placed);
-            ctx.wait(async move { committed.await.unwrap_or(false) }.into_actor(actor).map(|committed, actor, _ctx| {
-                if !committed {
-                    actor.cache = Cache::default();
-                }
-            }));
-        }));
+        self.submit(Work::Place(place), ctx);
     }
 }
 
 impl Handler<ResolveConflict> for ConflictActor {
-    type Result = AtomicResponse<Self, Result<ConflictRecord, ResolveError>>;
+    type Result = ();
 
-    fn handle(&mut self, resolve: ResolveConflict, _ctx: &mut Self::Context) -> Self::Result {
-        AtomicResponse::new(Box::pin(self.with_timeline(|mut timeline| async move {
-            let resolved = timeline.resolve(resolve).await;
-            (resolved, timeline)
-        })))
-    }
-}
-
-/// What an actor knows of its employee's timeline without asking the store.
-#[derive(Default)]
-struct Cache {
-    days: BTreeMap<UtcDay, Vec<TimelineEntry>>,
-    /// Every day the employee has entries in (and perhaps a few more whose write
-    /// failed), read once; a day outside it is empty and needs no read.
-    written: Option<BTreeSet<UtcDay>>,
-    /// The first day of the last span read: the cache keeps the days nearest it.
-    recent: Option<UtcDay>,
-}
-
-impl Cache {
-    /// Drops the cached days farthest from the recent ones, down to `MAX_CACHED_DAYS`.
-    fn trim(&mut self) {
-        let Some(recent) = self.recent else { return };
-        while self.days.len() > MAX_CACHED_DAYS {
-            let (Some((&first, _)), Some((&last, _))) = (self.days.first_key_value(), self.days.last_key_value()) else { return };
-            if recent.0 - first.0 > last.0 - recent.0 {
-                self.days.pop_first();
-            } else {
-                self.days.pop_last();
-            }
-        }
-    }
-}
-
-/// The employee's cached days, and the store to read the missing ones from.
-struct CachedTimeline {
-    cache: Cache,
-    store: Arc<dyn Store>,
-    org_id: Arc<str>,
-    employee_id: Arc<str>,
-}
-
-impl CachedTimeline {
-    async fn place(
-        &mut self,
-        records: &[(TimelineEntry, bool)],
-        received_at: i64,
-        rules: RuleSettings,
-        policy: ConflictResolution,
-    ) -> Result<Vec<Placed>, StoreError> {
-        let mut placed = Vec::with_capacity(records.len());
-        for (entry, evaluate_now) in records {
-            let status = if *evaluate_now { RecordStatus::Active } else { RecordStatus::Pending };
-            let mut decided = Placed { status, superseded: Vec::new(), conflicts: Vec::new() };
-            if *evaluate_now {
-                self.load(window(entry, rules.max_shift_ms)).await?;
-                let (found, superseded) = self.evaluate(entry, received_at, rules, policy);
-                if found.iter().any(|conflict| conflict.outcome == PolicyOutcome::NewcomerSuperseded) {
-                    decided.status = RecordStatus::Superseded;
-                }
-                for mut server_entry in superseded {
-                    server_entry.status = RecordStatus::Superseded;
-                    self.put(&server_entry);
-                    decided.superseded.push(server_entry);
-                }
-                decided.conflicts = found;
-            }
-            self.put(&TimelineEntry { status: decided.status, ..entry.clone() });
-            placed.push(decided);
-        }
-        Ok(placed)
-    }
-
-    /// Records the decision and sets the records' statuses, in one durable commit;
-    /// nothing is deleted.
-    async fn resolve(&mut self, resolve: ResolveConflict) -> Result<ConflictRecord, ResolveError> {
-        let mut conflict = self.store.conflict(&resolve.conflict_id).await?.ok_or_else(|| ResolveError::NotFound(resolve.conflict_id.clone()))?;
-        if !conflict.is_open() {
-            return Err(ResolveError::AlreadyResolved(conflict.id));
-        }
-        let (device_status, server_status) = match resolve.resolution {
-            Resolution::KeepServer if conflict.server_record.is_some() => (RecordStatus::Superseded, RecordStatus::Active),
-            Resolution::KeepDevice => (RecordStatus::Active, RecordStatus::Superseded),
-            Resolution::DiscardBoth => (RecordStatus::Discarded, RecordStatus::Discarded),
-            Resolution::KeepServer | Resolution::KeepBoth => (RecordStatus::Active, RecordStatus::Active),
-        };
-        let mut timeline = Vec::new();
-        let records = [(Some(conflict.device_record.clone()), device_status), (conflict.server_record.clone(), server_status)];
-        for (record, status) in records {
-            if let Some(record) = record {
-                let mut entry = self.entry_of(&record).await?;
-                entry.status = status;
-                timeline.push(entry);
-            }
-        }
-        let audit = std::iter::once(&conflict.device_record)
-            .chain(&conflict.server_record)
-            .map(|record| AuditEvent {
-                at: resolve.resolved_at,
-                org_id: conflict.org_id.clone(),
-                device_id: record.device_id.clone(),
-                event: AuditKind::ConflictResolved { conflict_id: conflict.id.clone(), resolution: resolve.resolution, note: resolve.note.clone() },
-            })
-            .collect();
-        conflict.resolution = Some(AdminResolution { resolution: resolve.resolution, note: resolve.note, resolved_at: resolve.resolved_at });
-        let commit = Commit { timeline: timeline.clone(), conflicts: vec![conflict.clone()], audit, ..Commit::default() };
-        if let Err(error) = self.store.commit(&commit).await {
-            self.cache = Cache::default();
-            return Err(error.into());
-        }
-        for entry in &timeline {
-            self.put(entry);
-        }
-        Ok(conflict)
-    }
-
-    /// The stored timeline entry of a record of a conflict.
-    async fn entry_of(&mut self, record: &RecordRef) -> Result<TimelineEntry, StoreError> {
-        let day = UtcDay::of_unix_ms(record.recorded_at);
-        self.load((day, day)).await?;
-        self.cache.days[&day]
-            .iter()
-            .find(|entry| *entry.record_id == *record.record_id)
-            .cloned()
-            .ok_or_else(|| StoreError::Corrupt(format!("record {} of a conflict is not in its timeline", record.record_id)))
-    }
-
-    /// The conflicts of `newcomer` against the effective timeline, and the stored
-    /// entries the policy supersedes. A record is evaluated once: it is written with
-    /// its conflicts in one commit, so none of them can exist yet.
-    fn evaluate(&self, newcomer: &TimelineEntry, received_at: i64, rules: RuleSettings, policy: ConflictResolution) -> (Vec<ConflictRecord>, Vec<TimelineEntry>) {
-        let around = self.effective(window(newcomer, rules.max_shift_ms), &newcomer.record_id);
-        let events: Vec<Event> = around.iter().map(|entry| event(entry)).collect();
-        let findings = conflict_rules::evaluate(&event(newcomer), received_at, &events, rules);
-        let (mut conflicts, mut superseded) = (Vec::new(), Vec::new());
-        for finding in findings {
-            let other = finding.other.map(|index| around[index]);
-            let id = conflict_rules::conflict_id(finding.kind, &newcomer.record_id, other.map(|entry| &*entry.record_id));
-            let outcome = policy_outcome(finding.kind, policy);
-            if let (PolicyOutcome::ServerSuperseded, Some(other)) = (outcome, other) {
-                superseded.push(other.clone());
-            }
-            conflicts.push(ConflictRecord {
-                id,
-                org_id: self.org_id.to_string(),
-                employee_id: self.employee_id.to_string(),
-                kind: finding.kind,
-                device_record: newcomer.reference(),
-                server_record: other.map(TimelineEntry::reference),
-                policy,
-                outcome,
-                detected_at: received_at,
-                resolution: None,
-            });
-        }
-        (conflicts, superseded)
-    }
-
-    /// Reads the days of `span` that are not cached and have entries.
-    async fn load(&mut self, span: (UtcDay, UtcDay)) -> Result<(), StoreError> {
-        if self.cache.written.is_none() {
-            let written = self.store.timeline_days(&self.org_id, &self.employee_id).await?;
-            self.cache.written = Some(written.into_iter().collect());
-        }
-        self.cache.recent = Some(span.0);
-        let mut day = span.0;
-        while day <= span.1 {
-            if !self.cache.days.contains_key(&day) {
-                let written = self.cache.written.as_ref().is_some_and(|written| written.contains(&day));
-                let entries = if written { self.store.timeline(&self.org_id, &self.employee_id, day).await? } else { Vec::new() };
-                self.cache.days.insert(day, entries);
-            }
-            day = day.next();
-        }
-        Ok(())
-    }
-
-    /// The effective entries of `span`, once each, in time order, without `except`.
-    /// Only a leave request can stand in several days, so only those are deduplicated.
-    fn effective(&self, span: (UtcDay, UtcDay), except: &str) -> Vec<&TimelineEntry> {
-        let mut leaves_seen: Vec<&str> = Vec::new();
-        let mut effective: Vec<&TimelineEntry> = self
-            .cache
-            .days
-            .range(span.0..=span.1)
-            .flat_map(|(_, entries)| entries)
-            .filter(|entry| entry.status == RecordStatus::Active && *entry.record_id != *except)
-            .filter(|entry| {
-                entry.leave.is_none() || {
-                    let first = !leaves_seen.contains(&&*entry.record_id);
-                    leaves_seen.push(&entry.record_id);
-                    first
-                }
-            })
-            .collect();
-        effective.sort_by(|a, b| (a.recorded_at, &a.device_id, a.seq).cmp(&(b.recorded_at, &b.device_id, b.seq)));
-        effective
-    }
-
-    /// Puts an entry (new, or with a new status) into every cached day it belongs to.
-    fn put(&mut self, entry: &TimelineEntry) {
-        let (first, last) = entry.leave.map_or_else(|| {
-            let day = UtcDay::of_unix_ms(entry.recorded_at);
-            (day, day)
-        }, |(from, to)| (from.min(UtcDay::of_unix_ms(entry.recorded_at)), to.max(UtcDay::of_unix_ms(entry.recorded_at))));
-        if let Some(written) = self.cache.written.as_mut() {
-            written.extend((first.0..=last.0).map(UtcDay));
-        }
-        for (_, entries) in self.cache.days.range_mut(first..=last) {
-            entries.retain(|cached| cached.record_id != entry.record_id);
-            entries.push(entry.clone());
-        }
-    }
-}
-
-/// The days whose records can collide with `entry`.
-fn window(entry: &TimelineEntry, max_shift_ms: i64) -> (UtcDay, UtcDay) {
-    match entry.leave {
-        Some((from, to)) => (from, to),
-        None => (UtcDay::of_unix_ms(entry.recorded_at - max_shift_ms), UtcDay::of_unix_ms(entry.recorded_at + max_shift_ms)),
-    }
-}
-
-fn event(entry: &TimelineEntry) -> Event<'_> {
-    Event { record_id: &entry.record_id, kind: entry.kind, recorded_at: entry.recorded_at, leave: entry.leave }
-}
-
-/// What the org's policy does with a new conflict.
-fn policy_outcome(kind: ConflictKind, policy: ConflictResolution) -> PolicyOutcome {
-    if !kind.is_between_two() {
-        return PolicyOutcome::BothStand;
-    }
-    match policy {
-        ConflictResolution::ServerWins => PolicyOutcome::NewcomerSuperseded,
-        ConflictResolution::DeviceWins => PolicyOutcome::ServerSuperseded,
-        ConflictResolution::Manual => PolicyOutcome::BothStand,
+    fn handle(&mut self, resolve: ResolveConflict, ctx: &mut Self::Context) {
+        self.submit(Work::Resolve(resolve), ctx);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::StoreMetrics;
+    use crate::store::{EmbeddedStore, EmbeddedStoreOptions, RecordStatus};
+    use otg_schema::RecordKind;
 
-    #[test]
-    fn trimming_keeps_the_days_nearest_the_recent_ones() {
-        let mut cache = Cache { recent: Some(UtcDay(100)), ..Cache::default() };
-        for day in 60..=110 {
-            cache.days.insert(UtcDay(day), Vec::new());
+    const CHECK_IN_AT: i64 = 1_764_057_600_000;
+
+    fn actor(dir: &tempfile::TempDir, max_employees: usize) -> (Addr<ConflictActor>, IntGauge) {
+        let store = EmbeddedStore::open(EmbeddedStoreOptions::new(dir.path()), StoreMetrics::register(&prometheus::Registry::new()).unwrap()).unwrap();
+        let cached = IntGauge::new("cached", "cached").unwrap();
+        let options = ConflictActorOptions {
+            store: Arc::new(store),
+            idle_timeout: Duration::from_secs(60),
+            max_employees,
+            cached: cached.clone(),
+            waiting: IntGauge::new("waiting", "waiting").unwrap(),
+        };
+        (ConflictActor::new(options).start(), cached)
+    }
+
+    fn check_in(device_id: &str, employee_id: &str, at: i64) -> EmployeeRecords {
+        let entry = TimelineEntry {
+            org_id: "acme".into(),
+            employee_id: employee_id.into(),
+            recorded_at: at,
+            device_id: device_id.into(),
+            seq: 1,
+            record_id: uuid::Uuid::new_v4().to_string().into(),
+            kind: RecordKind::CheckIn,
+            leave: None,
+            status: RecordStatus::Pending,
+        };
+        EmployeeRecords { employee: ("acme".into(), employee_id.into()), records: vec![(entry, true)] }
+    }
+
+    /// Sends a placement; returns where its answer comes and the sender of its commit's outcome.
+    fn place(actor: &Addr<ConflictActor>, employees: Vec<EmployeeRecords>) -> (oneshot::Receiver<Result<Vec<Vec<Placed>>, StoreError>>, oneshot::Sender<bool>) {
+        let ((reply, answer), (commit_known, committed)) = (oneshot::channel(), oneshot::channel());
+        actor.do_send(PlaceRecords::new(employees, CHECK_IN_AT + 60_000, &OrgSettings::default(), reply, committed));
+        (answer, commit_known)
+    }
+
+    fn conflicts(placed: Vec<Vec<Placed>>) -> usize {
+        placed.iter().flatten().map(|placed| placed.conflicts.len()).sum()
+    }
+
+    #[actix_rt::test]
+    async fn a_held_employee_waits_for_the_commit_before_it_and_sees_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (actor, _) = actor(&dir, 100);
+        let (first, first_committed) = place(&actor, vec![check_in("phone", "emp-1", CHECK_IN_AT)]);
+        assert_eq!(conflicts(first.await.unwrap().unwrap()), 0);
+        let (second, second_committed) = place(&actor, vec![check_in("kiosk", "emp-1", CHECK_IN_AT + 30_000)]);
+        let (mut second, other) = (Box::pin(second), place(&actor, vec![check_in("kiosk", "emp-2", CHECK_IN_AT)]));
+        assert!(tokio::time::timeout(Duration::from_millis(200), &mut second).await.is_err(), "emp-1 is held until the first commit is known");
+        assert_eq!(conflicts(other.0.await.unwrap().unwrap()), 0, "another employee goes on meanwhile");
+        first_committed.send(true).unwrap();
+        assert_eq!(conflicts(second.await.unwrap().unwrap()), 1, "the second check-in 30 s later is a duplicate of the first");
+        drop((second_committed, other.1));
+    }
+
+    #[actix_rt::test]
+    async fn a_failed_commit_is_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let (actor, _) = actor(&dir, 100);
+        let (first, first_committed) = place(&actor, vec![check_in("phone", "emp-1", CHECK_IN_AT)]);
+        first.await.unwrap().unwrap();
+        drop(first_committed);
+        let (second, _committed) = place(&actor, vec![check_in("kiosk", "emp-1", CHECK_IN_AT + 30_000)]);
+        assert_eq!(conflicts(second.await.unwrap().unwrap()), 0, "the first check-in was never stored");
+    }
+
+    #[actix_rt::test]
+    async fn at_most_the_cap_of_employees_stays_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let (actor, cached) = actor(&dir, 10);
+        for employee in 0..25 {
+            let (answer, committed) = place(&actor, vec![check_in("kiosk", &format!("emp-{employee}"), CHECK_IN_AT)]);
+            answer.await.unwrap().unwrap();
+            committed.send(true).unwrap();
+            // The commit's outcome reaches the actor before the next request.
+            tokio::task::yield_now().await;
         }
-        cache.trim();
-        let kept: Vec<i32> = cache.days.keys().map(|day| day.0).collect();
-        assert_eq!(kept.len(), MAX_CACHED_DAYS);
-        assert_eq!((kept[0], kept[kept.len() - 1]), (79, 110), "the ten days after 100 and the 22 before it");
+        assert!(cached.get() <= 10, "{} employees cached", cached.get());
+        assert!(cached.get() >= 9, "only the least recently used ones went: {}", cached.get());
     }
 }

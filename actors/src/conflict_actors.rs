@@ -1,55 +1,36 @@
-//! Finds or starts the `ConflictActor` of an (org, employee), on the device actors'
-//! arbiters, and stops it after its idle timeout.
+//! The conflict actors, one per device arbiter, and which employee each keeps: the one
+//! its (org, employee) hashes to.
 //!
-//! Device actors ask and wait (`send`), one request each at a time, so a conflict
-//! actor's mailbox holds at most one request per device actor with a batch in work.
+//! A device actor asks them in one order (by index) and waits for each answer, holding
+//! the employees already placed until its commit is known; since every device asks in
+//! the same order, two devices sharing employees can never wait on each other.
 
-use crate::conflict_actor::{ConflictActor, PlaceRecords, Placed, ResolveConflict, ResolveError};
-use crate::store::TimelineEntry;
-use otg_schema::OrgSettings;
-use tokio::sync::oneshot;
-use crate::store::{Store, StoreError};
+use crate::conflict_actor::{ConflictActor, ConflictActorOptions, EmployeeKey, EmployeeRecords, PlaceRecords, ResolveConflict};
+use crate::employee_timeline::{Decision, Placed, ResolveError};
+use crate::store::{ConflictRecord, StoreError};
 use actix::prelude::*;
-use dashmap::DashMap;
-use prometheus::{IntCounterVec, IntGauge};
-use std::sync::Arc;
-use std::time::Duration;
-
-/// An actor's (org, employee).
-type Key = (Arc<str>, Arc<str>);
+use otg_schema::OrgSettings;
+use prometheus::IntCounterVec;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use tokio::sync::oneshot;
 
 pub struct ConflictActors {
-    actors: Arc<DashMap<Key, Addr<ConflictActor>>>,
-    arbiters: Vec<ArbiterHandle>,
-    store: Arc<dyn Store>,
-    idle_timeout: Duration,
-    active: IntGauge,
+    actors: Vec<Addr<ConflictActor>>,
     detected: IntCounterVec,
 }
 
-/// What a conflict actor holds of its map, to leave it when it stops.
-pub struct ActorHandle<A: Actor> {
-    actors: Arc<DashMap<Key, Addr<A>>>,
-    key: Key,
-    active: IntGauge,
-}
-
-impl<A: Actor> ActorHandle<A> {
-    pub(crate) fn forget(&self, actor: &Addr<A>) {
-        forget(&self.actors, &self.key, actor, &self.active);
-    }
-}
-
-/// Drops the map entry if it still names this (stopped) actor.
-fn forget<A: Actor>(actors: &DashMap<Key, Addr<A>>, key: &Key, actor: &Addr<A>, active: &IntGauge) {
-    if actors.remove_if(key, |_, current| current == actor).is_some() {
-        active.dec();
-    }
-}
-
 impl ConflictActors {
-    pub(crate) fn new(arbiters: Vec<ArbiterHandle>, store: Arc<dyn Store>, idle_timeout: Duration, active: IntGauge, detected: IntCounterVec) -> Self {
-        ConflictActors { actors: Arc::new(DashMap::new()), arbiters, store, idle_timeout, active, detected }
+    /// Starts one conflict actor on each arbiter; `max_employees` is shared out evenly.
+    pub(crate) fn start(arbiters: &[ArbiterHandle], mut options: ConflictActorOptions, detected: IntCounterVec) -> Self {
+        options.max_employees = options.max_employees.div_ceil(arbiters.len().max(1)).max(1);
+        let actors = arbiters
+            .iter()
+            .map(|arbiter| {
+                let options = options.clone();
+                ConflictActor::start_in_arbiter(arbiter, move |_| ConflictActor::new(options))
+            })
+            .collect();
+        ConflictActors { actors, detected }
     }
 
     /// Counts a conflict found and stored.
@@ -57,67 +38,51 @@ impl ConflictActors {
         self.detected.with_label_values(&[kind.as_str()]).inc();
     }
 
-    /// Places records in the employee's timeline, and returns what was decided with the
-    /// sender on which the caller must say whether its commit succeeded (dropping it
-    /// says no); the employee's actor takes no other request until then. A request that
-    /// met an actor just as it stopped is asked again of a fresh one.
-    ///
-    /// Called from a device actor: a conflict actor that does not exist yet starts on
-    /// that device's arbiter, so an employee recorded by one device (the usual case)
-    /// is evaluated without a hop between threads.
+    /// Places each employee's records in its timeline, and returns what was decided,
+    /// employee by employee in the order given, with the senders on which the caller
+    /// must say whether its commit succeeded (dropping them says no). Until then the
+    /// employees take no other request.
     pub(crate) async fn place(
         &self,
-        org_id: &Arc<str>,
-        employee_id: &Arc<str>,
-        records: Arc<Vec<(TimelineEntry, bool)>>,
+        employees: Vec<EmployeeRecords>,
         received_at: i64,
         settings: &OrgSettings,
-    ) -> Result<(Vec<Placed>, oneshot::Sender<bool>), StoreError> {
-        let key = (org_id.clone(), employee_id.clone());
-        let near = Arbiter::try_current();
-        for _ in 0..2 {
-            let actor = self.actor(&key, near.as_ref());
-            let ((reply, placed), (commit, committed)) = (oneshot::channel(), oneshot::channel());
-            // Device actors wait for each answer, so this mailbox never grows past one
-            // request per device actor; a request dropped by a stopping actor comes back
-            // as a closed reply channel and is asked again.
-            actor.do_send(PlaceRecords::new(records.clone(), received_at, settings, reply, committed));
-            match placed.await {
-                Ok(placed) => return Ok((placed?, commit)),
-                Err(_) => self.forget(&key, &actor),
+    ) -> Result<(Vec<Vec<Placed>>, Vec<oneshot::Sender<bool>>), StoreError> {
+        let mut by_actor: Vec<(Vec<usize>, Vec<EmployeeRecords>)> = (0..self.actors.len()).map(|_| (Vec::new(), Vec::new())).collect();
+        let count = employees.len();
+        for (position, employee) in employees.into_iter().enumerate() {
+            let (positions, of_actor) = &mut by_actor[self.index_of(&employee.employee)];
+            positions.push(position);
+            of_actor.push(employee);
+        }
+        let mut placed: Vec<Vec<Placed>> = (0..count).map(|_| Vec::new()).collect();
+        let mut commit_signals = Vec::new();
+        for (actor, (positions, employees)) in self.actors.iter().zip(by_actor).filter(|(_, (positions, _))| !positions.is_empty()) {
+            let ((reply, answer), (commit_known, committed)) = (oneshot::channel(), oneshot::channel());
+            // Device actors wait for each answer, so a conflict actor's mailbox holds at
+            // most one request per device actor with a batch in work.
+            actor.do_send(PlaceRecords::new(employees, received_at, settings, reply, committed));
+            let decided = answer.await.map_err(|_| StoreError::Unavailable("a conflict actor stopped".into()))??;
+            // On an error below, the signals collected so far drop: those employees forget.
+            commit_signals.push(commit_known);
+            for (position, decided) in positions.into_iter().zip(decided) {
+                placed[position] = decided;
             }
         }
-        Err(StoreError::Unavailable("no conflict actor took the records".into()))
+        Ok((placed, commit_signals))
     }
 
     /// Settles a conflict through its employee's actor, which keeps its cache right.
-    pub(crate) async fn resolve(&self, org_id: &str, employee_id: &str, resolve: ResolveConflict) -> Result<crate::store::ConflictRecord, ResolveError> {
-        let key = (Arc::from(org_id), Arc::from(employee_id));
-        self.actor(&key, None)
-            .send(resolve)
-            .await
-            .map_err(|error| ResolveError::Store(StoreError::Unavailable(format!("conflict actor: {error}"))))?
+    pub(crate) async fn resolve(&self, conflict: &ConflictRecord, decision: Decision) -> Result<ConflictRecord, ResolveError> {
+        let employee: EmployeeKey = (conflict.org_id.as_str().into(), conflict.employee_id.as_str().into());
+        let (reply, answer) = oneshot::channel();
+        self.actors[self.index_of(&employee)].do_send(ResolveConflict { employee, decision, reply });
+        answer.await.map_err(|_| ResolveError::Store(StoreError::Unavailable("a conflict actor stopped".into())))?
     }
 
-    fn forget(&self, key: &Key, actor: &Addr<ConflictActor>) {
-        forget(&self.actors, key, actor, &self.active);
-    }
-
-    /// The actor of an (org, employee); a new one starts on `near`, or on the arbiter
-    /// the key hashes to.
-    fn actor(&self, key: &Key, near: Option<&ArbiterHandle>) -> Addr<ConflictActor> {
-        if let Some(actor) = self.actors.get(key) {
-            return actor.clone();
-        }
-        self.actors
-            .entry(key.clone())
-            .or_insert_with(|| {
-                let arbiter = near.unwrap_or_else(|| &self.arbiters[crate::registry::shard_of(&key.1, self.arbiters.len())]);
-                let handle = ActorHandle { actors: self.actors.clone(), key: key.clone(), active: self.active.clone() };
-                let ((org_id, employee_id), store, idle_timeout) = (key.clone(), self.store.clone(), self.idle_timeout);
-                self.active.inc();
-                ConflictActor::start_in_arbiter(arbiter, move |_| ConflictActor::new(org_id, employee_id, store, handle, idle_timeout))
-            })
-            .clone()
+    /// The actor an employee belongs to: the same in every run.
+    fn index_of(&self, (org_id, employee_id): &EmployeeKey) -> usize {
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one((&**org_id, &**employee_id));
+        (hash % self.actors.len() as u64) as usize
     }
 }

@@ -4,8 +4,9 @@
 //! decided in arrival order against an up-to-date picture of what it has delivered,
 //! and it acks only after the store says the batch is durable.
 
-use crate::conflict_actor::Placed;
+use crate::conflict_actor::EmployeeRecords;
 use crate::conflict_actors::ConflictActors;
+use crate::employee_timeline::Placed;
 use crate::dedupe::{self, Decision, Incoming};
 use crate::evaluation::{self, EvaluationPlan};
 use crate::registry::RegistryHandle;
@@ -378,32 +379,26 @@ impl Ingest {
             let timeline = records.into_iter().map(|(entry, _)| TimelineEntry { status: RecordStatus::Active, ..entry }).collect();
             return Ok(Placement { timeline, ..Placement::default() });
         };
-        // Each employee's actor holds its employee until this commit is known, so the
-        // employees are taken one at a time in one global order (by id): two devices
-        // sharing employees can never wait on each other. Each gets its records in seq order.
+        // Each employee is held until this commit is known; the conflict actors are
+        // asked in one order, so two devices sharing employees never wait on each other.
+        // Each employee gets its records in seq order.
         records.sort_by(|(a, _), (b, _)| (&a.employee_id, a.seq).cmp(&(&b.employee_id, b.seq)));
-        let mut placement = Placement { timeline: Vec::with_capacity(records.len()), ..Placement::default() };
-        let mut records = records.into_iter().peekable();
-        while let Some(first) = records.next() {
-            let employee_id = first.0.employee_id.clone();
-            let mut of_employee = vec![first];
-            while let Some(next) = records.next_if(|(entry, _)| entry.employee_id == employee_id) {
-                of_employee.push(next);
+        let mut employees: Vec<EmployeeRecords> = Vec::new();
+        for (entry, evaluate_now) in records {
+            match employees.last_mut() {
+                Some(last) if last.employee.1 == entry.employee_id => last.records.push((entry, evaluate_now)),
+                _ => employees.push(EmployeeRecords { employee: (self.org_id.clone(), entry.employee_id.clone()), records: vec![(entry, evaluate_now)] }),
             }
-            let records = Arc::new(of_employee);
-            // On an error, the signals collected so far drop: those actors forget.
-            let (placed, commit_known) = conflicts.place(&self.org_id, &employee_id, records.clone(), self.received_at, &self.settings).await?;
-            placement.commit_signals.push(commit_known);
-            let records = Arc::try_unwrap(records).unwrap_or_else(|shared| (*shared).clone());
-            for ((mut entry, _), Placed { status, superseded, conflicts }) in records.into_iter().zip(placed) {
-                if let Some(first) = conflicts.first() {
-                    placement.conflict_of.insert(entry.seq, first.id.clone());
-                }
-                entry.status = status;
-                placement.timeline.push(entry);
-                placement.timeline.extend(superseded);
-                placement.conflicts.extend(conflicts);
+        }
+        let (placed, commit_signals) = conflicts.place(employees, self.received_at, &self.settings).await?;
+        let mut placement = Placement { commit_signals, ..Placement::default() };
+        for Placed { entry, superseded, conflicts } in placed.into_iter().flatten() {
+            if let Some(first) = conflicts.first() {
+                placement.conflict_of.insert(entry.seq, first.id.clone());
             }
+            placement.timeline.push(entry);
+            placement.timeline.extend(superseded);
+            placement.conflicts.extend(conflicts);
         }
         Ok(placement)
     }

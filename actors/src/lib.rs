@@ -9,6 +9,7 @@ pub mod conflict_rules;
 pub mod dedupe;
 pub mod evaluation;
 pub mod device_actor;
+pub mod employee_timeline;
 pub mod metrics;
 pub mod registry;
 pub mod retry;

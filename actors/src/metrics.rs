@@ -49,6 +49,8 @@ impl StoreMetrics {
 pub struct DeviceMetrics {
     pub active_actors: IntGauge,
     pub conflict_actors_active: IntGauge,
+    pub conflict_employees_cached: IntGauge,
+    pub conflict_requests_waiting: IntGauge,
     pub mailbox_full: IntCounter,
     pub actors_evicted: IntCounter,
     /// Batches queued for or in work at device actors, all devices together.
@@ -62,7 +64,9 @@ impl DeviceMetrics {
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let metrics = DeviceMetrics {
             active_actors: IntGauge::new("otg_device_actors_active", "Device actors alive now.")?,
-            conflict_actors_active: IntGauge::new("otg_conflict_actors_active", "Conflict actors (one per active employee) alive now.")?,
+            conflict_actors_active: IntGauge::new("otg_conflict_actors_active", "Conflict actors running (one per device arbiter, each keeping a share of the employees).")?,
+            conflict_employees_cached: IntGauge::new("otg_conflict_employees_cached", "Employees whose timelines the conflict actors have cached.")?,
+            conflict_requests_waiting: IntGauge::new("otg_conflict_requests_waiting", "Placements waiting at a conflict actor for an employee another device's batch holds.")?,
             mailbox_full: IntCounter::new("otg_device_mailbox_full_total", "Batches refused with 429 because the device's mailbox was full.")?,
             actors_evicted: IntCounter::new("otg_device_actors_evicted_total", "Device actors stopped after their idle timeout.")?,
             mailbox_batches: IntGauge::new("otg_device_mailbox_batches", "Batches queued for or in work at device actors, all devices together.")?,
@@ -77,6 +81,8 @@ impl DeviceMetrics {
         }
         registry.register(Box::new(metrics.active_actors.clone()))?;
         registry.register(Box::new(metrics.conflict_actors_active.clone()))?;
+        registry.register(Box::new(metrics.conflict_employees_cached.clone()))?;
+        registry.register(Box::new(metrics.conflict_requests_waiting.clone()))?;
         registry.register(Box::new(metrics.mailbox_full.clone()))?;
         registry.register(Box::new(metrics.actors_evicted.clone()))?;
         Ok(metrics)

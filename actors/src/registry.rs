@@ -11,8 +11,9 @@
 //! finds the semaphore closed starts a fresh actor instead.
 
 use crate::device_actor::{BatchOutcome, DeviceActor, EvaluateWaiting, IngestBatch, MailboxSlot, ReadProgress, Upload};
-use crate::conflict_actor::{ResolveConflict, ResolveError};
+use crate::conflict_actor::ConflictActorOptions;
 use crate::conflict_actors::ConflictActors;
+use crate::employee_timeline::{Decision, ResolveError};
 use crate::store::{ConflictRecord, Resolution};
 use crate::metrics::DeviceMetrics;
 use crate::retry::RetryPolicy;
@@ -33,9 +34,12 @@ use tokio::sync::{mpsc, oneshot, Semaphore, TryAcquireError};
 pub struct DeviceActorOptions {
     /// An actor with no message for this long stops.
     pub idle_timeout: Duration,
-    /// A conflict actor with no request for this long stops; its cache is cheap to
-    /// read again, and a storm touches many employees once each.
+    /// An employee's cached timeline with no request for this long is dropped; it is
+    /// cheap to read again, and a storm touches many employees once each.
     pub conflict_idle_timeout: Duration,
+    /// The most employees whose timelines are cached at once, all conflict actors
+    /// together; beyond it the least recently used are dropped.
+    pub conflict_cached_employees: usize,
     /// Batches that may queue for one device; beyond it the device gets 429.
     pub mailbox_capacity: usize,
     /// Arbiter threads the actors are spread over.
@@ -82,7 +86,15 @@ impl DeviceRegistry {
     /// Starts the arbiters; must run inside an actix `System`.
     pub fn start(store: Arc<dyn Store>, options: DeviceActorOptions, metrics: DeviceMetrics) -> Self {
         let arbiters: Vec<ArbiterHandle> = (0..options.arbiters.max(1)).map(|_| Arbiter::new().handle()).collect();
-        let conflicts = ConflictActors::new(arbiters.clone(), store.clone(), options.conflict_idle_timeout, metrics.conflict_actors_active.clone(), metrics.conflicts.clone());
+        let conflict_options = ConflictActorOptions {
+            store: store.clone(),
+            idle_timeout: options.conflict_idle_timeout,
+            max_employees: options.conflict_cached_employees,
+            cached: metrics.conflict_employees_cached.clone(),
+            waiting: metrics.conflict_requests_waiting.clone(),
+        };
+        let conflicts = ConflictActors::start(&arbiters, conflict_options, metrics.conflicts.clone());
+        metrics.conflict_actors_active.set(arbiters.len() as i64);
         let (wake_ups, due) = mpsc::unbounded_channel();
         let inner = Inner { actors: DashMap::new(), wake_ups, conflicts: Arc::new(conflicts), arbiters, store, options, metrics };
         let registry = DeviceRegistry { inner: RegistryHandle(Arc::new(inner)) };
@@ -138,8 +150,8 @@ impl DeviceRegistry {
 
     /// Settles a conflict as an administrator decided.
     pub async fn resolve_conflict(&self, conflict: &ConflictRecord, resolution: Resolution, note: String, resolved_at: i64) -> Result<ConflictRecord, ResolveError> {
-        let resolve = ResolveConflict { conflict_id: conflict.id.clone(), resolution, note, resolved_at };
-        self.inner.0.conflicts.resolve(&conflict.org_id, &conflict.employee_id, resolve).await
+        let decision = Decision { conflict_id: conflict.id.clone(), resolution, note, resolved_at };
+        self.inner.0.conflicts.resolve(conflict, decision).await
     }
 
     /// Wakes the actors of devices whose records wait behind a gap (after a restart),
@@ -288,7 +300,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let prometheus = prometheus::Registry::new();
         let store = EmbeddedStore::open(EmbeddedStoreOptions::new(dir.path()), StoreMetrics::register(&prometheus).unwrap()).unwrap();
-        let options = DeviceActorOptions { idle_timeout: Duration::from_millis(10), conflict_idle_timeout: Duration::from_millis(10), mailbox_capacity: 2, arbiters: 2, detect_conflicts: true, store_retry: Default::default() };
+        let options = DeviceActorOptions { idle_timeout: Duration::from_millis(10), conflict_idle_timeout: Duration::from_millis(10), conflict_cached_employees: 1_000, mailbox_capacity: 2, arbiters: 2, detect_conflicts: true, store_retry: Default::default() };
         let metrics = DeviceMetrics::register(&prometheus).unwrap();
         let devices = DeviceRegistry::start(Arc::new(store), options, metrics.clone());
         for seq in 1..=150u64 {

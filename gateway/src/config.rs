@@ -40,8 +40,10 @@ pub struct Config {
     pub store_cache_mib: u64,
     /// Largest memtable of each embedded-store table before it is flushed, MiB.
     pub store_memtable_mib: u64,
-    /// A conflict actor with no request for this long stops and frees its cache.
+    /// An employee's cached timeline with no request for this long is dropped.
     pub conflict_idle_timeout_ms: u64,
+    /// The most employees whose timelines are cached at once (least recently used go).
+    pub conflict_cached_employees: usize,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     pub shutdown_timeout_s: u64,
     /// A batch whose newest record is at most this old is `live`; the rest is `backlog`.
@@ -93,6 +95,7 @@ impl Default for Config {
             store_cache_mib: 64,
             store_memtable_mib: 64,
             conflict_idle_timeout_ms: 10_000,
+            conflict_cached_employees: 50_000,
             shutdown_timeout_s: 30,
             live_window_s: (otg_schema::signing::LIVE_WINDOW_MS / 1000) as u64,
             max_in_flight_records: 12_000,
@@ -136,6 +139,7 @@ impl Config {
             (self.body_limit_bytes >= 1024, "body_limit_bytes must be at least 1024"),
             (self.device_idle_timeout_ms >= 10, "device_idle_timeout_ms must be at least 10"),
             (self.conflict_idle_timeout_ms >= 10, "conflict_idle_timeout_ms must be at least 10"),
+            (self.conflict_cached_employees >= 1, "conflict_cached_employees must be at least 1"),
             (self.store_memtable_mib >= 1, "store_memtable_mib must be at least 1"),
             (self.device_mailbox_capacity >= 1, "device_mailbox_capacity must be at least 1"),
             (self.commit_queue_capacity >= 1, "commit_queue_capacity must be at least 1"),

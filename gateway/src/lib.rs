@@ -50,6 +50,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         DeviceActorOptions {
             idle_timeout: Duration::from_millis(config.device_idle_timeout_ms),
             conflict_idle_timeout: Duration::from_millis(config.conflict_idle_timeout_ms),
+            conflict_cached_employees: config.conflict_cached_employees,
             mailbox_capacity: config.device_mailbox_capacity,
             arbiters: config.device_arbiters(),
             detect_conflicts: config.conflict_detection,

@@ -7,7 +7,7 @@ use crate::routes::paging::{next_cursor, PageQuery};
 use crate::clock::now_ms;
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
-use otg_actors::conflict_actor::ResolveError;
+use otg_actors::employee_timeline::ResolveError;
 use otg_actors::store::{ConflictRecord, Page, Resolution};
 use serde::{Deserialize, Serialize};
 

@@ -1,0 +1,311 @@
+//! One employee's timeline as a conflict actor keeps it: the UTC-day partitions read
+//! from the store and cached, the evaluation of new records against the effective
+//! timeline with the org's policy, and an administrator's resolution.
+//!
+//! The cache is updated before the device's commit; a failed commit makes the conflict
+//! actor forget it.
+
+use crate::conflict_rules::{self, ConflictKind, Event, RuleSettings};
+use crate::store::{AdminResolution, AuditEvent, AuditKind, Commit, ConflictRecord, PolicyOutcome, RecordRef, RecordStatus, Resolution, Store, StoreError, TimelineEntry};
+use otg_schema::{ConflictResolution, UtcDay};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+/// Most UTC days an employee keeps cached; beyond that the days farthest from the last
+/// ones read are dropped.
+const MAX_CACHED_DAYS: usize = 32;
+
+/// What placing one record decided, in the order of the request's records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Placed {
+    /// The record's timeline entry, with its status after the org's policy.
+    pub entry: TimelineEntry,
+    /// Stored entries the policy superseded.
+    pub superseded: Vec<TimelineEntry>,
+    /// The conflicts found for the record (none if it was not evaluated).
+    pub conflicts: Vec<ConflictRecord>,
+}
+
+/// An administrator's decision on a conflict.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub conflict_id: String,
+    pub resolution: Resolution,
+    pub note: String,
+    pub resolved_at: i64,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ResolveError {
+    #[error("no conflict {0}")]
+    NotFound(String),
+    #[error("conflict {0} is already resolved")]
+    AlreadyResolved(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a conflict actor knows of an employee's timeline without asking the store.
+#[derive(Default)]
+pub(crate) struct Cache {
+    days: BTreeMap<UtcDay, Vec<TimelineEntry>>,
+    /// Every day the employee has entries in (and perhaps a few more whose write
+    /// failed), read once; a day outside it is empty and needs no read.
+    written: Option<BTreeSet<UtcDay>>,
+    /// The first day of the last span read: the cache keeps the days nearest it.
+    recent: Option<UtcDay>,
+}
+
+impl Cache {
+    /// Drops the cached days farthest from the recent ones, down to `MAX_CACHED_DAYS`.
+    pub(crate) fn trim(&mut self) {
+        let Some(recent) = self.recent else { return };
+        while self.days.len() > MAX_CACHED_DAYS {
+            let (Some((&first, _)), Some((&last, _))) = (self.days.first_key_value(), self.days.last_key_value()) else { return };
+            if recent.0 - first.0 > last.0 - recent.0 {
+                self.days.pop_first();
+            } else {
+                self.days.pop_last();
+            }
+        }
+    }
+}
+
+/// An employee's cached days, and the store to read the missing ones from.
+pub(crate) struct CachedTimeline {
+    pub(crate) cache: Cache,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) org_id: Arc<str>,
+    pub(crate) employee_id: Arc<str>,
+}
+
+impl CachedTimeline {
+    /// Places records in the timeline, in the device's seq order, evaluating those
+    /// marked so one at a time.
+    pub(crate) async fn place(
+        &mut self,
+        records: Vec<(TimelineEntry, bool)>,
+        received_at: i64,
+        rules: RuleSettings,
+        policy: ConflictResolution,
+    ) -> Result<Vec<Placed>, StoreError> {
+        let mut placed = Vec::with_capacity(records.len());
+        for (mut entry, evaluate_now) in records {
+            entry.status = if evaluate_now { RecordStatus::Active } else { RecordStatus::Pending };
+            let (mut superseded, mut conflicts) = (Vec::new(), Vec::new());
+            if evaluate_now {
+                self.load(window(&entry, rules.max_shift_ms)).await?;
+                let (found, server_entries) = self.evaluate(&entry, received_at, rules, policy);
+                if found.iter().any(|conflict| conflict.outcome == PolicyOutcome::NewcomerSuperseded) {
+                    entry.status = RecordStatus::Superseded;
+                }
+                for mut server_entry in server_entries {
+                    server_entry.status = RecordStatus::Superseded;
+                    self.put(&server_entry);
+                    superseded.push(server_entry);
+                }
+                conflicts = found;
+            }
+            self.put(&entry);
+            placed.push(Placed { entry, superseded, conflicts });
+        }
+        Ok(placed)
+    }
+
+    /// Records the decision and sets the records' statuses, in one durable commit;
+    /// nothing is deleted.
+    pub(crate) async fn resolve(&mut self, resolve: Decision) -> Result<ConflictRecord, ResolveError> {
+        let mut conflict = self.store.conflict(&resolve.conflict_id).await?.ok_or_else(|| ResolveError::NotFound(resolve.conflict_id.clone()))?;
+        if !conflict.is_open() {
+            return Err(ResolveError::AlreadyResolved(conflict.id));
+        }
+        let (device_status, server_status) = match resolve.resolution {
+            Resolution::KeepServer if conflict.server_record.is_some() => (RecordStatus::Superseded, RecordStatus::Active),
+            Resolution::KeepDevice => (RecordStatus::Active, RecordStatus::Superseded),
+            Resolution::DiscardBoth => (RecordStatus::Discarded, RecordStatus::Discarded),
+            Resolution::KeepServer | Resolution::KeepBoth => (RecordStatus::Active, RecordStatus::Active),
+        };
+        let mut timeline = Vec::new();
+        let records = [(Some(conflict.device_record.clone()), device_status), (conflict.server_record.clone(), server_status)];
+        for (record, status) in records {
+            if let Some(record) = record {
+                let mut entry = self.entry_of(&record).await?;
+                entry.status = status;
+                timeline.push(entry);
+            }
+        }
+        let audit = std::iter::once(&conflict.device_record)
+            .chain(&conflict.server_record)
+            .map(|record| AuditEvent {
+                at: resolve.resolved_at,
+                org_id: conflict.org_id.clone(),
+                device_id: record.device_id.clone(),
+                event: AuditKind::ConflictResolved { conflict_id: conflict.id.clone(), resolution: resolve.resolution, note: resolve.note.clone() },
+            })
+            .collect();
+        conflict.resolution = Some(AdminResolution { resolution: resolve.resolution, note: resolve.note, resolved_at: resolve.resolved_at });
+        let commit = Commit { timeline: timeline.clone(), conflicts: vec![conflict.clone()], audit, ..Commit::default() };
+        if let Err(error) = self.store.commit(&commit).await {
+            self.cache = Cache::default();
+            return Err(error.into());
+        }
+        for entry in &timeline {
+            self.put(entry);
+        }
+        Ok(conflict)
+    }
+
+    /// The stored timeline entry of a record of a conflict.
+    async fn entry_of(&mut self, record: &RecordRef) -> Result<TimelineEntry, StoreError> {
+        let day = UtcDay::of_unix_ms(record.recorded_at);
+        self.load((day, day)).await?;
+        self.cache
+            .days
+            .get(&day)
+            .and_then(|entries| entries.iter().find(|entry| *entry.record_id == *record.record_id))
+            .cloned()
+            .ok_or_else(|| StoreError::Corrupt(format!("record {} of a conflict is not in its timeline", record.record_id)))
+    }
+
+    /// The conflicts of `newcomer` against the effective timeline, and the stored
+    /// entries the policy supersedes. A record is evaluated once: it is written with
+    /// its conflicts in one commit, so none of them can exist yet.
+    fn evaluate(&self, newcomer: &TimelineEntry, received_at: i64, rules: RuleSettings, policy: ConflictResolution) -> (Vec<ConflictRecord>, Vec<TimelineEntry>) {
+        let around = self.effective(window(newcomer, rules.max_shift_ms), &newcomer.record_id);
+        let events: Vec<Event> = around.iter().map(|entry| event(entry)).collect();
+        let findings = conflict_rules::evaluate(&event(newcomer), received_at, &events, rules);
+        let (mut conflicts, mut superseded) = (Vec::new(), Vec::new());
+        for finding in findings {
+            let other = finding.other.map(|index| around[index]);
+            let id = conflict_rules::conflict_id(finding.kind, &newcomer.record_id, other.map(|entry| &*entry.record_id));
+            let outcome = policy_outcome(finding.kind, policy);
+            if let (PolicyOutcome::ServerSuperseded, Some(other)) = (outcome, other) {
+                superseded.push(other.clone());
+            }
+            conflicts.push(ConflictRecord {
+                id,
+                org_id: self.org_id.to_string(),
+                employee_id: self.employee_id.to_string(),
+                kind: finding.kind,
+                device_record: newcomer.reference(),
+                server_record: other.map(TimelineEntry::reference),
+                policy,
+                outcome,
+                detected_at: received_at,
+                resolution: None,
+            });
+        }
+        (conflicts, superseded)
+    }
+
+    /// Reads the days of `span` that are not cached and have entries. A day with none
+    /// is not cached at all: `written` already says it is empty.
+    async fn load(&mut self, span: (UtcDay, UtcDay)) -> Result<(), StoreError> {
+        if self.cache.written.is_none() {
+            let written = self.store.timeline_days(&self.org_id, &self.employee_id).await?;
+            self.cache.written = Some(written.into_iter().collect());
+        }
+        self.cache.recent = Some(span.0);
+        let mut day = span.0;
+        while day <= span.1 {
+            let written = self.cache.written.as_ref().is_some_and(|written| written.contains(&day));
+            if written && !self.cache.days.contains_key(&day) {
+                let entries = self.store.timeline(&self.org_id, &self.employee_id, day).await?;
+                self.cache.days.insert(day, entries);
+            }
+            day = day.next();
+        }
+        Ok(())
+    }
+
+    /// The effective entries of `span`, once each, in time order, without `except`.
+    /// Only a leave request can stand in several days, so only those are deduplicated.
+    fn effective(&self, span: (UtcDay, UtcDay), except: &str) -> Vec<&TimelineEntry> {
+        let mut leaves_seen: Vec<&str> = Vec::new();
+        let mut effective: Vec<&TimelineEntry> = self
+            .cache
+            .days
+            .range(span.0..=span.1)
+            .flat_map(|(_, entries)| entries)
+            .filter(|entry| entry.status == RecordStatus::Active && *entry.record_id != *except)
+            .filter(|entry| {
+                entry.leave.is_none() || {
+                    let first = !leaves_seen.contains(&&*entry.record_id);
+                    leaves_seen.push(&entry.record_id);
+                    first
+                }
+            })
+            .collect();
+        effective.sort_by(|a, b| (a.recorded_at, &a.device_id, a.seq).cmp(&(b.recorded_at, &b.device_id, b.seq)));
+        effective
+    }
+
+    /// Puts an entry (new, or with a new status) into every cached day it belongs to.
+    fn put(&mut self, entry: &TimelineEntry) {
+        let (first, last) = entry.leave.map_or_else(|| {
+            let day = UtcDay::of_unix_ms(entry.recorded_at);
+            (day, day)
+        }, |(from, to)| (from.min(UtcDay::of_unix_ms(entry.recorded_at)), to.max(UtcDay::of_unix_ms(entry.recorded_at))));
+        let mut day = first;
+        while day <= last {
+            match self.cache.days.get_mut(&day) {
+                Some(entries) => {
+                    entries.retain(|cached| cached.record_id != entry.record_id);
+                    entries.push(entry.clone());
+                }
+                // A day known to be empty now holds just this entry; one not cached
+                // but written is read from the store when next needed.
+                None => {
+                    if self.cache.written.as_ref().is_some_and(|written| !written.contains(&day)) {
+                        self.cache.days.insert(day, vec![entry.clone()]);
+                    }
+                }
+            }
+            if let Some(written) = self.cache.written.as_mut() {
+                written.insert(day);
+            }
+            day = day.next();
+        }
+    }
+}
+
+/// The days whose records can collide with `entry`.
+fn window(entry: &TimelineEntry, max_shift_ms: i64) -> (UtcDay, UtcDay) {
+    match entry.leave {
+        Some((from, to)) => (from, to),
+        None => (UtcDay::of_unix_ms(entry.recorded_at - max_shift_ms), UtcDay::of_unix_ms(entry.recorded_at + max_shift_ms)),
+    }
+}
+
+fn event(entry: &TimelineEntry) -> Event<'_> {
+    Event { record_id: &entry.record_id, kind: entry.kind, recorded_at: entry.recorded_at, leave: entry.leave }
+}
+
+/// What the org's policy does with a new conflict.
+fn policy_outcome(kind: ConflictKind, policy: ConflictResolution) -> PolicyOutcome {
+    if !kind.is_between_two() {
+        return PolicyOutcome::BothStand;
+    }
+    match policy {
+        ConflictResolution::ServerWins => PolicyOutcome::NewcomerSuperseded,
+        ConflictResolution::DeviceWins => PolicyOutcome::ServerSuperseded,
+        ConflictResolution::Manual => PolicyOutcome::BothStand,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trimming_keeps_the_days_nearest_the_recent_ones() {
+        let mut cache = Cache { recent: Some(UtcDay(100)), ..Cache::default() };
+        for day in 60..=110 {
+            cache.days.insert(UtcDay(day), Vec::new());
+        }
+        cache.trim();
+        let kept: Vec<i32> = cache.days.keys().map(|day| day.0).collect();
+        assert_eq!(kept.len(), MAX_CACHED_DAYS);
+        assert_eq!((kept[0], kept[kept.len() - 1]), (79, 110), "the ten days after 100 and the 22 before it");
+    }
+}
