@@ -131,6 +131,7 @@ fn the_metrics_exposition_passes_promtool_and_names_no_device() {
         "otg_store_commit_duration_seconds_bucket",
         "otg_store_commit_group_size_bucket",
         "otg_store_commit_queue_depth",
+        "otg_store_write_buffer_bytes",
         "otg_device_actors_active 1",
         "otg_conflict_actors_active ",
         "otg_conflict_employees_cached 1",

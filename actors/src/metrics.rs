@@ -12,6 +12,8 @@ pub struct StoreMetrics {
     group_size: Histogram,
     commit_failures: IntCounter,
     pub(crate) queue_depth: IntGauge,
+    /// The embedded store's memtables: the largest part of its memory.
+    pub(crate) write_buffer: IntGauge,
 }
 
 impl StoreMetrics {
@@ -27,7 +29,9 @@ impl StoreMetrics {
             )?,
             commit_failures: IntCounter::new("otg_store_commit_failures_total", "Commit groups that failed to write or fsync.")?,
             queue_depth: IntGauge::new("otg_store_commit_queue_depth", "Commits waiting for the committer when it took its last group.")?,
+            write_buffer: IntGauge::new("otg_store_write_buffer_bytes", "Bytes in the embedded store's memtables, not yet flushed to tables.")?,
         };
+        registry.register(Box::new(metrics.write_buffer.clone()))?;
         registry.register(Box::new(metrics.queue_depth.clone()))?;
         registry.register(Box::new(metrics.commit_duration.clone()))?;
         registry.register(Box::new(metrics.group_size.clone()))?;

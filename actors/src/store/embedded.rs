@@ -517,6 +517,7 @@ impl Committer {
                 }
             }
             self.metrics.queue_depth.set((queue.len() + waiting.len()) as i64);
+            self.metrics.write_buffer.set(self.db.write_buffer_size() as i64);
             let outcome = outcome.and_then(|()| self.db.persist(PersistMode::SyncData).map_err(unavailable));
             self.metrics.observe_group(answers.len(), started.elapsed(), outcome.is_ok());
             if let Err(error) = &outcome {
