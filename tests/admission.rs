@@ -4,6 +4,7 @@
 
 mod support;
 
+use otg_schema::signing::PRIORITY_HEADER;
 use otg_schema::wire::{AckStatus, BatchResponse, DeviceStatus, Record};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -90,6 +91,66 @@ fn a_flood_beyond_the_budget_is_shed_with_retry_after_and_nothing_is_lost() {
         let status: DeviceStatus = gateway.device_get(device, "/v1/sync/status").msgpack();
         assert_eq!(status.next_seq, 501, "{}: every record stored", device.id);
     }
+}
+
+/// 40 devices upload 5 batches of 100 backlog records each, saying so in their
+/// `X-OTG-Priority` hint, each batch as soon as the last is answered (or as soon as a
+/// refusal's wait, bounded to keep the test short, has passed); the statuses seen.
+fn hinted_backlog_flood(gateway: &Gateway) -> BTreeMap<u16, u32> {
+    let devices: Vec<TestDevice> = (0..40).map(|n| gateway.enrol(&format!("hinted-{n}"), "acme", None)).collect();
+    let mut all = BTreeMap::new();
+    let per_device: Vec<BTreeMap<u16, u32>> = std::thread::scope(|scope| {
+        let senders: Vec<_> = devices
+            .iter()
+            .map(|device| {
+                scope.spawn(move || {
+                    let mut statuses = BTreeMap::new();
+                    for batch_number in 0..5 {
+                        let first = batch_number * 100 + 1;
+                        let records = (first..first + 100).map(|seq| backlog_record(seq, &format!("{}-emp", device.id))).collect();
+                        let body = batch(&device.id, &format!("b-{batch_number}"), records);
+                        loop {
+                            let request = device.signed(&gateway.url(""), "POST", "/v1/sync/batches", &body).set(PRIORITY_HEADER, "backlog");
+                            let reply = send(request, &body);
+                            *statuses.entry(reply.status).or_insert(0) += 1;
+                            if reply.status == 200 {
+                                break;
+                            }
+                            std::thread::sleep(retry_wait(&reply).min(Duration::from_millis(300)));
+                        }
+                    }
+                    statuses
+                })
+            })
+            .collect();
+        senders.into_iter().map(|sender| sender.join().unwrap()).collect()
+    });
+    for (status, count) in per_device.into_iter().flatten() {
+        *all.entry(status).or_insert(0) += count;
+    }
+    for device in &devices {
+        let status: DeviceStatus = gateway.device_get(device, "/v1/sync/status").msgpack();
+        assert_eq!(status.next_seq, 501, "{}: every record stored", device.id);
+    }
+    all
+}
+
+#[test]
+fn backlog_batches_wait_for_room_instead_of_being_refused() {
+    // Backlog may hold 300 records in flight: three of the 40 devices' batches.
+    let budget = [("OTG_MAX_IN_FLIGHT_RECORDS", "500"), ("OTG_BACKLOG_SHARE_PERCENT", "60")];
+    let dir = tempfile::tempdir().unwrap();
+    let queued = Gateway::start(dir.path(), &budget);
+    let statuses = hinted_backlog_flood(&queued);
+    assert_eq!(statuses, BTreeMap::from([(200, 200)]), "each of the 200 batches waited its turn and was acked at its first upload");
+    assert_eq!(refused(&queued, "records_budget", "backlog"), 0.0);
+    assert_eq!(queued.metric("otg_admission_backlog_waiting"), 0.0, "nobody is left waiting");
+
+    let dir = tempfile::tempdir().unwrap();
+    let unqueued = Gateway::start(dir.path(), &[budget[0], budget[1], ("OTG_BACKLOG_QUEUE_BATCHES", "0")]);
+    let statuses = hinted_backlog_flood(&unqueued);
+    assert_eq!(statuses[&200], 200);
+    assert!(statuses.get(&503).copied().unwrap_or(0) > 0, "without the queue the same flood is refused: {statuses:?}");
 }
 
 #[test]

@@ -55,6 +55,11 @@ pub struct Config {
     pub backlog_share_percent: u64,
     /// Request bytes being read or in work, all devices together; beyond it, 503.
     pub max_in_flight_bytes: u64,
+    /// Backlog batches (by the device's priority hint) that may wait, bodies unread,
+    /// for the backlog's share to have room; beyond it, 503 at once.
+    pub backlog_queue_batches: usize,
+    /// The longest a backlog batch waits in that queue before it is refused with 503.
+    pub backlog_queue_wait_ms: u64,
     /// Batches a second one device may upload, sustained; beyond it, 429.
     pub device_batches_per_s: u32,
     /// Batches one device may upload at once above its rate.
@@ -101,6 +106,8 @@ impl Default for Config {
             max_in_flight_records: 12_000,
             backlog_share_percent: 75,
             max_in_flight_bytes: 32 * 1024 * 1024,
+            backlog_queue_batches: 1024,
+            backlog_queue_wait_ms: 10_000,
             device_batches_per_s: 50,
             device_batch_burst: 50,
             org_records_per_s: 1_000_000,
@@ -149,6 +156,7 @@ impl Config {
             (self.max_in_flight_records >= 500, "max_in_flight_records must hold at least one full batch (500)"),
             ((1..=100).contains(&self.backlog_share_percent), "backlog_share_percent must be 1 to 100"),
             (self.max_in_flight_bytes >= self.body_limit_bytes as u64, "max_in_flight_bytes must be at least body_limit_bytes"),
+            (self.backlog_queue_wait_ms <= 60_000, "backlog_queue_wait_ms must be at most 60000 (clients give up on a silent request)"),
             (self.device_batches_per_s >= 1 && self.device_batch_burst >= 1, "device_batches_per_s and device_batch_burst must be at least 1"),
             (self.org_records_per_s >= 1 && self.org_record_burst >= 500, "org_records_per_s must be at least 1 and org_record_burst at least 500 (one full batch)"),
             (self.drain_records_per_s >= 1, "drain_records_per_s must be at least 1"),

@@ -4,6 +4,7 @@
 //! stop accepting, let in-flight batches finish and be acked, flush the store, exit.
 
 pub mod admission;
+pub mod allocator;
 pub mod auth;
 pub mod body;
 pub mod clock;

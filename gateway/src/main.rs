@@ -21,6 +21,7 @@ struct Arguments {
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
+    otg_gateway::allocator::return_freed_memory_sooner();
     let arguments = Arguments::parse();
     let config = Config::load(arguments.config.as_deref())?;
     tracing_subscriber::fmt()

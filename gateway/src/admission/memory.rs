@@ -1,18 +1,21 @@
 //! The gateway's resident memory against its cap, sampled from /proc.
 
+use super::decide::Priority;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// New work is refused above this share of the cap, leaving room for the work in hand.
+/// Backlog is refused above this share of the cap, leaving room for the work in hand
+/// and for live batches, which are refused only at the cap itself.
 const HIGH_WATERMARK_PERCENT: u64 = 90;
 
 pub struct MemoryWatch {
     rss: AtomicU64,
     high: u64,
+    limit: u64,
 }
 
 impl MemoryWatch {
     pub fn new(limit_bytes: u64) -> Self {
-        let watch = MemoryWatch { rss: AtomicU64::new(0), high: limit_bytes / 100 * HIGH_WATERMARK_PERCENT };
+        let watch = MemoryWatch { rss: AtomicU64::new(0), high: limit_bytes / 100 * HIGH_WATERMARK_PERCENT, limit: limit_bytes };
         watch.sample();
         watch
     }
@@ -27,8 +30,10 @@ impl MemoryWatch {
         self.rss.load(Ordering::Relaxed)
     }
 
-    pub fn is_high(&self) -> bool {
-        self.rss() > self.high
+    /// Whether a request of this priority (`None`: not said) is refused for memory.
+    pub fn refuses(&self, priority: Option<Priority>) -> bool {
+        let threshold = if priority == Some(Priority::Live) { self.limit } else { self.high };
+        self.rss() > threshold
     }
 }
 
@@ -45,8 +50,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_process_above_its_cap_is_high_and_one_below_is_not() {
-        assert!(MemoryWatch::new(1024).is_high(), "any process is above 1 KiB");
-        assert!(!MemoryWatch::new(1 << 40).is_high(), "no test process is near 1 TiB");
+    fn a_process_above_its_cap_is_refused_and_one_below_is_not() {
+        assert!(MemoryWatch::new(1024).refuses(Some(Priority::Live)), "any process is above 1 KiB");
+        assert!(!MemoryWatch::new(1 << 40).refuses(None), "no test process is near 1 TiB");
+    }
+
+    #[test]
+    fn live_batches_are_refused_only_at_the_cap_itself() {
+        let rss = resident_bytes().unwrap();
+        let watch = MemoryWatch::new(rss * 105 / 100);
+        watch.rss.store(rss, Ordering::Relaxed);
+        assert!(watch.refuses(Some(Priority::Backlog)) && watch.refuses(None), "above 90% of the cap");
+        assert!(!watch.refuses(Some(Priority::Live)), "below the cap");
     }
 }

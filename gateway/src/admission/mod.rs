@@ -6,6 +6,12 @@
 //! device's rate once it is authenticated, and the org's rate and the records budget
 //! once it is decoded and its priority known. What a batch holds is released when it is
 //! answered. The decisions themselves are pure (`decide`).
+//!
+//! A batch its device says is backlog (`X-OTG-Priority: backlog`) that finds the
+//! backlog's share taken waits for room, before its body is read, in a first-come
+//! first-served queue bounded in length and in time; only past those bounds is it
+//! refused. A refused device builds, signs and sends its batch again later, which costs
+//! both sides more than a wait.
 
 pub mod decide;
 mod memory;
@@ -19,9 +25,11 @@ use memory::MemoryWatch;
 use meter::{DrainMeter, RecentCount};
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use otg_schema::wire::MAX_BATCH_RECORDS;
+use tokio::sync::Notify;
 
 #[derive(Clone)]
 pub struct Admission {
@@ -43,18 +51,41 @@ struct Shared {
     admitted_records: AtomicU64,
     admitted_batches: AtomicU64,
     memory: MemoryWatch,
+    backlog_queue: BacklogQueue,
     metrics: AdmissionMetrics,
 }
 
-/// Bytes reserved for a request's body; released on drop.
-pub struct HeldBytes {
+/// Backlog batches waiting, bodies unread, for the backlog's share to have room.
+struct BacklogQueue {
+    /// Woken, one waiter at a time in arrival order, whenever records are released.
+    room: Notify,
+    waiting: AtomicUsize,
+    max_waiting: usize,
+    max_wait: Duration,
+}
+
+/// A place in the backlog queue; left on drop.
+struct QueuePlace<'a>(&'a Shared);
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        self.0.backlog_queue.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.0.metrics.queue_waiting.dec();
+    }
+}
+
+/// What a request holds before its body is read: bytes for its body and, for a batch
+/// its device says is backlog, room for an average batch's records until its own count
+/// is known. Released on drop.
+pub struct Reserved {
     shared: Arc<Shared>,
     bytes: u64,
+    records: u64,
 }
 
 /// An admitted batch's records and bytes; released on drop, once it is answered.
 pub struct Admitted {
-    _bytes: HeldBytes,
+    _reserved: Reserved,
     records: u64,
     pub priority: Priority,
 }
@@ -78,38 +109,78 @@ impl Admission {
             admitted_records: AtomicU64::new(0),
             admitted_batches: AtomicU64::new(0),
             memory: MemoryWatch::new(config.memory_limit_mib * 1024 * 1024),
+            backlog_queue: BacklogQueue {
+                room: Notify::new(),
+                waiting: AtomicUsize::new(0),
+                max_waiting: config.backlog_queue_batches,
+                max_wait: Duration::from_millis(config.backlog_queue_wait_ms),
+            },
             metrics: AdmissionMetrics::register(registry)?,
         });
         actix_web::rt::spawn(upkeep(shared.clone()));
         Ok(Admission { shared })
     }
 
-    /// Reserves room for a body of `bytes` before it is read: 503 while the gateway
-    /// holds its bytes budget, or is near its memory cap with work in hand. With
-    /// nothing in hand waiting frees nothing (the store's memtables stay until they
-    /// fill), so one request at a time is let in rather than none.
-    pub fn reserve_bytes(&self, bytes: u64) -> Result<HeldBytes, ApiError> {
+    /// Reserves what a request needs before its body is read: for a batch its device
+    /// says is backlog (the `X-OTG-Priority` hint), room for an average batch in the
+    /// backlog's share, waited for in the backlog queue; then room for a body of
+    /// `bytes`: 503 while the gateway holds its bytes budget, or with work in hand is
+    /// above 90% of its memory cap (a batch its device says is live: above the cap
+    /// itself). With nothing in hand waiting frees nothing (the store's memtables stay
+    /// until they fill), so one request at a time is let in rather than none.
+    pub async fn reserve(&self, hint: Option<Priority>, bytes: u64) -> Result<Reserved, ApiError> {
         let shared = &self.shared;
-        if shared.memory.is_high() && shared.bytes.load(Ordering::Acquire) > 0 {
-            return Err(self.overloaded("memory", None, None));
+        let mut reserved = Reserved { shared: shared.clone(), bytes: 0, records: 0 };
+        if hint == Some(Priority::Backlog) {
+            reserved.records = self.wait_for_backlog_room().await?;
+        }
+        if shared.memory.refuses(hint) && shared.bytes.load(Ordering::Acquire) > 0 {
+            return Err(self.overloaded("memory", hint, None));
         }
         let fits = |held: u64| (held == 0 || held.saturating_add(bytes) <= shared.max_bytes).then(|| held + bytes);
         if shared.bytes.fetch_update(Ordering::AcqRel, Ordering::Acquire, fits).is_err() {
-            return Err(self.overloaded("bytes_budget", None, None));
+            return Err(self.overloaded("bytes_budget", hint, None));
         }
-        Ok(HeldBytes { shared: shared.clone(), bytes })
+        reserved.bytes = bytes;
+        Ok(reserved)
     }
 
-    /// 503 before the body is read for a batch its device says is backlog (the
-    /// `X-OTG-Priority` hint) while backlog holds its whole share: refusing it then
-    /// costs no decoding. The hint only ever refuses early; the batch's own records
-    /// decide its priority once decoded.
-    pub fn check_hint(&self, hint: Option<Priority>) -> Result<(), ApiError> {
-        let shared = &self.shared;
-        if hint == Some(Priority::Backlog) && !shared.budget.fits(shared.records.load(Ordering::Acquire), 1, Priority::Backlog) {
-            return Err(self.overloaded("records_budget", hint, None));
+    /// Takes room for an average batch in the backlog's share, waiting for it if need
+    /// be: in arrival order, at most `backlog_queue_wait_ms`, and only while fewer than
+    /// `backlog_queue_batches` wait; past either bound, 503. Returns the records taken.
+    async fn wait_for_backlog_room(&self) -> Result<u64, ApiError> {
+        let shared = &*self.shared;
+        let records = shared.average_batch();
+        let take_room = || {
+            let fits = |held: u64| shared.budget.fits(held, records, Priority::Backlog).then(|| held + records);
+            shared.records.fetch_update(Ordering::AcqRel, Ordering::Acquire, fits).is_ok()
+        };
+        let queue = &shared.backlog_queue;
+        // Nobody waiting: no queue to join.
+        if queue.waiting.load(Ordering::Acquire) == 0 && take_room() {
+            return Ok(records);
         }
-        Ok(())
+        if queue.waiting.fetch_add(1, Ordering::AcqRel) >= queue.max_waiting {
+            queue.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(self.overloaded("records_budget", Some(Priority::Backlog), None));
+        }
+        shared.metrics.queue_waiting.inc();
+        let _place = QueuePlace(shared);
+        let deadline = tokio::time::Instant::now() + queue.max_wait;
+        loop {
+            let released = queue.room.notified();
+            tokio::pin!(released);
+            // Registered before looking, so a release in between is not missed.
+            released.as_mut().enable();
+            if take_room() {
+                // A release may have made room for more than one: pass it on.
+                queue.room.notify_one();
+                return Ok(records);
+            }
+            if tokio::time::timeout_at(deadline, released).await.is_err() {
+                return Err(self.overloaded("records_budget", Some(Priority::Backlog), None));
+            }
+        }
     }
 
     /// 429 if the device is over its batch rate.
@@ -126,15 +197,25 @@ impl Admission {
     }
 
     /// Admits a decoded batch of `records` for `org_id`: 429 if the org is over its
-    /// record rate, 503 if the records budget has no room at this priority.
-    pub fn admit(&self, bytes: HeldBytes, org_id: &str, records: u64, priority: Priority) -> Result<Admitted, ApiError> {
+    /// record rate, 503 if the records budget has no room at this priority. Room taken
+    /// in the backlog queue counts towards it.
+    pub fn admit(&self, mut reserved: Reserved, org_id: &str, records: u64, priority: Priority) -> Result<Admitted, ApiError> {
         let shared = &self.shared;
-        let fits = |held: u64| shared.budget.fits(held, records, priority).then(|| held + records);
+        // A batch that waited its turn in the backlog queue is not refused for being
+        // larger than the average it held room for: it may go past the backlog's share,
+        // up to the whole budget.
+        let provisional = reserved.records;
+        let room_of = if provisional > 0 { Priority::Live } else { priority };
+        let fits = |held: u64| {
+            let others = held.saturating_sub(provisional);
+            shared.budget.fits(others, records, room_of).then(|| others + records)
+        };
         if shared.records.fetch_update(Ordering::AcqRel, Ordering::Acquire, fits).is_err() {
             return Err(self.overloaded("records_budget", Some(priority), Some(records)));
         }
+        reserved.records = 0;
         // Room first, then the org's rate: a batch refused for room spends no tokens.
-        let admitted = Admitted { _bytes: bytes, records, priority };
+        let admitted = Admitted { _reserved: reserved, records, priority };
         let count = NonZeroU32::new(records.clamp(1, u32::MAX as u64) as u32).expect("clamped to at least 1");
         match shared.orgs.check_key_n(&org_id.to_owned(), count) {
             Ok(Ok(())) => {}
@@ -160,8 +241,7 @@ impl Admission {
     /// an average batch).
     fn overloaded(&self, reason: &'static str, priority: Option<Priority>, records: Option<u64>) -> ApiError {
         let shared = &self.shared;
-        let average = || shared.admitted_records.load(Ordering::Relaxed) / shared.admitted_batches.load(Ordering::Relaxed).max(1);
-        shared.refused.add(records.unwrap_or_else(average));
+        shared.refused.add(records.unwrap_or_else(|| shared.average_batch()));
         shared.metrics.count_refused(reason, priority);
         let ahead = shared.records.load(Ordering::Acquire) + shared.refused.get();
         ApiError::Overloaded { reason, retry_after: decide::retry_after(ahead, shared.drain.per_second(), rand::random()) }
@@ -174,15 +254,37 @@ impl Admission {
     }
 }
 
-impl Drop for HeldBytes {
+impl Drop for Reserved {
     fn drop(&mut self) {
         self.shared.bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+        self.shared.release_records(self.records);
     }
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        self._bytes.shared.records.fetch_sub(self.records, Ordering::AcqRel);
+        self._reserved.shared.release_records(self.records);
+    }
+}
+
+impl Shared {
+    /// Gives records back to the budget and wakes the next backlog batch waiting.
+    fn release_records(&self, records: u64) {
+        if records == 0 {
+            return;
+        }
+        self.records.fetch_sub(records, Ordering::AcqRel);
+        if self.backlog_queue.waiting.load(Ordering::Acquire) > 0 {
+            self.backlog_queue.room.notify_one();
+        }
+    }
+
+    /// Records in an admitted batch, on average; before any, the largest a batch may be.
+    fn average_batch(&self) -> u64 {
+        match self.admitted_batches.load(Ordering::Relaxed) {
+            0 => MAX_BATCH_RECORDS as u64,
+            batches => (self.admitted_records.load(Ordering::Relaxed) / batches).max(1),
+        }
     }
 }
 
@@ -217,6 +319,7 @@ async fn upkeep(shared: Arc<Shared>) {
 }
 
 struct AdmissionMetrics {
+    queue_waiting: IntGauge,
     refused: IntCounterVec,
     admitted: IntCounterVec,
     in_flight_records: IntGauge,
@@ -228,6 +331,7 @@ struct AdmissionMetrics {
 impl AdmissionMetrics {
     fn register(registry: &Registry) -> prometheus::Result<Self> {
         let metrics = AdmissionMetrics {
+            queue_waiting: IntGauge::new("otg_admission_backlog_waiting", "Backlog batches waiting, bodies unread, for the backlog's share to have room.")?,
             refused: IntCounterVec::new(
                 Opts::new("otg_admission_refused_total", "Batches refused with 429 or 503, by gate and priority (unknown before decoding)."),
                 &["reason", "priority"],
@@ -238,6 +342,7 @@ impl AdmissionMetrics {
             drain_rate: IntGauge::new("otg_admission_drain_records_per_second", "The drain rate Retry-After is computed from.")?,
             rss: IntGauge::new("otg_process_resident_memory_bytes", "The gateway's resident memory, as the memory cap sees it.")?,
         };
+        registry.register(Box::new(metrics.queue_waiting.clone()))?;
         registry.register(Box::new(metrics.refused.clone()))?;
         registry.register(Box::new(metrics.admitted.clone()))?;
         registry.register(Box::new(metrics.in_flight_records.clone()))?;

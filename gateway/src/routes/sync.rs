@@ -7,7 +7,7 @@
 
 use crate::auth::authenticate_device;
 use crate::admission::decide::Priority;
-use crate::admission::HeldBytes;
+use crate::admission::Reserved;
 use crate::body::{drain, read_limited};
 use crate::clock::now_ms;
 use crate::error::ApiError;
@@ -57,7 +57,7 @@ async fn upload_batch(request: HttpRequest, payload: web::Payload, state: web::D
 
 /// The body of a well-formed, signed request within its device's rate, the device that
 /// signed it, and the bytes admission reserved for it.
-async fn authenticated(request: &HttpRequest, payload: web::Payload, state: &AppState) -> Result<(DeviceEnrolment, Bytes, HeldBytes), ApiError> {
+async fn authenticated(request: &HttpRequest, payload: web::Payload, state: &AppState) -> Result<(DeviceEnrolment, Bytes, Reserved), ApiError> {
     if !is_msgpack(request) {
         return Err(ApiError::UnsupportedMediaType);
     }
@@ -65,7 +65,7 @@ async fn authenticated(request: &HttpRequest, payload: web::Payload, state: &App
     let declared = content_length(request);
     let admission = &state.admission;
     let hint = priority_hint(request);
-    let reserved = match admission.check_hint(hint).and_then(|()| admission.reserve_bytes(declared.unwrap_or(limit).min(limit) as u64)) {
+    let reserved = match admission.reserve(hint, declared.unwrap_or(limit).min(limit) as u64).await {
         Ok(reserved) => reserved,
         Err(refused) => {
             // Swallowed, not read into memory, so the client sees the 503.
@@ -83,7 +83,7 @@ async fn authenticated(request: &HttpRequest, payload: web::Payload, state: &App
 async fn ingest(
     device: &DeviceEnrolment,
     body: Bytes,
-    reserved: HeldBytes,
+    reserved: Reserved,
     received_at: i64,
     state: &AppState,
     batch_id_seen: &mut Option<String>,
