@@ -100,7 +100,7 @@ impl Default for Config {
             store_cache_mib: 64,
             store_memtable_mib: 64,
             conflict_idle_timeout_ms: 10_000,
-            conflict_cached_employees: 50_000,
+            conflict_cached_employees: 10_000,
             shutdown_timeout_s: 30,
             live_window_s: (otg_schema::signing::LIVE_WINDOW_MS / 1000) as u64,
             max_in_flight_records: 12_000,

@@ -54,6 +54,29 @@ impl Budget {
     }
 }
 
+/// Resident memory against the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Memory {
+    Normal,
+    /// Above 90% of the cap.
+    High,
+    /// Above the cap.
+    Full,
+}
+
+/// Whether a request may go on at this `memory`, its device's priority hint and the
+/// records in flight: anything while memory is normal; above 90% of the cap live
+/// batches, and backlog only while it holds less than a quarter of its share, so the
+/// store keeps writing (and flushing what it holds) at a slower pace rather than
+/// stopping with memory it frees only by writing on; above the cap, nothing.
+pub fn memory_admits(memory: Memory, hint: Option<Priority>, held_records: u64, budget: &Budget) -> bool {
+    match memory {
+        Memory::Normal => true,
+        Memory::High => hint == Some(Priority::Live) || held_records < budget.backlog / 4,
+        Memory::Full => false,
+    }
+}
+
 /// Shortest `Retry-After`: the header counts whole seconds.
 pub const MIN_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Longest `Retry-After`, however deep the queue.
@@ -108,6 +131,17 @@ mod tests {
         assert_eq!(retry_after(1_000_000, 100_000.0, 0.5), Duration::from_secs(15));
         assert_eq!(retry_after(u64::MAX, 1.0, 0.9), MAX_RETRY_AFTER);
         assert_eq!(retry_after(10, 0.0, 0.0), Duration::from_secs(10), "a zero drain rate counts as one a second");
+    }
+
+    #[test]
+    fn high_memory_slows_backlog_and_full_memory_stops_everything() {
+        let budget = Budget::new(1_000, 80);
+        assert!(memory_admits(Memory::Normal, Some(Priority::Backlog), 790, &budget));
+        assert!(memory_admits(Memory::High, Some(Priority::Backlog), 199, &budget), "backlog goes on below a quarter of its 800");
+        assert!(!memory_admits(Memory::High, Some(Priority::Backlog), 200, &budget));
+        assert!(!memory_admits(Memory::High, None, 200, &budget), "no hint counts as backlog");
+        assert!(memory_admits(Memory::High, Some(Priority::Live), 990, &budget));
+        assert!(!memory_admits(Memory::Full, Some(Priority::Live), 0, &budget));
     }
 
     proptest! {

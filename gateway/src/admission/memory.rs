@@ -1,10 +1,10 @@
 //! The gateway's resident memory against its cap, sampled from /proc.
 
-use super::decide::Priority;
+use super::decide::Memory;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Backlog is refused above this share of the cap, leaving room for the work in hand
-/// and for live batches, which are refused only at the cap itself.
+/// Memory is high above this share of the cap: backlog slows down, leaving room for
+/// the work in hand and for live batches (see `decide::memory_admits`).
 const HIGH_WATERMARK_PERCENT: u64 = 90;
 
 pub struct MemoryWatch {
@@ -30,10 +30,12 @@ impl MemoryWatch {
         self.rss.load(Ordering::Relaxed)
     }
 
-    /// Whether a request of this priority (`None`: not said) is refused for memory.
-    pub fn refuses(&self, priority: Option<Priority>) -> bool {
-        let threshold = if priority == Some(Priority::Live) { self.limit } else { self.high };
-        self.rss() > threshold
+    pub fn level(&self) -> Memory {
+        match self.rss() {
+            rss if rss > self.limit => Memory::Full,
+            rss if rss > self.high => Memory::High,
+            _ => Memory::Normal,
+        }
     }
 }
 
@@ -50,17 +52,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_process_above_its_cap_is_refused_and_one_below_is_not() {
-        assert!(MemoryWatch::new(1024).refuses(Some(Priority::Live)), "any process is above 1 KiB");
-        assert!(!MemoryWatch::new(1 << 40).refuses(None), "no test process is near 1 TiB");
-    }
-
-    #[test]
-    fn live_batches_are_refused_only_at_the_cap_itself() {
+    fn memory_is_full_above_the_cap_and_high_above_nine_tenths_of_it() {
+        assert_eq!(MemoryWatch::new(1024).level(), Memory::Full, "any process is above 1 KiB");
+        assert_eq!(MemoryWatch::new(1 << 40).level(), Memory::Normal, "no test process is near 1 TiB");
         let rss = resident_bytes().unwrap();
         let watch = MemoryWatch::new(rss * 105 / 100);
         watch.rss.store(rss, Ordering::Relaxed);
-        assert!(watch.refuses(Some(Priority::Backlog)) && watch.refuses(None), "above 90% of the cap");
-        assert!(!watch.refuses(Some(Priority::Live)), "below the cap");
+        assert_eq!(watch.level(), Memory::High);
     }
 }

@@ -124,17 +124,20 @@ impl Admission {
     /// Reserves what a request needs before its body is read: for a batch its device
     /// says is backlog (the `X-OTG-Priority` hint), room for an average batch in the
     /// backlog's share, waited for in the backlog queue; then room for a body of
-    /// `bytes`: 503 while the gateway holds its bytes budget, or with work in hand is
-    /// above 90% of its memory cap (a batch its device says is live: above the cap
-    /// itself). With nothing in hand waiting frees nothing (the store's memtables stay
-    /// until they fill), so one request at a time is let in rather than none.
+    /// `bytes`: 503 while the gateway holds its bytes budget, or, with work in hand,
+    /// while memory refuses it (`decide::memory_admits`). With nothing in hand waiting
+    /// frees nothing (the store's memtables stay until they fill), so one request at a
+    /// time is let in rather than none.
     pub async fn reserve(&self, hint: Option<Priority>, bytes: u64) -> Result<Reserved, ApiError> {
         let shared = &self.shared;
         let mut reserved = Reserved { shared: shared.clone(), bytes: 0, records: 0 };
         if hint == Some(Priority::Backlog) {
             reserved.records = self.wait_for_backlog_room().await?;
         }
-        if shared.memory.refuses(hint) && shared.bytes.load(Ordering::Acquire) > 0 {
+        let in_hand = shared.bytes.load(Ordering::Acquire) > 0;
+        // The room this request took in the backlog queue is not the backlog in hand.
+        let held = shared.records.load(Ordering::Acquire).saturating_sub(reserved.records);
+        if in_hand && !decide::memory_admits(shared.memory.level(), hint, held, &shared.budget) {
             return Err(self.overloaded("memory", hint, None));
         }
         let fits = |held: u64| (held == 0 || held.saturating_add(bytes) <= shared.max_bytes).then(|| held + bytes);
