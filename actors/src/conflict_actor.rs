@@ -1,6 +1,7 @@
 //! `ConflictActor`: the keeper of the timelines of the employees whose (org, employee)
-//! hashes to it. There is one per device arbiter; device actors place each batch's
-//! records in it with one request per actor, not one per employee.
+//! hashes to it. There are as many as device arbiters, each on an arbiter of its own;
+//! device actors place each batch's records with one request per conflict actor, not
+//! one per employee.
 //!
 //! An employee is placed by one request at a time: a request holds its employees from
 //! placement until the device says whether its commit succeeded, so an employee's

@@ -1,5 +1,7 @@
-//! The conflict actors, one per device arbiter, and which employee each keeps: the one
-//! its (org, employee) hashes to.
+//! The conflict actors, as many as device arbiters, each on an arbiter of its own, and
+//! which employee each keeps: the one its (org, employee) hashes to. On threads of
+//! their own, a placement (a live check-in's among them) never queues behind device
+//! actors building their commits.
 //!
 //! A device actor asks them in one order (by index) and waits for each answer, holding
 //! the employees already placed until its commit is known; since every device asks in
@@ -16,13 +18,17 @@ use tokio::sync::oneshot;
 
 pub struct ConflictActors {
     actors: Vec<Addr<ConflictActor>>,
+    arbiters: Vec<ArbiterHandle>,
     detected: IntCounterVec,
 }
 
 impl ConflictActors {
-    /// Starts one conflict actor on each arbiter; `max_employees` is shared out evenly.
-    pub(crate) fn start(arbiters: &[ArbiterHandle], mut options: ConflictActorOptions, detected: IntCounterVec) -> Self {
-        options.max_employees = options.max_employees.div_ceil(arbiters.len().max(1)).max(1);
+    /// Starts `count` conflict actors, each on a new arbiter; `max_employees` is shared
+    /// out evenly. Must run inside an actix `System`.
+    pub(crate) fn start(mut options: ConflictActorOptions, count: usize, detected: IntCounterVec) -> Self {
+        let count = count.max(1);
+        options.max_employees = options.max_employees.div_ceil(count).max(1);
+        let arbiters: Vec<ArbiterHandle> = (0..count).map(|_| Arbiter::new().handle()).collect();
         let actors = arbiters
             .iter()
             .map(|arbiter| {
@@ -30,7 +36,14 @@ impl ConflictActors {
                 ConflictActor::start_in_arbiter(arbiter, move |_| ConflictActor::new(options))
             })
             .collect();
-        ConflictActors { actors, detected }
+        ConflictActors { actors, arbiters, detected }
+    }
+
+    /// Stops their arbiters once nothing more will be sent.
+    pub(crate) fn stop(&self) {
+        for arbiter in &self.arbiters {
+            arbiter.stop();
+        }
     }
 
     /// Counts a conflict found and stored.

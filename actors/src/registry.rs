@@ -93,7 +93,7 @@ impl DeviceRegistry {
             cached: metrics.conflict_employees_cached.clone(),
             waiting: metrics.conflict_requests_waiting.clone(),
         };
-        let conflicts = ConflictActors::start(&arbiters, conflict_options, metrics.conflicts.clone());
+        let conflicts = ConflictActors::start(conflict_options, arbiters.len(), metrics.conflicts.clone());
         metrics.conflict_actors_active.set(arbiters.len() as i64);
         let (wake_ups, due) = mpsc::unbounded_channel();
         let inner = Inner { actors: DashMap::new(), wake_ups, conflicts: Arc::new(conflicts), arbiters, store, options, metrics };
@@ -210,6 +210,7 @@ impl DeviceRegistry {
         for arbiter in &self.inner.0.arbiters {
             arbiter.stop();
         }
+        self.inner.0.conflicts.stop();
     }
 
     fn entry(&self, device_id: &str) -> DeviceEntry {
