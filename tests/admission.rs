@@ -45,60 +45,20 @@ fn a_flood_beyond_the_budget_is_shed_with_retry_after_and_nothing_is_lost() {
     let dir = tempfile::tempdir().unwrap();
     let settings = [("OTG_MAX_IN_FLIGHT_RECORDS", "500"), ("OTG_BACKLOG_SHARE_PERCENT", "60")];
     let gateway = Gateway::start(dir.path(), &settings);
-    let devices: Vec<TestDevice> = (0..40).map(|n| gateway.enrol(&format!("flood-{n}"), "acme", None)).collect();
-
-    let statuses: Vec<BTreeMap<u16, u32>> = std::thread::scope(|scope| {
-        let senders: Vec<_> = devices
-            .iter()
-            .map(|device| {
-                let gateway = &gateway;
-                scope.spawn(move || {
-                    let mut statuses = BTreeMap::new();
-                    for batch_number in 0..5 {
-                        let first = batch_number * 100 + 1;
-                        let records = (first..first + 100).map(|seq| record(seq, &format!("{}-emp", device.id))).collect();
-                        let body = batch(&device.id, &format!("b-{batch_number}"), records);
-                        loop {
-                            let reply = gateway.upload(device, &body);
-                            *statuses.entry(reply.status).or_insert(0) += 1;
-                            if reply.status == 200 {
-                                let response: BatchResponse = reply.msgpack();
-                                assert!(response.acks.iter().all(|ack| ack.status == AckStatus::Accepted), "a refused batch was never half stored");
-                                break;
-                            }
-                            // Waits as told, up to a bound that keeps the test short.
-                            std::thread::sleep(retry_wait(&reply).min(Duration::from_millis(1_500)));
-                        }
-                    }
-                    statuses
-                })
-            })
-            .collect();
-        senders.into_iter().map(|sender| sender.join().unwrap()).collect()
-    });
-
-    let mut all = BTreeMap::new();
-    for device_statuses in statuses {
-        for (status, count) in device_statuses {
-            *all.entry(status).or_insert(0) += count;
-        }
-    }
+    let all = flood(&gateway, None);
     assert!(all.keys().all(|status| [200, 429, 503].contains(status)), "only 200, 429 and 503: {all:?}");
     assert_eq!(all[&200], 200, "every batch acked once: {all:?}");
     assert!(all.get(&503).copied().unwrap_or(0) > 0, "40 devices x 100 records overflow a 300-record backlog budget: {all:?}");
     assert!(refused(&gateway, "records_budget", "backlog") > 0.0);
-    for device in &devices {
-        let status: DeviceStatus = gateway.device_get(device, "/v1/sync/status").msgpack();
-        assert_eq!(status.next_seq, 501, "{}: every record stored", device.id);
-    }
 }
 
-/// 40 devices upload 5 batches of 100 backlog records each, saying so in their
-/// `X-OTG-Priority` hint, each batch as soon as the last is answered (or as soon as a
-/// refusal's wait, bounded to keep the test short, has passed); the statuses seen.
-fn hinted_backlog_flood(gateway: &Gateway) -> BTreeMap<u16, u32> {
-    let devices: Vec<TestDevice> = (0..40).map(|n| gateway.enrol(&format!("hinted-{n}"), "acme", None)).collect();
-    let mut all = BTreeMap::new();
+/// 40 devices upload 5 batches of 100 backlog records each, with `hint` as their
+/// `X-OTG-Priority` if given, each batch as soon as the last is acked (or as soon as a
+/// refusal's wait, bounded to keep the test short, has passed). Checks every batch was
+/// stored whole and once; returns the statuses seen.
+fn flood(gateway: &Gateway, hint: Option<&str>) -> BTreeMap<u16, u32> {
+    let prefix = hint.unwrap_or("unhinted");
+    let devices: Vec<TestDevice> = (0..40).map(|n| gateway.enrol(&format!("{prefix}-{n}"), "acme", None)).collect();
     let per_device: Vec<BTreeMap<u16, u32>> = std::thread::scope(|scope| {
         let senders: Vec<_> = devices
             .iter()
@@ -110,10 +70,16 @@ fn hinted_backlog_flood(gateway: &Gateway) -> BTreeMap<u16, u32> {
                         let records = (first..first + 100).map(|seq| backlog_record(seq, &format!("{}-emp", device.id))).collect();
                         let body = batch(&device.id, &format!("b-{batch_number}"), records);
                         loop {
-                            let request = device.signed(&gateway.url(""), "POST", "/v1/sync/batches", &body).set(PRIORITY_HEADER, "backlog");
+                            let mut request = device.signed(&gateway.url(""), "POST", "/v1/sync/batches", &body);
+                            if let Some(hint) = hint {
+                                request = request.set(PRIORITY_HEADER, hint);
+                            }
                             let reply = send(request, &body);
                             *statuses.entry(reply.status).or_insert(0) += 1;
                             if reply.status == 200 {
+                                let response: BatchResponse = reply.msgpack();
+                                let stored_now = |status| matches!(status, AckStatus::Accepted | AckStatus::Conflict);
+                                assert!(response.acks.iter().all(|ack| stored_now(ack.status)), "a refused batch was never half stored");
                                 break;
                             }
                             std::thread::sleep(retry_wait(&reply).min(Duration::from_millis(300)));
@@ -125,12 +91,13 @@ fn hinted_backlog_flood(gateway: &Gateway) -> BTreeMap<u16, u32> {
             .collect();
         senders.into_iter().map(|sender| sender.join().unwrap()).collect()
     });
-    for (status, count) in per_device.into_iter().flatten() {
-        *all.entry(status).or_insert(0) += count;
-    }
     for device in &devices {
         let status: DeviceStatus = gateway.device_get(device, "/v1/sync/status").msgpack();
         assert_eq!(status.next_seq, 501, "{}: every record stored", device.id);
+    }
+    let mut all = BTreeMap::new();
+    for (status, count) in per_device.into_iter().flatten() {
+        *all.entry(status).or_insert(0) += count;
     }
     all
 }
@@ -141,14 +108,14 @@ fn backlog_batches_wait_for_room_instead_of_being_refused() {
     let budget = [("OTG_MAX_IN_FLIGHT_RECORDS", "500"), ("OTG_BACKLOG_SHARE_PERCENT", "60")];
     let dir = tempfile::tempdir().unwrap();
     let queued = Gateway::start(dir.path(), &budget);
-    let statuses = hinted_backlog_flood(&queued);
+    let statuses = flood(&queued, Some("backlog"));
     assert_eq!(statuses, BTreeMap::from([(200, 200)]), "each of the 200 batches waited its turn and was acked at its first upload");
     assert_eq!(refused(&queued, "records_budget", "backlog"), 0.0);
     assert_eq!(queued.metric("otg_admission_backlog_waiting"), 0.0, "nobody is left waiting");
 
     let dir = tempfile::tempdir().unwrap();
     let unqueued = Gateway::start(dir.path(), &[budget[0], budget[1], ("OTG_BACKLOG_QUEUE_BATCHES", "0")]);
-    let statuses = hinted_backlog_flood(&unqueued);
+    let statuses = flood(&unqueued, Some("backlog"));
     assert_eq!(statuses[&200], 200);
     assert!(statuses.get(&503).copied().unwrap_or(0) > 0, "without the queue the same flood is refused: {statuses:?}");
 }
