@@ -123,9 +123,13 @@ impl ConflictActor {
         ConflictActor { options, employees: HashMap::default(), parked: VecDeque::new() }
     }
 
-    /// Starts `work` now if none of its employees is held, else parks it.
+    /// Starts `work` now if none of its employees is held or wanted by a request parked
+    /// before it (so a request for several employees is not overtaken for ever by
+    /// requests for one of them), else parks it.
     fn submit(&mut self, work: Work, ctx: &mut Context<Self>) {
-        if work.employees().any(|employee| self.employees.get(employee).is_some_and(|employee| employee.held)) {
+        let held = |employee: &EmployeeKey| self.employees.get(employee).is_some_and(|employee| employee.held);
+        let wanted = |employee: &EmployeeKey| self.parked.iter().any(|parked| parked.employees().any(|other| other == employee));
+        if work.employees().any(|employee| held(employee) || wanted(employee)) {
             self.parked.push_back(work);
             self.options.waiting.inc();
             return;
@@ -324,6 +328,52 @@ mod tests {
         first_committed.send(true).unwrap();
         assert_eq!(conflicts(second.await.unwrap().unwrap()), 1, "the second check-in 30 s later is a duplicate of the first");
         drop((second_committed, other.1));
+    }
+
+    #[actix_rt::test]
+    async fn a_request_for_several_employees_is_not_overtaken() {
+        let dir = tempfile::tempdir().unwrap();
+        let (actor, _) = actor(&dir, 100);
+        let (first, first_committed) = place(&actor, vec![check_in("phone", "emp-1", CHECK_IN_AT)]);
+        first.await.unwrap().unwrap();
+        let (both, both_committed) = place(&actor, vec![check_in("kiosk", "emp-1", CHECK_IN_AT + 60_000), check_in("kiosk", "emp-2", CHECK_IN_AT)]);
+        let (later, _later_committed) = place(&actor, vec![check_in("tablet", "emp-2", CHECK_IN_AT + 30_000)]);
+        let mut later = Box::pin(later);
+        assert!(tokio::time::timeout(Duration::from_millis(200), &mut later).await.is_err(), "emp-2 is wanted by the request parked before");
+        first_committed.send(true).unwrap();
+        both.await.unwrap().unwrap();
+        assert!(tokio::time::timeout(Duration::from_millis(200), &mut later).await.is_err(), "and then held by it");
+        both_committed.send(true).unwrap();
+        assert_eq!(conflicts(later.await.unwrap().unwrap()), 1, "it goes last, and sees the kiosk's check-in");
+    }
+
+    #[actix_rt::test]
+    async fn a_leave_superseded_in_a_day_is_superseded_in_every_day_it_covers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(EmbeddedStoreOptions::new(dir.path()), StoreMetrics::register(&prometheus::Registry::new()).unwrap()).unwrap();
+        let day = |n: i32| otg_schema::UtcDay(otg_schema::UtcDay::of_unix_ms(CHECK_IN_AT).0 + n);
+        let EmployeeRecords { records: mut leave, .. } = check_in("phone", "emp-1", day(0).start_unix_ms());
+        leave[0].0.kind = RecordKind::LeaveRequest;
+        leave[0].0.leave = Some((day(1), day(5)));
+        leave[0].0.status = RecordStatus::Active;
+        store.commit(&crate::store::Commit { timeline: vec![leave[0].0.clone()], ..Default::default() }).await.unwrap();
+        let cached = IntGauge::new("cached", "cached").unwrap();
+        let waiting = IntGauge::new("waiting", "waiting").unwrap();
+        let options = ConflictActorOptions { store: Arc::new(store), idle_timeout: Duration::from_secs(60), max_employees: 100, cached, waiting };
+        let actor = ConflictActor::new(options).start();
+
+        // Device wins: a check-in on day 3 supersedes the leave; a check-in on day 5 then
+        // finds no leave standing, though day 5 was not read for the first.
+        let mut records = check_in("kiosk", "emp-1", day(3).start_unix_ms() + 12 * 3_600_000);
+        records.records.extend(check_in("kiosk", "emp-1", day(5).start_unix_ms() + 12 * 3_600_000).records);
+        records.records[1].0.seq = 2;
+        let settings = OrgSettings { conflict_resolution: ConflictResolution::DeviceWins, ..OrgSettings::default() };
+        let ((reply, answer), (_commit_known, committed)) = (oneshot::channel(), oneshot::channel());
+        actor.do_send(PlaceRecords::new(vec![records], day(6).start_unix_ms(), &settings, reply, committed));
+        let placed = answer.await.unwrap().unwrap().remove(0);
+        assert_eq!(placed[0].conflicts.len(), 1, "the day-3 check-in overlaps the leave");
+        assert_eq!(placed[0].superseded.len(), 1);
+        assert!(placed[1].conflicts.is_empty(), "the leave no longer stands on day 5: {:?}", placed[1].conflicts);
     }
 
     #[actix_rt::test]

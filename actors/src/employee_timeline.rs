@@ -101,6 +101,8 @@ impl CachedTimeline {
                 }
                 for mut server_entry in server_entries {
                     server_entry.status = RecordStatus::Superseded;
+                    // A leave stands in every day it covers: each must show the new status.
+                    self.load(days_of(&server_entry)).await?;
                     self.put(&server_entry);
                     superseded.push(server_entry);
                 }
@@ -242,10 +244,7 @@ impl CachedTimeline {
 
     /// Puts an entry (new, or with a new status) into every cached day it belongs to.
     fn put(&mut self, entry: &TimelineEntry) {
-        let (first, last) = entry.leave.map_or_else(|| {
-            let day = UtcDay::of_unix_ms(entry.recorded_at);
-            (day, day)
-        }, |(from, to)| (from.min(UtcDay::of_unix_ms(entry.recorded_at)), to.max(UtcDay::of_unix_ms(entry.recorded_at))));
+        let (first, last) = days_of(entry);
         let mut day = first;
         while day <= last {
             match self.cache.days.get_mut(&day) {
@@ -267,6 +266,12 @@ impl CachedTimeline {
             day = day.next();
         }
     }
+}
+
+/// The days an entry stands in: its own, and for a leave request every day it covers.
+fn days_of(entry: &TimelineEntry) -> (UtcDay, UtcDay) {
+    let day = UtcDay::of_unix_ms(entry.recorded_at);
+    entry.leave.map_or((day, day), |(from, to)| (from.min(day), to.max(day)))
 }
 
 /// The days whose records can collide with `entry`.

@@ -33,8 +33,8 @@ pub struct Config {
     pub commit_queue_capacity: usize,
     /// Most device commits one fsync covers.
     pub max_group_commits: usize,
-    /// Most device records one group commit takes; live commits jump ahead of backlog
-    /// and wait for at most one such group.
+    /// Most device records one fsync covers; a live commit is written next, between two
+    /// backlog commits, and fsynced at once.
     pub max_group_records: usize,
     /// Block cache of the embedded store, MiB.
     pub store_cache_mib: u64,

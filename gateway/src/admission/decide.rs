@@ -52,6 +52,15 @@ impl Budget {
         };
         held == 0 || held.saturating_add(wanted) <= limit
     }
+
+    /// Whether a backlog batch that waited its turn, holding room for an average batch,
+    /// fits with its own count: it may go past the backlog's share by half of the live
+    /// share, so it is not refused for being larger than the average, and live batches
+    /// always keep at least half of theirs.
+    pub fn fits_waited(&self, held: u64, wanted: u64) -> bool {
+        let limit = self.backlog + (self.total - self.backlog) / 2;
+        held == 0 || held.saturating_add(wanted) <= limit
+    }
 }
 
 /// Resident memory against the cap.
@@ -131,6 +140,14 @@ mod tests {
         assert_eq!(retry_after(1_000_000, 100_000.0, 0.5), Duration::from_secs(15));
         assert_eq!(retry_after(u64::MAX, 1.0, 0.9), MAX_RETRY_AFTER);
         assert_eq!(retry_after(10, 0.0, 0.0), Duration::from_secs(10), "a zero drain rate counts as one a second");
+    }
+
+    #[test]
+    fn a_batch_that_waited_may_take_half_of_the_live_share() {
+        let budget = Budget::new(1_000, 80);
+        assert!(budget.fits_waited(800, 100), "up to 800 + 100 of live's 200");
+        assert!(!budget.fits_waited(800, 101));
+        assert!(budget.fits_waited(0, 5_000), "a lone batch always fits");
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! answered. The decisions themselves are pure (`decide`).
 //!
 //! A batch its device says is backlog (`X-OTG-Priority: backlog`) that finds the
-//! backlog's share taken waits for room, before its body is read, in a first-come
-//! first-served queue bounded in length and in time; only past those bounds is it
+//! backlog's share taken waits for room, before its body is read, in a queue woken
+//! in arrival order and bounded in length and in time; only past those bounds is it
 //! refused. A refused device builds, signs and sends its batch again later, which costs
 //! both sides more than a wait.
 
@@ -47,7 +47,8 @@ struct Shared {
     drain: DrainMeter,
     /// Records refused lately: demand that will come back, so it counts as work ahead.
     refused: RecentCount,
-    /// Records and batches admitted, for the size of a batch refused before decoding.
+    /// Backlog records and batches admitted: the size of a batch the backlog queue holds
+    /// room for, or one refused before decoding.
     admitted_records: AtomicU64,
     admitted_batches: AtomicU64,
     memory: MemoryWatch,
@@ -204,19 +205,20 @@ impl Admission {
     /// in the backlog queue counts towards it.
     pub fn admit(&self, mut reserved: Reserved, org_id: &str, records: u64, priority: Priority) -> Result<Admitted, ApiError> {
         let shared = &self.shared;
-        // A batch that waited its turn in the backlog queue is not refused for being
-        // larger than the average it held room for: it may go past the backlog's share,
-        // up to the whole budget.
+        // Room taken in the backlog queue becomes the batch's own count.
         let provisional = reserved.records;
-        let room_of = if provisional > 0 { Priority::Live } else { priority };
         let fits = |held: u64| {
             let others = held.saturating_sub(provisional);
-            shared.budget.fits(others, records, room_of).then(|| others + records)
+            let room = if provisional > 0 { shared.budget.fits_waited(others, records) } else { shared.budget.fits(others, records, priority) };
+            room.then(|| others + records)
         };
         if shared.records.fetch_update(Ordering::AcqRel, Ordering::Acquire, fits).is_err() {
             return Err(self.overloaded("records_budget", Some(priority), Some(records)));
         }
         reserved.records = 0;
+        if provisional > records {
+            shared.wake_a_waiter();
+        }
         // Room first, then the org's rate: a batch refused for room spends no tokens.
         let admitted = Admitted { _reserved: reserved, records, priority };
         let count = NonZeroU32::new(records.clamp(1, u32::MAX as u64) as u32).expect("clamped to at least 1");
@@ -230,8 +232,10 @@ impl Admission {
             Err(_) => return Err(self.rate_limited("org", Duration::from_secs(1))),
         }
         shared.metrics.admitted.with_label_values(&[priority.as_str()]).inc();
-        shared.admitted_records.fetch_add(records, Ordering::Relaxed);
-        shared.admitted_batches.fetch_add(1, Ordering::Relaxed);
+        if priority == Priority::Backlog {
+            shared.admitted_records.fetch_add(records, Ordering::Relaxed);
+            shared.admitted_batches.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(admitted)
     }
 
@@ -277,12 +281,17 @@ impl Shared {
             return;
         }
         self.records.fetch_sub(records, Ordering::AcqRel);
+        self.wake_a_waiter();
+    }
+
+    fn wake_a_waiter(&self) {
         if self.backlog_queue.waiting.load(Ordering::Acquire) > 0 {
             self.backlog_queue.room.notify_one();
         }
     }
 
-    /// Records in an admitted batch, on average; before any, the largest a batch may be.
+    /// Records in an admitted backlog batch, on average; before any, the largest a batch
+    /// may be.
     fn average_batch(&self) -> u64 {
         match self.admitted_batches.load(Ordering::Relaxed) {
             0 => MAX_BATCH_RECORDS as u64,
