@@ -110,11 +110,12 @@ enum Work {
 }
 
 impl Work {
-    fn employees(&self) -> Box<dyn Iterator<Item = &EmployeeKey> + '_> {
-        match self {
-            Work::Place(place) => Box::new(place.employees.iter().map(|employee| &employee.employee)),
-            Work::Resolve(resolve) => Box::new(std::iter::once(&resolve.employee)),
-        }
+    fn employees(&self) -> impl Iterator<Item = &EmployeeKey> {
+        let (placing, resolving) = match self {
+            Work::Place(place) => (Some(&place.employees), None),
+            Work::Resolve(resolve) => (None, Some(&resolve.employee)),
+        };
+        placing.into_iter().flatten().map(|employee| &employee.employee).chain(resolving)
     }
 }
 
@@ -276,8 +277,12 @@ mod tests {
 
     const CHECK_IN_AT: i64 = 1_764_057_600_000;
 
-    fn actor(dir: &tempfile::TempDir, max_employees: usize) -> (Addr<ConflictActor>, IntGauge) {
-        let store = EmbeddedStore::open(EmbeddedStoreOptions::new(dir.path()), StoreMetrics::register(&prometheus::Registry::new()).unwrap()).unwrap();
+    fn store(dir: &tempfile::TempDir) -> EmbeddedStore {
+        EmbeddedStore::open(EmbeddedStoreOptions::new(dir.path()), StoreMetrics::register(&prometheus::Registry::new()).unwrap()).unwrap()
+    }
+
+    /// A conflict actor on `store`, and its gauge of employees cached.
+    fn actor(store: EmbeddedStore, max_employees: usize) -> (Addr<ConflictActor>, IntGauge) {
         let cached = IntGauge::new("cached", "cached").unwrap();
         let options = ConflictActorOptions {
             store: Arc::new(store),
@@ -318,7 +323,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_held_employee_waits_for_the_commit_before_it_and_sees_its_records() {
         let dir = tempfile::tempdir().unwrap();
-        let (actor, _) = actor(&dir, 100);
+        let (actor, _) = actor(store(&dir), 100);
         let (first, first_committed) = place(&actor, vec![check_in("phone", "emp-1", CHECK_IN_AT)]);
         assert_eq!(conflicts(first.await.unwrap().unwrap()), 0);
         let (second, second_committed) = place(&actor, vec![check_in("kiosk", "emp-1", CHECK_IN_AT + 30_000)]);
@@ -333,7 +338,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_request_for_several_employees_is_not_overtaken() {
         let dir = tempfile::tempdir().unwrap();
-        let (actor, _) = actor(&dir, 100);
+        let (actor, _) = actor(store(&dir), 100);
         let (first, first_committed) = place(&actor, vec![check_in("phone", "emp-1", CHECK_IN_AT)]);
         first.await.unwrap().unwrap();
         let (both, both_committed) = place(&actor, vec![check_in("kiosk", "emp-1", CHECK_IN_AT + 60_000), check_in("kiosk", "emp-2", CHECK_IN_AT)]);
@@ -350,17 +355,14 @@ mod tests {
     #[actix_rt::test]
     async fn a_leave_superseded_in_a_day_is_superseded_in_every_day_it_covers() {
         let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(EmbeddedStoreOptions::new(dir.path()), StoreMetrics::register(&prometheus::Registry::new()).unwrap()).unwrap();
+        let store = store(&dir);
         let day = |n: i32| otg_schema::UtcDay(otg_schema::UtcDay::of_unix_ms(CHECK_IN_AT).0 + n);
         let EmployeeRecords { records: mut leave, .. } = check_in("phone", "emp-1", day(0).start_unix_ms());
         leave[0].0.kind = RecordKind::LeaveRequest;
         leave[0].0.leave = Some((day(1), day(5)));
         leave[0].0.status = RecordStatus::Active;
         store.commit(&crate::store::Commit { timeline: vec![leave[0].0.clone()], ..Default::default() }).await.unwrap();
-        let cached = IntGauge::new("cached", "cached").unwrap();
-        let waiting = IntGauge::new("waiting", "waiting").unwrap();
-        let options = ConflictActorOptions { store: Arc::new(store), idle_timeout: Duration::from_secs(60), max_employees: 100, cached, waiting };
-        let actor = ConflictActor::new(options).start();
+        let (actor, _) = actor(store, 100);
 
         // Device wins: a check-in on day 3 supersedes the leave; a check-in on day 5 then
         // finds no leave standing, though day 5 was not read for the first.
@@ -379,7 +381,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_failed_commit_is_forgotten() {
         let dir = tempfile::tempdir().unwrap();
-        let (actor, _) = actor(&dir, 100);
+        let (actor, _) = actor(store(&dir), 100);
         let (first, first_committed) = place(&actor, vec![check_in("phone", "emp-1", CHECK_IN_AT)]);
         first.await.unwrap().unwrap();
         drop(first_committed);
@@ -390,7 +392,7 @@ mod tests {
     #[actix_rt::test]
     async fn at_most_the_cap_of_employees_stays_cached() {
         let dir = tempfile::tempdir().unwrap();
-        let (actor, cached) = actor(&dir, 10);
+        let (actor, cached) = actor(store(&dir), 10);
         for employee in 0..25 {
             let (answer, committed) = place(&actor, vec![check_in("kiosk", &format!("emp-{employee}"), CHECK_IN_AT)]);
             answer.await.unwrap().unwrap();

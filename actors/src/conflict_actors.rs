@@ -13,7 +13,6 @@ use crate::store::{ConflictRecord, StoreError};
 use actix::prelude::*;
 use otg_schema::OrgSettings;
 use prometheus::IntCounterVec;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use tokio::sync::oneshot;
 
 pub struct ConflictActors {
@@ -95,7 +94,6 @@ impl ConflictActors {
 
     /// The actor an employee belongs to: the same in every run.
     fn index_of(&self, (org_id, employee_id): &EmployeeKey) -> usize {
-        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one((&**org_id, &**employee_id));
-        (hash % self.actors.len() as u64) as usize
+        crate::registry::shard_of(&(&**org_id, &**employee_id), self.actors.len())
     }
 }

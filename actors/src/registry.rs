@@ -22,7 +22,7 @@ use crate::store::{DeviceProgress, Store, StoreError};
 use actix::dev::SendError;
 use actix::prelude::*;
 use dashmap::DashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hash};
 use std::sync::Arc;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -276,9 +276,10 @@ async fn sleep_until_or_forever(at: Option<Instant>) {
     }
 }
 
-/// The arbiter a device lives on: the same for a device id in every run.
-pub(crate) fn shard_of(device_id: &str, shards: usize) -> usize {
-    (BuildHasherDefault::<DefaultHasher>::default().hash_one(device_id) % shards as u64) as usize
+/// Which of `shards` a key belongs to (a device's arbiter, an employee's conflict
+/// actor): the same for a key in every run.
+pub(crate) fn shard_of<K: Hash + ?Sized>(key: &K, shards: usize) -> usize {
+    (BuildHasherDefault::<DefaultHasher>::default().hash_one(key) % shards as u64) as usize
 }
 
 #[cfg(test)]

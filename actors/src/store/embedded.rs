@@ -481,6 +481,13 @@ impl<T> Waiting<T> {
     }
 }
 
+impl Waiting<PendingCommit> {
+    fn take(&mut self, commit: PendingCommit) {
+        let live = commit.live;
+        self.push(commit, live);
+    }
+}
+
 impl Committer {
     /// Writes groups until the channel closes. A group is the commits written before
     /// one fsync. Between two commits the committer looks for live ones: a live commit
@@ -493,10 +500,7 @@ impl Committer {
         loop {
             if waiting.len() == 0 {
                 match queue.blocking_recv() {
-                    Some(first) => {
-                        let live = first.live;
-                        waiting.push(first, live);
-                    }
+                    Some(first) => waiting.take(first),
                     None => return,
                 }
             }
@@ -505,8 +509,7 @@ impl Committer {
             loop {
                 while waiting.len() < self.max_waiting {
                     let Ok(queued) = queue.try_recv() else { break };
-                    let live = queued.live;
-                    waiting.push(queued, live);
+                    waiting.take(queued);
                 }
                 let Some(PendingCommit { batch, stats, records, live, done }) = waiting.next(&group, caps) else { break };
                 group = Group { commits: group.commits + 1, records: group.records + records, live: group.live || live };
