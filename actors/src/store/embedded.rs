@@ -130,7 +130,7 @@ impl EmbeddedStore {
             .map_err(unavailable)?;
         let memtable_bytes = options.memtable_bytes;
         // lz4 on every level, not only from L2 on as fjall does by default: a storm's
-        // flushes and first compactions then write about 40% fewer bytes (docs/benchmarks.md).
+        // flushes and first compactions then write about 43% fewer bytes (docs/benchmarks.md).
         // Options apply when a keyspace is created; existing ones keep theirs.
         let compression = fjall::config::CompressionPolicy::all(fjall::CompressionType::Lz4);
         let keyspace = |name: &str| {
