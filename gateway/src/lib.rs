@@ -70,7 +70,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let admin_token = admin_token(&config)?;
     let metrics = metrics::GatewayMetrics::register(&metrics_registry)?;
     let failed_batches = failed_batches::FailedBatches::start(store.clone(), &metrics_registry)?;
-    let admission = admission::Admission::start(&config, store.clone(), &metrics_registry)?;
+    let admission = admission::Admission::start(&config, &metrics_registry)?;
     let listener = listen(config.listen_addr).with_context(|| format!("binding {}", config.listen_addr))?;
     let address = listener.local_addr()?;
     let (workers, shutdown_timeout) = (config.http_workers(), config.shutdown_timeout_s);

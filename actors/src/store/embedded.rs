@@ -73,27 +73,6 @@ struct Tables {
     org_devices: Keyspace,
 }
 
-impl Tables {
-    fn all(&self) -> [&Keyspace; 14] {
-        [
-            &self.devices,
-            &self.orgs,
-            &self.progress,
-            &self.seqs,
-            &self.timeline,
-            &self.conflicts,
-            &self.conflicts_by_org,
-            &self.conflicts_by_device,
-            &self.timeline_days,
-            &self.audit_by_device,
-            &self.audit_by_org,
-            &self.stats_by_org_hour,
-            &self.stats_by_device,
-            &self.org_devices,
-        ]
-    }
-}
-
 /// A commit's atomic batch, built by its caller, waiting for the committer.
 struct PendingCommit {
     batch: OwnedWriteBatch,
@@ -410,12 +389,6 @@ impl Store for EmbeddedStore {
             return Err(failed_earlier());
         }
         self.tables.devices.contains_key(b"").map(drop).map_err(unavailable)
-    }
-
-    /// Sealed memtables wait for a fjall worker to write them out. (fjall marks the call
-    /// experimental; Cargo.lock pins the version.)
-    fn is_flushing(&self) -> bool {
-        self.tables.all().iter().any(|keyspace| keyspace.sealed_memtable_count() > 0)
     }
 
     async fn close(&self) -> Result<(), StoreError> {

@@ -96,13 +96,6 @@ pub trait Store: Send + Sync + 'static {
     /// Succeeds when the store can serve reads and writes.
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// Whether the store is writing out memory it holds (the embedded store's full
-    /// memtables), memory that falls without more writes: over its memory cap the
-    /// gateway then waits rather than letting a write in.
-    fn is_flushing(&self) -> bool {
-        false
-    }
-
     /// Makes everything durable and releases the store; later calls fail.
     async fn close(&self) -> Result<(), StoreError>;
 }

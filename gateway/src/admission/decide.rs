@@ -77,13 +77,9 @@ pub enum Memory {
 /// records in flight: anything while memory is normal; above 90% of the cap live
 /// batches, and backlog only while it holds less than a quarter of its share, so the
 /// store keeps writing (and flushing what it holds) at a slower pace rather than
-/// stopping with memory it frees only by writing on; above the cap, nothing. Unless
-/// waiting frees nothing (`waiting_frees`: no work in hand, the store not flushing):
-/// memtables stay until they fill, so then one request at a time goes on rather than
-/// none. While the store flushes, none does, so writes never outrun the flushes.
-pub fn memory_admits(memory: Memory, hint: Option<Priority>, held_records: u64, budget: &Budget, waiting_frees: bool) -> bool {
+/// stopping with memory it frees only by writing on; above the cap, nothing.
+pub fn memory_admits(memory: Memory, hint: Option<Priority>, held_records: u64, budget: &Budget) -> bool {
     match memory {
-        _ if !waiting_frees => true,
         Memory::Normal => true,
         Memory::High => hint == Some(Priority::Live) || held_records < budget.backlog / 4,
         Memory::Full => false,
@@ -157,20 +153,12 @@ mod tests {
     #[test]
     fn high_memory_slows_backlog_and_full_memory_stops_everything() {
         let budget = Budget::new(1_000, 80);
-        assert!(memory_admits(Memory::Normal, Some(Priority::Backlog), 790, &budget, true));
-        assert!(memory_admits(Memory::High, Some(Priority::Backlog), 199, &budget, true), "backlog goes on below a quarter of its 800");
-        assert!(!memory_admits(Memory::High, Some(Priority::Backlog), 200, &budget, true));
-        assert!(!memory_admits(Memory::High, None, 200, &budget, true), "no hint counts as backlog");
-        assert!(memory_admits(Memory::High, Some(Priority::Live), 990, &budget, true));
-        assert!(!memory_admits(Memory::Full, Some(Priority::Live), 0, &budget, true));
-    }
-
-    #[test]
-    fn over_the_cap_a_request_goes_on_only_when_waiting_frees_nothing() {
-        let budget = Budget::new(1_000, 80);
-        assert!(memory_admits(Memory::Full, Some(Priority::Backlog), 0, &budget, false), "nothing in hand, nothing flushing: one goes on");
-        assert!(memory_admits(Memory::High, Some(Priority::Backlog), 790, &budget, false));
-        assert!(!memory_admits(Memory::Full, Some(Priority::Backlog), 0, &budget, true), "a flush in progress frees memory: wait for it");
+        assert!(memory_admits(Memory::Normal, Some(Priority::Backlog), 790, &budget));
+        assert!(memory_admits(Memory::High, Some(Priority::Backlog), 199, &budget), "backlog goes on below a quarter of its 800");
+        assert!(!memory_admits(Memory::High, Some(Priority::Backlog), 200, &budget));
+        assert!(!memory_admits(Memory::High, None, 200, &budget), "no hint counts as backlog");
+        assert!(memory_admits(Memory::High, Some(Priority::Live), 990, &budget));
+        assert!(!memory_admits(Memory::Full, Some(Priority::Live), 0, &budget));
     }
 
     proptest! {

@@ -1,8 +1,7 @@
 //! The gateway's resident memory against its cap, sampled from /proc.
 
 use super::decide::Memory;
-use otg_actors::store::Store;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Memory is high above this share of the cap: backlog slows down, leaving room for
 /// the work in hand and for live batches (see `decide::memory_admits`).
@@ -10,34 +9,21 @@ const HIGH_WATERMARK_PERCENT: u64 = 90;
 
 pub struct MemoryWatch {
     rss: AtomicU64,
-    /// Whether the store was writing memory out, sampled only while memory is high:
-    /// asking takes locks a flush or compaction may hold for a while.
-    store_flushing: AtomicBool,
     high: u64,
     limit: u64,
 }
 
 impl MemoryWatch {
     pub fn new(limit_bytes: u64) -> Self {
-        let watch = MemoryWatch { rss: AtomicU64::new(0), store_flushing: AtomicBool::new(false), high: limit_bytes / 100 * HIGH_WATERMARK_PERCENT, limit: limit_bytes };
-        watch.sample_rss();
+        let watch = MemoryWatch { rss: AtomicU64::new(0), high: limit_bytes / 100 * HIGH_WATERMARK_PERCENT, limit: limit_bytes };
+        watch.sample();
         watch
     }
 
-    pub fn sample(&self, store: &dyn Store) {
-        self.sample_rss();
-        let flushing = self.level() != Memory::Normal && store.is_flushing();
-        self.store_flushing.store(flushing, Ordering::Relaxed);
-    }
-
-    fn sample_rss(&self) {
+    pub fn sample(&self) {
         if let Some(rss) = resident_bytes() {
             self.rss.store(rss, Ordering::Relaxed);
         }
-    }
-
-    pub fn store_flushing(&self) -> bool {
-        self.store_flushing.load(Ordering::Relaxed)
     }
 
     pub fn rss(&self) -> u64 {

@@ -22,7 +22,6 @@ use crate::error::ApiError;
 use decide::{Budget, Priority};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use memory::MemoryWatch;
-use otg_actors::store::Store;
 use meter::{DrainMeter, RecentCount};
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use std::num::NonZeroU32;
@@ -53,8 +52,6 @@ struct Shared {
     admitted_records: AtomicU64,
     admitted_batches: AtomicU64,
     memory: MemoryWatch,
-    /// Asked, while memory is high, whether it is writing memory out.
-    store: Arc<dyn Store>,
     backlog_queue: BacklogQueue,
     metrics: AdmissionMetrics,
 }
@@ -97,7 +94,7 @@ pub struct Admitted {
 impl Admission {
     /// Sets up the gates from the config and starts their upkeep (memory samples, the
     /// drain rate, forgetting idle devices' rate state) on the current runtime.
-    pub fn start(config: &Config, store: Arc<dyn Store>, registry: &Registry) -> anyhow::Result<Self> {
+    pub fn start(config: &Config, registry: &Registry) -> anyhow::Result<Self> {
         let device_quota = Quota::per_second(nonzero(config.device_batches_per_s)).allow_burst(nonzero(config.device_batch_burst));
         let org_quota = Quota::per_second(nonzero(config.org_records_per_s)).allow_burst(nonzero(config.org_record_burst));
         let shared = Arc::new(Shared {
@@ -113,7 +110,6 @@ impl Admission {
             admitted_records: AtomicU64::new(0),
             admitted_batches: AtomicU64::new(0),
             memory: MemoryWatch::new(config.memory_limit_mib * 1024 * 1024),
-            store,
             backlog_queue: BacklogQueue {
                 room: Notify::new(),
                 waiting: AtomicUsize::new(0),
@@ -129,19 +125,20 @@ impl Admission {
     /// Reserves what a request needs before its body is read: for a batch its device
     /// says is backlog (the `X-OTG-Priority` hint), room for an average batch in the
     /// backlog's share, waited for in the backlog queue; then room for a body of
-    /// `bytes`: 503 while the gateway holds its bytes budget, or while memory refuses
-    /// it (`decide::memory_admits`). Waiting frees memory while work is in hand or the
-    /// store flushes; over the cap a starved flush once let memory grow to four times it.
+    /// `bytes`: 503 while the gateway holds its bytes budget, or, with work in hand,
+    /// while memory refuses it (`decide::memory_admits`). With nothing in hand waiting
+    /// frees nothing (the store's memtables stay until they fill), so one request at a
+    /// time is let in rather than none.
     pub async fn reserve(&self, hint: Option<Priority>, bytes: u64) -> Result<Reserved, ApiError> {
         let shared = &self.shared;
         let mut reserved = Reserved { shared: shared.clone(), bytes: 0, records: 0 };
         if hint == Some(Priority::Backlog) {
             reserved.records = self.wait_for_backlog_room().await?;
         }
-        let waiting_frees = shared.bytes.load(Ordering::Acquire) > 0 || shared.memory.store_flushing();
+        let in_hand = shared.bytes.load(Ordering::Acquire) > 0;
         // The room this request took in the backlog queue is not the backlog in hand.
         let held = shared.records.load(Ordering::Acquire).saturating_sub(reserved.records);
-        if !decide::memory_admits(shared.memory.level(), hint, held, &shared.budget, waiting_frees) {
+        if in_hand && !decide::memory_admits(shared.memory.level(), hint, held, &shared.budget) {
             return Err(self.overloaded("memory", hint, None));
         }
         let fits = |held: u64| (held == 0 || held.saturating_add(bytes) <= shared.max_bytes).then(|| held + bytes);
@@ -313,7 +310,7 @@ async fn upkeep(shared: Arc<Shared>) {
     let mut ticks = tokio::time::interval(Duration::from_millis(250));
     for tick in 0u64.. {
         ticks.tick().await;
-        shared.memory.sample(shared.store.as_ref());
+        shared.memory.sample();
         if tick % 4 == 0 {
             let under_pressure = shared.refused.get() > 0;
             shared.drain.tick(under_pressure);
