@@ -9,7 +9,7 @@ use crate::conflict_actors::ConflictActors;
 use crate::employee_timeline::Placed;
 use crate::dedupe::{self, Decision, Incoming};
 use crate::evaluation::{self, EvaluationPlan};
-use crate::registry::RegistryHandle;
+use crate::registry::{Lane, RegistryHandle};
 use crate::retry::{self, RetryPolicy};
 use crate::seq_ranges::SeqRanges;
 use crate::store::{
@@ -84,6 +84,8 @@ pub struct ReadProgress;
 
 pub struct DeviceActor {
     device_id: Arc<str>,
+    /// The arbiters it runs on.
+    lane: Lane,
     store: Arc<dyn Store>,
     registry: RegistryHandle,
     /// The slots of this device's mailbox, shared with the registry.
@@ -98,9 +100,10 @@ pub struct DeviceActor {
 }
 
 impl DeviceActor {
-    pub(crate) fn new(device_id: Arc<str>, store: Arc<dyn Store>, registry: RegistryHandle, mailbox: Arc<Semaphore>, idle_timeout: Duration) -> Self {
+    pub(crate) fn new(device_id: Arc<str>, lane: Lane, store: Arc<dyn Store>, registry: RegistryHandle, mailbox: Arc<Semaphore>, idle_timeout: Duration) -> Self {
         DeviceActor {
             device_id,
+            lane,
             store,
             registry,
             mailbox,
@@ -126,18 +129,23 @@ impl DeviceActor {
         }
     }
 
-    /// Stops if idle and nothing is queued. Taking every mailbox slot and closing the
-    /// mailbox first means no batch can arrive once the actor has decided to stop.
+    /// Stops if idle and nothing is queued.
     fn stop_if_idle(&mut self, ctx: &mut Context<Self>) {
-        if self.last_active.elapsed() < self.idle_timeout {
-            return;
-        }
-        if let Ok(all_slots) = self.mailbox.try_acquire_many(self.registry.mailbox_capacity()) {
-            all_slots.forget();
-            self.mailbox.close();
+        if self.last_active.elapsed() >= self.idle_timeout && self.stop_unless_queued(ctx) {
             self.registry.evicted();
-            ctx.stop();
         }
+    }
+
+    /// Stops if no batch is queued, and says whether it did. Taking every mailbox slot
+    /// and closing the mailbox first means no batch can arrive once it has decided to.
+    fn stop_unless_queued(&mut self, ctx: &mut Context<Self>) -> bool {
+        let Ok(all_slots) = self.mailbox.try_acquire_many(self.registry.mailbox_capacity()) else {
+            return false;
+        };
+        all_slots.forget();
+        self.mailbox.close();
+        ctx.stop();
+        true
     }
 }
 
@@ -173,7 +181,7 @@ impl Handler<IngestBatch> for DeviceActor {
                 ingest.run(store.as_ref(), conflicts.as_deref(), progress, records).await
             }
             .into_actor(self)
-            .map(move |result, actor, _ctx| {
+            .map(move |result, actor, ctx| {
                 actor.last_active = Instant::now();
                 let outcome = result.map(|(outcome, progress)| {
                     actor.progress = Some(progress);
@@ -183,6 +191,10 @@ impl Handler<IngestBatch> for DeviceActor {
                 let _ = reply.send(outcome);
                 drop(mailbox_slot);
                 actor.wake_up_for_waiting();
+                // A batch of the other lane: the device's next batch starts on its own.
+                if Lane::of(live) != actor.lane {
+                    actor.stop_unless_queued(ctx);
+                }
             }),
         ))
     }

@@ -1,5 +1,11 @@
-//! Finds or starts the `DeviceActor` of a device, spreading actors over one arbiter
-//! (thread) per core by a stable hash of the device id.
+//! Finds or starts the `DeviceActor` of a device, spreading actors over the arbiters
+//! (threads) of its lane by a stable hash of the device id.
+//!
+//! There are two lanes of arbiters, each one per core: a device whose actor starts with
+//! a live batch runs on the live lane, one that starts with backlog on the backlog lane,
+//! so a live check-in never waits in a thread's queue behind a backlog batch being
+//! deduplicated and encoded. An actor that gets a batch of the other lane stops after it
+//! (if nothing is queued behind it), so the device's next batch starts on its lane.
 //!
 //! Memory follows active devices: an actor stops itself after its idle timeout and
 //! leaves the registry, and the next batch of that device starts a fresh one, which
@@ -42,7 +48,7 @@ pub struct DeviceActorOptions {
     pub conflict_cached_employees: usize,
     /// Batches that may queue for one device; beyond it the device gets 429.
     pub mailbox_capacity: usize,
-    /// Arbiter threads the actors are spread over.
+    /// Arbiter threads of each lane (live and backlog) the actors are spread over.
     pub arbiters: usize,
     /// Whether records are evaluated for conflicts at all (off: stored and acked only).
     pub detect_conflicts: bool,
@@ -71,12 +77,26 @@ struct DeviceEntry {
     mailbox: Arc<Semaphore>,
 }
 
+/// The arbiters a device actor runs on: chosen by the batch that starts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    Live,
+    Backlog,
+}
+
+impl Lane {
+    pub(crate) fn of(live: bool) -> Self {
+        if live { Lane::Live } else { Lane::Backlog }
+    }
+}
+
 struct Inner {
     actors: DashMap<Arc<str>, DeviceEntry>,
     /// Devices to wake when records waiting behind a gap are due (see `run_wake_ups`).
     wake_ups: mpsc::UnboundedSender<(Instant, Arc<str>)>,
     conflicts: Arc<ConflictActors>,
-    arbiters: Vec<ArbiterHandle>,
+    live_arbiters: Vec<ArbiterHandle>,
+    backlog_arbiters: Vec<ArbiterHandle>,
     store: Arc<dyn Store>,
     options: DeviceActorOptions,
     metrics: DeviceMetrics,
@@ -85,7 +105,8 @@ struct Inner {
 impl DeviceRegistry {
     /// Starts the arbiters; must run inside an actix `System`.
     pub fn start(store: Arc<dyn Store>, options: DeviceActorOptions, metrics: DeviceMetrics) -> Self {
-        let arbiters: Vec<ArbiterHandle> = (0..options.arbiters.max(1)).map(|_| Arbiter::new().handle()).collect();
+        let lane = || -> Vec<ArbiterHandle> { (0..options.arbiters.max(1)).map(|_| Arbiter::new().handle()).collect() };
+        let (live_arbiters, backlog_arbiters) = (lane(), lane());
         let conflict_options = ConflictActorOptions {
             store: store.clone(),
             idle_timeout: options.conflict_idle_timeout,
@@ -93,10 +114,10 @@ impl DeviceRegistry {
             cached: metrics.conflict_employees_cached.clone(),
             waiting: metrics.conflict_requests_waiting.clone(),
         };
-        let conflicts = ConflictActors::start(conflict_options, arbiters.len(), metrics.conflicts.clone());
-        metrics.conflict_actors_active.set(arbiters.len() as i64);
+        let conflicts = ConflictActors::start(conflict_options, backlog_arbiters.len(), metrics.conflicts.clone());
+        metrics.conflict_actors_active.set(backlog_arbiters.len() as i64);
         let (wake_ups, due) = mpsc::unbounded_channel();
-        let inner = Inner { actors: DashMap::new(), wake_ups, conflicts: Arc::new(conflicts), arbiters, store, options, metrics };
+        let inner = Inner { actors: DashMap::new(), wake_ups, conflicts: Arc::new(conflicts), live_arbiters, backlog_arbiters, store, options, metrics };
         let registry = DeviceRegistry { inner: RegistryHandle(Arc::new(inner)) };
         actix::spawn(registry.clone().run_wake_ups(due));
         registry
@@ -106,10 +127,11 @@ impl DeviceRegistry {
     /// will arrive; `DeviceBusy` if the device already has a full mailbox.
     pub fn ingest(&self, device_id: &str, upload: Upload) -> Result<oneshot::Receiver<Result<BatchOutcome, StoreError>>, DeviceBusy> {
         let (reply, outcome) = oneshot::channel();
+        let lane = Lane::of(upload.live);
         let mut upload = Some((upload, reply));
         // An actor that has just stopped is replaced once by a fresh one.
         for _ in 0..2 {
-            let entry = self.entry(device_id);
+            let entry = self.entry(device_id, lane);
             let mailbox_slot = match entry.mailbox.clone().try_acquire_owned() {
                 Ok(slot) => slot,
                 Err(TryAcquireError::NoPermits) => break,
@@ -136,12 +158,12 @@ impl DeviceRegistry {
     /// The device's progress as its actor sees it.
     pub async fn progress(&self, device_id: &str) -> Result<DeviceProgress, StoreError> {
         // A read has no effect, so it may simply be asked again of a fresh actor.
-        let entry = self.entry(device_id);
+        let entry = self.entry(device_id, Lane::Backlog);
         if let Ok(progress) = entry.actor.send(ReadProgress).await {
             return progress;
         }
         self.inner.forget(device_id, &entry.actor);
-        self.entry(device_id)
+        self.entry(device_id, Lane::Backlog)
             .actor
             .send(ReadProgress)
             .await
@@ -193,10 +215,10 @@ impl DeviceRegistry {
     /// Asks a device's actor to evaluate its waiting records; an actor that stopped
     /// just then is replaced by a fresh one, which resumes from the store.
     async fn evaluate_waiting(&self, device_id: &str) {
-        let entry = self.entry(device_id);
+        let entry = self.entry(device_id, Lane::Backlog);
         if entry.actor.send(EvaluateWaiting).await.is_err() {
             self.inner.forget(device_id, &entry.actor);
-            let _ = self.entry(device_id).actor.send(EvaluateWaiting).await;
+            let _ = self.entry(device_id, Lane::Backlog).actor.send(EvaluateWaiting).await;
         }
     }
 
@@ -207,13 +229,14 @@ impl DeviceRegistry {
 
     /// Stops the arbiters once nothing more will be sent.
     pub fn stop(&self) {
-        for arbiter in &self.inner.0.arbiters {
+        for arbiter in self.inner.0.live_arbiters.iter().chain(&self.inner.0.backlog_arbiters) {
             arbiter.stop();
         }
         self.inner.0.conflicts.stop();
     }
 
-    fn entry(&self, device_id: &str) -> DeviceEntry {
+    /// The device's actor; a new one starts on `lane`.
+    fn entry(&self, device_id: &str, lane: Lane) -> DeviceEntry {
         if let Some(entry) = self.inner.0.actors.get(device_id) {
             return entry.clone();
         }
@@ -222,13 +245,14 @@ impl DeviceRegistry {
             .actors
             .entry(Arc::from(device_id))
             .or_insert_with(|| {
-                let arbiter = &inner.arbiters[shard_of(device_id, inner.arbiters.len())];
+                let arbiters = if lane == Lane::Live { &inner.live_arbiters } else { &inner.backlog_arbiters };
+                let arbiter = &arbiters[shard_of(device_id, arbiters.len())];
                 let (id, store, registry) = (Arc::from(device_id), inner.store.clone(), self.inner.clone());
                 let mailbox = Arc::new(Semaphore::new(inner.options.mailbox_capacity));
                 let (idle_timeout, actor_mailbox) = (inner.options.idle_timeout, mailbox.clone());
                 inner.metrics.active_actors.inc();
                 let actor = DeviceActor::start_in_arbiter(arbiter, move |_ctx| {
-                    DeviceActor::new(id, store, registry, actor_mailbox, idle_timeout)
+                    DeviceActor::new(id, lane, store, registry, actor_mailbox, idle_timeout)
                 });
                 DeviceEntry { actor, mailbox }
             })
@@ -295,16 +319,47 @@ mod tests {
         Upload { org_id: "acme".into(), batch_id: "b".into(), received_at: 0, reported_pending: None, records: vec![incoming], settings: Default::default(), live: false }
     }
 
+    fn start(dir: &tempfile::TempDir, options: DeviceActorOptions) -> (DeviceRegistry, DeviceMetrics) {
+        let prometheus = prometheus::Registry::new();
+        let store = EmbeddedStore::open(EmbeddedStoreOptions::new(dir.path()), StoreMetrics::register(&prometheus).unwrap()).unwrap();
+        let metrics = DeviceMetrics::register(&prometheus).unwrap();
+        (DeviceRegistry::start(Arc::new(store), options, metrics.clone()), metrics)
+    }
+
+    fn options(idle_timeout: Duration, mailbox_capacity: usize) -> DeviceActorOptions {
+        DeviceActorOptions { idle_timeout, conflict_idle_timeout: idle_timeout, conflict_cached_employees: 1_000, mailbox_capacity, arbiters: 2, detect_conflicts: true, store_retry: Default::default() }
+    }
+
+    /// An actor started by a live batch stops after a backlog batch, so the device's
+    /// next batch starts on the backlog lane, where its actor then stays; nothing is
+    /// lost on the way.
+    #[actix_rt::test]
+    async fn an_actor_moves_to_the_lane_of_its_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let (devices, _) = start(&dir, options(Duration::from_secs(600), 4));
+        let live = Upload { live: true, ..upload(1) };
+        assert_eq!(devices.ingest("dev-lanes", live).unwrap().await.unwrap().unwrap().next_seq, 2);
+        assert_eq!(devices.active(), 1, "a live batch of the live lane keeps its actor");
+        assert_eq!(devices.ingest("dev-lanes", upload(2)).unwrap().await.unwrap().unwrap().next_seq, 3);
+        for _ in 0..100 {
+            if devices.active() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(devices.active(), 0, "the live-lane actor stopped after a backlog batch");
+        assert_eq!(devices.ingest("dev-lanes", upload(3)).unwrap().await.unwrap().unwrap().next_seq, 4, "a fresh actor resumed from the store");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(devices.active(), 1, "a backlog batch of the backlog lane keeps its actor");
+        devices.stop();
+    }
+
     /// Batches sent just as an idle actor stops are never dropped: each is answered,
     /// by the old actor or by a fresh one that resumed from the store.
     #[actix_rt::test]
     async fn batches_racing_an_idle_stop_are_all_answered() {
         let dir = tempfile::tempdir().unwrap();
-        let prometheus = prometheus::Registry::new();
-        let store = EmbeddedStore::open(EmbeddedStoreOptions::new(dir.path()), StoreMetrics::register(&prometheus).unwrap()).unwrap();
-        let options = DeviceActorOptions { idle_timeout: Duration::from_millis(10), conflict_idle_timeout: Duration::from_millis(10), conflict_cached_employees: 1_000, mailbox_capacity: 2, arbiters: 2, detect_conflicts: true, store_retry: Default::default() };
-        let metrics = DeviceMetrics::register(&prometheus).unwrap();
-        let devices = DeviceRegistry::start(Arc::new(store), options, metrics.clone());
+        let (devices, metrics) = start(&dir, options(Duration::from_millis(10), 2));
         for seq in 1..=150u64 {
             tokio::time::sleep(Duration::from_micros(seq * 97 % 25_000)).await;
             let outcome = devices.ingest("dev-race", upload(seq)).unwrap().await;
