@@ -24,7 +24,23 @@ fn kill_9_mid_ingest_loses_no_acked_record_and_half_writes_no_batch() {
     let dir = tempfile::tempdir().unwrap();
     let mut gateway = Gateway::start(dir.path(), &[]);
     let devices: Vec<TestDevice> = (0..DEVICES).map(|n| gateway.enrol(&format!("crash-{n}"), "acme", None)).collect();
-    let sent = upload_until(&gateway.base_url.clone(), &devices, 100, || gateway.kill_hard());
+    let sent = upload_until(&gateway.base_url.clone(), &devices, 100, Recorded::DaysAgo, || gateway.kill_hard());
+    check_after_restart(&Gateway::start(dir.path(), &[]), &sent);
+}
+
+/// Live batches are acked from the live log, before the tables have them: the restart
+/// must apply every acked one, once.
+#[test]
+fn kill_9_mid_live_ingest_loses_no_acked_record_and_half_writes_no_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gateway = Gateway::start(dir.path(), &[]);
+    let devices: Vec<TestDevice> = (0..DEVICES).map(|n| gateway.enrol(&format!("live-crash-{n}"), "acme", None)).collect();
+    let sent = upload_until(&gateway.base_url.clone(), &devices, 100, Recorded::Now, || {
+        let metrics = send(ureq::get(&gateway.url("/metrics")), b"").text();
+        let logged = metrics.lines().find_map(|line| line.strip_prefix("otg_store_live_log_duration_seconds_count "));
+        assert!(logged.is_some_and(|count| count != "0"), "the batches were acked from the live log");
+        gateway.kill_hard()
+    });
     check_after_restart(&Gateway::start(dir.path(), &[]), &sent);
 }
 
@@ -34,14 +50,21 @@ fn sigint_mid_ingest_acks_in_flight_batches_and_exits_0() {
     let mut gateway = Gateway::start(dir.path(), &[]);
     let devices: Vec<TestDevice> = (0..DEVICES).map(|n| gateway.enrol(&format!("drain-{n}"), "acme", None)).collect();
     let mut exit = None;
-    let sent = upload_until(&gateway.base_url.clone(), &devices, 100, || exit = Some(gateway.stop_with(libc::SIGINT)));
+    let sent = upload_until(&gateway.base_url.clone(), &devices, 100, Recorded::DaysAgo, || exit = Some(gateway.stop_with(libc::SIGINT)));
     assert!(exit.unwrap().success(), "SIGINT drains and exits 0");
     check_after_restart(&Gateway::start(dir.path(), &[]), &sent);
 }
 
+/// When the records were recorded: days ago (backlog batches) or now (live ones).
+#[derive(Clone, Copy)]
+enum Recorded {
+    DaysAgo,
+    Now,
+}
+
 /// Every device uploads back to back until `acked` batches were acked in all; then
 /// `stop` acts on the gateway, and each device goes on until its gateway stops answering.
-fn upload_until(base_url: &str, devices: &[TestDevice], acked: usize, stop: impl FnOnce()) -> Vec<Sent> {
+fn upload_until(base_url: &str, devices: &[TestDevice], acked: usize, recorded: Recorded, stop: impl FnOnce()) -> Vec<Sent> {
     let acked_batches = AtomicUsize::new(0);
     let stopped = AtomicBool::new(false);
     std::thread::scope(|scope| {
@@ -49,7 +72,7 @@ fn upload_until(base_url: &str, devices: &[TestDevice], acked: usize, stop: impl
             .iter()
             .map(|device| {
                 let (acked_batches, stopped) = (&acked_batches, &stopped);
-                scope.spawn(move || upload_until_refused(base_url, device, acked_batches, stopped))
+                scope.spawn(move || upload_until_refused(base_url, device, recorded, acked_batches, stopped))
             })
             .collect();
         assert!(eventually(Duration::from_secs(60), || acked_batches.load(Ordering::Relaxed) >= acked));
@@ -80,11 +103,16 @@ fn check_after_restart(gateway: &Gateway, sent: &[Sent]) {
 }
 
 /// Uploads one device's batches back to back until the gateway refuses the connection.
-fn upload_until_refused(base_url: &str, device: &TestDevice, acked_batches: &AtomicUsize, stop: &AtomicBool) -> Sent {
+fn upload_until_refused(base_url: &str, device: &TestDevice, recorded: Recorded, acked_batches: &AtomicUsize, stop: &AtomicBool) -> Sent {
     let mut batches = Vec::new();
     let mut next_seq = 1;
     while !stop.load(Ordering::Relaxed) {
-        let records: Vec<Record> = (next_seq..next_seq + RECORDS_PER_BATCH).map(|seq| record(seq, "emp-1")).collect();
+        let records: Vec<Record> = (next_seq..next_seq + RECORDS_PER_BATCH)
+            .map(|seq| match recorded {
+                Recorded::DaysAgo => record(seq, "emp-1"),
+                Recorded::Now => Record { recorded_at: now_ms(), offline: Some(false), ..record(seq, "emp-1") },
+            })
+            .collect();
         next_seq += RECORDS_PER_BATCH;
         let body = batch(&device.id, "b", records.clone());
         let request = device.signed(base_url, "POST", "/v1/sync/batches", &body).timeout(Duration::from_secs(20));

@@ -11,6 +11,7 @@ pub struct StoreMetrics {
     commit_duration: Histogram,
     group_size: Histogram,
     commit_failures: IntCounter,
+    live_log_duration: Histogram,
     pub(crate) queue_depth: IntGauge,
     /// The embedded store's memtables: the largest part of its memory.
     pub(crate) write_buffer: IntGauge,
@@ -27,6 +28,10 @@ impl StoreMetrics {
                 HistogramOpts::new("otg_store_commit_group_size", "Device commits covered by one fsync.")
                     .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]),
             )?,
+            live_log_duration: Histogram::with_opts(
+                HistogramOpts::new("otg_store_live_log_duration_seconds", "Time to write and fdatasync one group of live commits to the live log.")
+                    .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0]),
+            )?,
             commit_failures: IntCounter::new("otg_store_commit_failures_total", "Commit groups that failed to write or fsync.")?,
             queue_depth: IntGauge::new("otg_store_commit_queue_depth", "Commits waiting for the committer when it took its last group.")?,
             write_buffer: IntGauge::new("otg_store_write_buffer_bytes", "Bytes in the embedded store's memtables, not yet flushed to tables.")?,
@@ -36,6 +41,7 @@ impl StoreMetrics {
         registry.register(Box::new(metrics.commit_duration.clone()))?;
         registry.register(Box::new(metrics.group_size.clone()))?;
         registry.register(Box::new(metrics.commit_failures.clone()))?;
+        registry.register(Box::new(metrics.live_log_duration.clone()))?;
         Ok(metrics)
     }
 
@@ -45,6 +51,10 @@ impl StoreMetrics {
         if !succeeded {
             self.commit_failures.inc();
         }
+    }
+
+    pub fn observe_live_log(&self, took: Duration) {
+        self.live_log_duration.observe(took.as_secs_f64());
     }
 }
 

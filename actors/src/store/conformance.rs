@@ -6,6 +6,7 @@
 use super::*;
 use otg_schema::wire::RejectReason;
 use otg_schema::{OrgSettings, RecordKind, ValidRecord};
+use std::sync::Arc;
 
 const DAY_START: i64 = 1_764_028_800_000; // 2025-11-25T00:00:00Z
 
@@ -19,6 +20,7 @@ pub async fn run_all(store: &dyn Store) {
     a_new_device_has_received_nothing(store).await;
     org_settings_default_until_replaced(store).await;
     audit_trail_and_statistics(store).await;
+    live_commits_are_readable_once_acked(store).await;
 }
 
 pub fn record(seq: u64, employee_id: &str, recorded_at: i64) -> ValidRecord {
@@ -185,4 +187,29 @@ async fn audit_trail_and_statistics(store: &dyn Store) {
     assert_eq!(ids, vec!["audit-x", "audit-y"]);
     let rest = store.devices_of_org("audit-org", Page { after: Some(&first[1].1), limit: 2 }).await.unwrap();
     assert_eq!(rest.len(), 1);
+}
+
+/// A live commit is read back in full the moment it is acked, by every read, however
+/// the store makes it durable.
+async fn live_commits_are_readable_once_acked(store: &dyn Store) {
+    let (org, device): (Arc<str>, Arc<str>) = ("live-org".into(), "conf-live".into());
+    let mut progress = DeviceProgress::default();
+    for seq in 1..=20u64 {
+        progress.received.insert(seq);
+        let SeqEntry::Stored(stored) = stored(&device, record(seq, "emp-live", DAY_START + seq as i64 * 60_000)) else { unreachable!() };
+        let commit = Commit {
+            timeline: vec![TimelineEntry::of(&stored, &org, &device, RecordStatus::Active)],
+            audit: vec![AuditEvent { at: DAY_START + seq as i64, org_id: org.to_string(), device_id: device.to_string(), event: AuditKind::DeviceRevoked }],
+            stats: vec![SyncCounts { org_id: org.to_string(), device_id: device.to_string(), at: DAY_START, totals: SyncTotals { accepted: 1, ..SyncTotals::default() } }],
+            live: true,
+            ..device_commit(&device, vec![SeqEntry::Stored(stored)], progress.clone())
+        };
+        store.commit(&commit).await.unwrap();
+        assert_eq!(store.device_progress(&device).await.unwrap().received.next_seq(), seq + 1);
+        assert!(store.seq_entries(&device, &[seq]).await.unwrap()[0].is_some(), "seq {seq} is readable once acked");
+        assert_eq!(store.timeline(&org, "emp-live", UtcDay::of_unix_ms(DAY_START)).await.unwrap().len(), seq as usize);
+        assert_eq!(store.device_totals(&device).await.unwrap().accepted, seq);
+        let trail = store.audit(AuditScope::Device(&device), DAY_START, DAY_START + 100, Page { after: None, limit: 100 }).await.unwrap();
+        assert_eq!(trail.len(), seq as usize);
+    }
 }

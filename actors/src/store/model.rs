@@ -97,7 +97,8 @@ pub struct Commit {
     pub audit: Vec<AuditEvent>,
     /// Counts to add to the org's hourly sync statistics and the device's totals.
     pub stats: Vec<SyncCounts>,
-    /// A live batch's commit: a store with a queue writes it ahead of backlog.
+    /// A live batch's commit: the embedded store makes it durable in its live log,
+    /// apart from the backlog it is writing.
     pub live: bool,
 }
 

@@ -1,26 +1,38 @@
 //! The embedded store on fjall: one machine, no set-up, durable by group commit.
 //!
 //! Callers build their own atomic write batch on their own threads (encoding, key
-//! building and copying are the larger part of a write) and queue it; one committer
-//! thread commits the queued batches one after another, each with its statistics,
-//! fsyncs the journal once for the whole group, and only then answers every caller in
-//! the group. A live batch cuts the group short: it is committed next and fsynced at
-//! once, so it never waits for a group of backlog to be written.
+//! building and copying are the larger part of a write) and queue it. A backlog batch
+//! goes to the committer (`committer.rs`), which commits queued batches one after
+//! another, each with its statistics, fsyncs the journal once for the whole group, and
+//! only then answers every caller in the group. A live batch goes to the live log
+//! (`live_log.rs`) and is acked once its entry there is durable; the committer applies
+//! it to the tables right after, and reads wait for what they could see
+//! (`read_barrier.rs`). So a live check-in never waits behind backlog being written.
+
+mod committer;
+mod live_log;
+mod read_barrier;
 
 use super::keys;
 use super::{AuditEvent, AuditScope, Commit, ConflictRecord, Cursor, DeviceEnrolment, DeviceProgress, Page, SeqEntry, Store, StoreError, SyncCounts, SyncTotals, TimelineEntry};
 use crate::metrics::StoreMetrics;
 use async_trait::async_trait;
+use committer::{Committer, Origin, PendingCommit};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
+use live_log::{LiveCommit, LiveLog, LiveWriter};
 use otg_schema::{OrgSettings, UtcDay};
+use read_barrier::{ReadBarrier, Touched};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
-use std::collections::VecDeque;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
+
+/// The key in `meta` of the last live log entry applied to the tables.
+const LIVE_APPLIED: &[u8] = b"live_applied";
+/// Live commits that may wait for the live log writer.
+const LIVE_QUEUE: usize = 1024;
 
 /// Tuning of the embedded store.
 #[derive(Debug, Clone)]
@@ -71,25 +83,65 @@ struct Tables {
     stats_by_org_hour: Keyspace,
     stats_by_device: Keyspace,
     org_devices: Keyspace,
+    /// The store's own bookkeeping: how far the live log is applied.
+    meta: Keyspace,
 }
 
-/// A commit's atomic batch, built by its caller, waiting for the committer.
-struct PendingCommit {
-    batch: OwnedWriteBatch,
-    /// Device records in it, for the group's cap.
-    records: usize,
-    live: bool,
-    /// Counts the committer adds to the statistics, as their single writer.
+/// The tables a commit writes, named in live log entries.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+enum Table {
+    Progress,
+    Seqs,
+    Timeline,
+    TimelineDays,
+    Conflicts,
+    ConflictsByOrg,
+    ConflictsByDevice,
+    AuditByDevice,
+    AuditByOrg,
+}
+
+impl Tables {
+    fn of(&self, table: Table) -> &Keyspace {
+        match table {
+            Table::Progress => &self.progress,
+            Table::Seqs => &self.seqs,
+            Table::Timeline => &self.timeline,
+            Table::TimelineDays => &self.timeline_days,
+            Table::Conflicts => &self.conflicts,
+            Table::ConflictsByOrg => &self.conflicts_by_org,
+            Table::ConflictsByDevice => &self.conflicts_by_device,
+            Table::AuditByDevice => &self.audit_by_device,
+            Table::AuditByOrg => &self.audit_by_org,
+        }
+    }
+}
+
+/// One key and value a commit writes.
+#[derive(Debug, Serialize, Deserialize)]
+struct Write(Table, #[serde(with = "serde_bytes")] Vec<u8>, #[serde(with = "serde_bytes")] Vec<u8>);
+
+/// A live log entry's payload: a commit's writes (its audit keys included, so that
+/// applying it again writes the same keys) and the counts it adds.
+#[derive(Serialize, Deserialize)]
+struct LiveEntry {
+    writes: Vec<Write>,
     stats: Vec<SyncCounts>,
-    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Where commits go; `None` once closed.
+struct Queues {
+    backlog: mpsc::Sender<PendingCommit>,
+    live: mpsc::Sender<LiveCommit>,
 }
 
 pub struct EmbeddedStore {
     db: Database,
     tables: Tables,
-    /// `None` once closed.
-    commits: Mutex<Option<mpsc::Sender<PendingCommit>>>,
-    committer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    queues: Mutex<Option<Queues>>,
+    /// The live log writer and the committer, joined in that order on close.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    barrier: Arc<ReadBarrier>,
     /// Serialises enrolment and revocation, whose read-then-write must not interleave.
     admin_writes: tokio::sync::Mutex<()>,
     /// Makes audit keys unique: seeded from the clock at open, then counted up.
@@ -131,33 +183,89 @@ impl EmbeddedStore {
             stats_by_org_hour: keyspace("stats_by_org_hour")?,
             stats_by_device: keyspace("stats_by_device")?,
             org_devices: keyspace("org_devices")?,
+            meta: keyspace("meta")?,
         };
-        let (sender, receiver) = mpsc::channel(options.commit_queue_capacity);
         let failed = Arc::new(AtomicBool::new(false));
-        let committer = {
-            let committer = Committer {
-                db: db.clone(),
-                tables: tables.clone(),
-                max_group: options.max_group_commits,
-                max_group_records: options.max_group_records,
-                max_waiting: options.commit_queue_capacity,
-                metrics,
-                failed: failed.clone(),
-            };
-            std::thread::Builder::new()
-                .name("otg-committer".into())
-                .spawn(move || committer.run(receiver))
-                .map_err(unavailable)?
+        let applied: u64 = read(&tables.meta, LIVE_APPLIED)?.unwrap_or(0);
+        let (barrier, durable_lsn) = (Arc::new(ReadBarrier::new(applied)), Arc::new(AtomicU64::new(applied)));
+        let committer = Committer {
+            db: db.clone(),
+            tables: tables.clone(),
+            max_group: options.max_group_commits,
+            max_group_records: options.max_group_records,
+            max_waiting: options.commit_queue_capacity,
+            metrics: metrics.clone(),
+            failed: failed.clone(),
+            barrier: barrier.clone(),
+            durable_lsn: durable_lsn.clone(),
         };
+        let log_dir = options.path.join("live-log");
+        let last = replay_live_log(&committer, &log_dir, applied)?;
+        barrier.applied(last);
+        durable_lsn.store(last, Ordering::Release);
+        let (backlog, committer_queue) = mpsc::channel(options.commit_queue_capacity);
+        let (live, live_queue) = mpsc::channel(LIVE_QUEUE);
+        let writer = LiveWriter { log: LiveLog::create(&log_dir, last + 1)?, committer: backlog.clone(), barrier: barrier.clone(), durable_lsn, failed: failed.clone(), metrics };
+        let threads = vec![
+            std::thread::Builder::new().name("otg-live-log".into()).spawn(move || writer.run(live_queue)).map_err(unavailable)?,
+            std::thread::Builder::new().name("otg-committer".into()).spawn(move || committer.run(committer_queue)).map_err(unavailable)?,
+        ];
         Ok(EmbeddedStore {
             db,
             tables,
-            commits: Mutex::new(Some(sender)),
-            committer: Mutex::new(Some(committer)),
+            queues: Mutex::new(Some(Queues { backlog, live })),
+            threads: Mutex::new(threads),
+            barrier,
             admin_writes: tokio::sync::Mutex::new(()),
             audit_sequence: std::sync::atomic::AtomicU64::new(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_nanos() as u64)),
             failed,
         })
+    }
+
+    /// Every key and value `commit` writes (the statistics aside, which the committer
+    /// adds), built on the caller's thread.
+    fn writes_of(&self, commit: &Commit) -> Vec<Write> {
+        let Commit { device, timeline, conflicts, audit, .. } = commit;
+        let capacity = device.as_ref().map_or(0, |device| device.entries.len() + 1) + timeline.len() * 2 + conflicts.len() * 4 + audit.len() * 2;
+        let mut writes = Vec::with_capacity(capacity);
+        if let Some(device) = device {
+            for entry in &device.entries {
+                writes.push(Write(Table::Seqs, keys::seq(&device.device_id, entry.seq()), encode(entry)));
+            }
+            writes.push(Write(Table::Progress, device.device_id.as_bytes().to_vec(), encode(&device.progress)));
+        }
+        let mut partitions = std::collections::HashSet::new();
+        for entry in timeline {
+            let value = encode(entry);
+            for (day, at) in timeline_positions(entry) {
+                let key = keys::timeline(&entry.org_id, &entry.employee_id, day, at, &entry.device_id, entry.seq);
+                writes.push(Write(Table::Timeline, key, value.clone()));
+                partitions.insert(keys::timeline_partition(&entry.org_id, &entry.employee_id, day));
+            }
+        }
+        for partition in partitions {
+            writes.push(Write(Table::TimelineDays, partition, Vec::new()));
+        }
+        for conflict in conflicts {
+            writes.push(Write(Table::Conflicts, conflict.id.as_bytes().to_vec(), encode(conflict)));
+            writes.push(Write(Table::ConflictsByOrg, keys::conflict_of_org(&conflict.org_id, conflict.detected_at, &conflict.id), conflict.id.as_bytes().to_vec()));
+            let device = &conflict.device_record.device_id;
+            let other_device = conflict.server_record.as_ref().map(|record| &record.device_id).filter(|other| *other != device);
+            for device_id in std::iter::once(device).chain(other_device) {
+                writes.push(Write(Table::ConflictsByDevice, keys::conflict_of_device(device_id, &conflict.id), conflict.id.as_bytes().to_vec()));
+            }
+        }
+        for event in audit {
+            let (value, unique) = (encode(event), self.audit_sequence.fetch_add(1, Ordering::Relaxed));
+            writes.push(Write(Table::AuditByDevice, keys::timed(&event.device_id, event.at, unique), value.clone()));
+            writes.push(Write(Table::AuditByOrg, keys::timed(&event.org_id, event.at, unique), value));
+        }
+        writes
+    }
+
+    /// The atomic batch of `writes`, with room for the statistics the committer adds.
+    fn batch_of(&self, writes: Vec<Write>) -> OwnedWriteBatch {
+        batch_of(&self.db, &self.tables, writes)
     }
 
     /// Writes one value outside the group committer, durably: for rare admin writes.
@@ -207,10 +315,12 @@ impl Store for EmbeddedStore {
     }
 
     async fn device_progress(&self, device_id: &str) -> Result<DeviceProgress, StoreError> {
+        self.barrier.wait(Some(&Touched::Device(device_id.into()))).await?;
         Ok(read(&self.tables.progress, device_id.as_bytes())?.unwrap_or_default())
     }
 
     async fn devices_waiting_for_evaluation(&self) -> Result<Vec<String>, StoreError> {
+        self.barrier.wait(None).await?;
         let mut waiting = Vec::new();
         for item in self.tables.progress.iter() {
             let (device_id, value) = item.into_inner().map_err(unavailable)?;
@@ -222,6 +332,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn seq_entries(&self, device_id: &str, seqs: &[u64]) -> Result<Vec<Option<SeqEntry>>, StoreError> {
+        self.barrier.wait(Some(&Touched::Device(device_id.into()))).await?;
         seqs.iter().map(|&seq| read(&self.tables.seqs, &keys::seq(device_id, seq))).collect()
     }
 
@@ -229,51 +340,25 @@ impl Store for EmbeddedStore {
         if self.failed.load(Ordering::Relaxed) {
             return Err(failed_earlier());
         }
-        let Commit { device, timeline, conflicts, audit, stats, live } = commit;
-        // Room for the statistics the committer adds.
-        let capacity = device.as_ref().map_or(0, |device| device.entries.len() + 1) + timeline.len() * 2 + conflicts.len() * 4 + audit.len() * 2 + 2;
-        let mut batch = OwnedWriteBatch::with_capacity(self.db.clone(), capacity);
-        if let Some(device) = device {
-            for entry in &device.entries {
-                batch.insert(&self.tables.seqs, keys::seq(&device.device_id, entry.seq()), encode(entry));
-            }
-            batch.insert(&self.tables.progress, device.device_id.as_bytes(), encode(&device.progress));
-        }
-        let mut partitions = std::collections::HashSet::new();
-        for entry in timeline {
-            let value = fjall::UserValue::from(encode(entry));
-            for (day, at) in timeline_positions(entry) {
-                let key = keys::timeline(&entry.org_id, &entry.employee_id, day, at, &entry.device_id, entry.seq);
-                batch.insert(&self.tables.timeline, key, value.clone());
-                partitions.insert(keys::timeline_partition(&entry.org_id, &entry.employee_id, day));
-            }
-        }
-        for partition in partitions {
-            batch.insert(&self.tables.timeline_days, partition, []);
-        }
-        for conflict in conflicts {
-            batch.insert(&self.tables.conflicts, conflict.id.as_bytes(), encode(conflict));
-            batch.insert(&self.tables.conflicts_by_org, keys::conflict_of_org(&conflict.org_id, conflict.detected_at, &conflict.id), conflict.id.as_bytes());
-            let device = &conflict.device_record.device_id;
-            let other_device = conflict.server_record.as_ref().map(|record| &record.device_id).filter(|other| *other != device);
-            for device_id in std::iter::once(device).chain(other_device) {
-                batch.insert(&self.tables.conflicts_by_device, keys::conflict_of_device(device_id, &conflict.id), conflict.id.as_bytes());
-            }
-        }
-        for event in audit {
-            let (value, unique) = (encode(event), self.audit_sequence.fetch_add(1, Ordering::Relaxed));
-            batch.insert(&self.tables.audit_by_device, keys::timed(&event.device_id, event.at, unique), value.clone());
-            batch.insert(&self.tables.audit_by_org, keys::timed(&event.org_id, event.at, unique), value);
-        }
-
-        let sender = self.commits.lock().expect("commit sender lock").clone().ok_or_else(closed)?;
+        let writes = self.writes_of(commit);
+        let records = commit.device.as_ref().map_or(0, |device| device.entries.len());
+        let queues = self.queues.lock().expect("queues lock").as_ref().map(|queues| (queues.backlog.clone(), queues.live.clone()));
+        let (backlog, live) = queues.ok_or_else(closed)?;
         let (done, durable) = oneshot::channel();
-        let records = device.as_ref().map_or(0, |device| device.entries.len());
-        sender.send(PendingCommit { batch, stats: stats.clone(), records, live: *live, done }).await.map_err(|_| closed())?;
+        if commit.live {
+            let entry = LiveEntry { writes, stats: commit.stats.clone() };
+            let payload = encode(&entry);
+            let (batch, touched) = (self.batch_of(entry.writes), touched_by(commit));
+            live.send(LiveCommit { payload, batch, records, stats: entry.stats, touched, done }).await.map_err(|_| closed())?;
+        } else {
+            let batch = self.batch_of(writes);
+            backlog.send(PendingCommit { batch, records, stats: commit.stats.clone(), origin: Origin::Caller(done) }).await.map_err(|_| closed())?;
+        }
         durable.await.map_err(|_| closed())?
     }
 
     async fn timeline(&self, org_id: &str, employee_id: &str, day: UtcDay) -> Result<Vec<TimelineEntry>, StoreError> {
+        self.barrier.wait(Some(&Touched::Employee(org_id.into(), employee_id.into()))).await?;
         let partition = keys::timeline_partition(org_id, employee_id, day);
         if !self.tables.timeline_days.contains_key(&partition).map_err(unavailable)? {
             return Ok(Vec::new());
@@ -286,6 +371,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn timeline_days(&self, org_id: &str, employee_id: &str) -> Result<Vec<UtcDay>, StoreError> {
+        self.barrier.wait(Some(&Touched::Employee(org_id.into(), employee_id.into()))).await?;
         self.tables
             .timeline_days
             .prefix(keys::employee(org_id, employee_id))
@@ -297,10 +383,12 @@ impl Store for EmbeddedStore {
     }
 
     async fn conflict(&self, conflict_id: &str) -> Result<Option<ConflictRecord>, StoreError> {
+        self.barrier.wait(None).await?;
         read(&self.tables.conflicts, conflict_id.as_bytes())
     }
 
     async fn conflicts(&self, org_id: &str, open: Option<bool>, page: Page<'_>) -> Result<Vec<(ConflictRecord, Cursor)>, StoreError> {
+        self.barrier.wait(None).await?;
         let mut found = Vec::with_capacity(page.limit);
         for item in scan_after(&self.tables.conflicts_by_org, &keys::text_prefix(org_id), page.after) {
             let (key, conflict_id) = item.into_inner().map_err(unavailable)?;
@@ -317,6 +405,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn open_conflicts_of_device(&self, device_id: &str) -> Result<Vec<ConflictRecord>, StoreError> {
+        self.barrier.wait(None).await?;
         let mut open = Vec::new();
         for item in self.tables.conflicts_by_device.prefix(keys::text_prefix(device_id)) {
             let (_, conflict_id) = item.into_inner().map_err(unavailable)?;
@@ -328,6 +417,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn audit(&self, scope: AuditScope<'_>, since: i64, until: i64, page: Page<'_>) -> Result<Vec<(AuditEvent, Cursor)>, StoreError> {
+        self.barrier.wait(None).await?;
         let (keyspace, partition) = match scope {
             AuditScope::Device(device_id) => (&self.tables.audit_by_device, device_id),
             AuditScope::Org(org_id) => (&self.tables.audit_by_org, org_id),
@@ -347,6 +437,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn sync_totals(&self, org_id: &str, since: i64) -> Result<SyncTotals, StoreError> {
+        self.barrier.wait(None).await?;
         let mut totals = SyncTotals::default();
         for item in scan_after(&self.tables.stats_by_org_hour, &keys::text_prefix(org_id), None).rev() {
             let (key, value) = item.into_inner().map_err(unavailable)?;
@@ -359,6 +450,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn device_totals(&self, device_id: &str) -> Result<SyncTotals, StoreError> {
+        self.barrier.wait(None).await?;
         Ok(read(&self.tables.stats_by_device, device_id.as_bytes())?.unwrap_or_default())
     }
 
@@ -382,7 +474,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        if self.commits.lock().expect("commit sender lock").is_none() {
+        if self.queues.lock().expect("queues lock").is_none() {
             return Err(closed());
         }
         if self.failed.load(Ordering::Relaxed) {
@@ -392,17 +484,52 @@ impl Store for EmbeddedStore {
     }
 
     async fn close(&self) -> Result<(), StoreError> {
-        // Dropping the sender lets the committer finish what is queued, then exit.
-        drop(self.commits.lock().expect("commit sender lock").take());
-        let committer = self.committer.lock().expect("committer lock").take();
-        if let Some(committer) = committer {
-            tokio::task::spawn_blocking(move || committer.join())
+        // Dropping the senders lets the live log writer finish what is queued and exit,
+        // and then the committer (the writer holds a sender of its own).
+        drop(self.queues.lock().expect("queues lock").take());
+        let threads = std::mem::take(&mut *self.threads.lock().expect("threads lock"));
+        for thread in threads {
+            tokio::task::spawn_blocking(move || thread.join())
                 .await
                 .map_err(unavailable)?
-                .map_err(|_| StoreError::Unavailable("the committer thread panicked".into()))?;
+                .map_err(|_| StoreError::Unavailable("a store thread panicked".into()))?;
         }
         self.db.persist(PersistMode::SyncAll).map_err(unavailable)
     }
+}
+
+fn batch_of(db: &Database, tables: &Tables, writes: Vec<Write>) -> OwnedWriteBatch {
+    let mut batch = OwnedWriteBatch::with_capacity(db.clone(), writes.len() + 3);
+    for Write(table, key, value) in writes {
+        batch.insert(tables.of(table), key, value);
+    }
+    batch
+}
+
+/// What a live commit touches that a read may wait for: its device and employees.
+fn touched_by(commit: &Commit) -> Vec<Touched> {
+    let employees = commit.timeline.iter().map(|entry| Touched::Employee(entry.org_id.to_string(), entry.employee_id.to_string()));
+    let touched: std::collections::HashSet<Touched> = commit.device.iter().map(|device| Touched::Device(device.device_id.clone())).chain(employees).collect();
+    touched.into_iter().collect()
+}
+
+/// Applies the live log's entries after `applied` (acked before a crash or a stop,
+/// not yet in the tables), durably; returns the last entry's number.
+fn replay_live_log(committer: &Committer, dir: &std::path::Path, applied: u64) -> Result<u64, StoreError> {
+    let mut last = applied;
+    for (lsn, payload) in LiveLog::recover(dir)? {
+        if lsn <= applied {
+            continue;
+        }
+        let LiveEntry { writes, stats } = decode(&payload)?;
+        committer.write(batch_of(&committer.db, &committer.tables, writes), stats, Some(lsn))?;
+        last = lsn;
+    }
+    if last > applied {
+        committer.db.persist(PersistMode::SyncAll).map_err(unavailable)?;
+        tracing::info!(entries = last - applied, "applied the live log's entries acked before the last stop");
+    }
+    Ok(last)
 }
 
 /// The partitions a timeline entry is written to, with its clustering time in each: its
@@ -427,143 +554,6 @@ fn scan_after(keyspace: &Keyspace, prefix: &[u8], after: Option<&[u8]>) -> fjall
             keyspace.range((std::ops::Bound::Excluded(fjall::UserKey::from(after)), end))
         }
         None => keyspace.prefix(prefix),
-    }
-}
-
-/// The thread that commits queued batches in groups, with one fsync per group.
-struct Committer {
-    db: Database,
-    tables: Tables,
-    max_group: usize,
-    max_group_records: usize,
-    /// Commits taken off the channel and waiting, at most this many.
-    max_waiting: usize,
-    metrics: StoreMetrics,
-    failed: Arc<AtomicBool>,
-}
-
-/// Commits taken off the channel, live ones apart so they go first.
-struct Waiting<T> {
-    live: VecDeque<T>,
-    backlog: VecDeque<T>,
-}
-
-/// What the group being written holds so far.
-#[derive(Debug, Default)]
-struct Group {
-    commits: usize,
-    records: usize,
-    live: bool,
-}
-
-/// How much one fsync may cover.
-#[derive(Debug, Clone, Copy)]
-struct GroupCaps {
-    commits: usize,
-    records: usize,
-}
-
-impl<T> Waiting<T> {
-    fn new() -> Self {
-        Waiting { live: VecDeque::new(), backlog: VecDeque::new() }
-    }
-
-    fn len(&self) -> usize {
-        self.live.len() + self.backlog.len()
-    }
-
-    fn push(&mut self, commit: T, live: bool) {
-        if live { &mut self.live } else { &mut self.backlog }.push_back(commit);
-    }
-
-    /// The commit to write next into `group`, if the group takes another: any live one
-    /// first; backlog only while no live commit is in the group (which is then fsynced
-    /// at once) and the caps leave room. The first commit of a group always goes.
-    fn next(&mut self, group: &Group, caps: GroupCaps) -> Option<T> {
-        let full = group.commits >= caps.commits || (group.commits > 0 && group.records >= caps.records);
-        if full {
-            return None;
-        }
-        self.live.pop_front().or_else(|| if group.live { None } else { self.backlog.pop_front() })
-    }
-}
-
-impl Waiting<PendingCommit> {
-    fn take(&mut self, commit: PendingCommit) {
-        let live = commit.live;
-        self.push(commit, live);
-    }
-}
-
-impl Committer {
-    /// Writes groups until the channel closes. A group is the commits written before
-    /// one fsync. Between two commits the committer looks for live ones: a live commit
-    /// is written next and the group ends with it, so its wait is one commit's write
-    /// and an fsync, never a whole group of backlog.
-    fn run(self, mut queue: mpsc::Receiver<PendingCommit>) {
-        let caps = GroupCaps { commits: self.max_group, records: self.max_group_records };
-        let mut waiting = Waiting::new();
-        let mut answers = Vec::with_capacity(self.max_group);
-        loop {
-            if waiting.len() == 0 {
-                match queue.blocking_recv() {
-                    Some(first) => waiting.take(first),
-                    None => return,
-                }
-            }
-            let started = Instant::now();
-            let (mut group, mut outcome) = (Group::default(), Ok(()));
-            loop {
-                while waiting.len() < self.max_waiting {
-                    let Ok(queued) = queue.try_recv() else { break };
-                    waiting.take(queued);
-                }
-                let Some(PendingCommit { batch, stats, records, live, done }) = waiting.next(&group, caps) else { break };
-                group = Group { commits: group.commits + 1, records: group.records + records, live: group.live || live };
-                answers.push(done);
-                outcome = self.write(batch, stats);
-                if outcome.is_err() {
-                    break;
-                }
-            }
-            self.metrics.queue_depth.set((queue.len() + waiting.len()) as i64);
-            self.metrics.write_buffer.set(self.db.write_buffer_size() as i64);
-            let outcome = outcome.and_then(|()| self.db.persist(PersistMode::SyncData).map_err(unavailable));
-            self.metrics.observe_group(answers.len(), started.elapsed(), outcome.is_ok());
-            if let Err(error) = &outcome {
-                self.failed.store(true, Ordering::Relaxed);
-                tracing::error!(%error, commits = answers.len(), "group commit failed; nothing in it is acked");
-            }
-            for done in answers.drain(..) {
-                let _ = done.send(outcome.clone());
-            }
-        }
-    }
-
-    /// Writes one commit's batch with its counts added to the statistics, atomically: a
-    /// crash leaves all of it or none of it, so the statistics always count exactly the
-    /// records stored. Durable only after the group's fsync.
-    fn write(&self, mut batch: OwnedWriteBatch, stats: Vec<SyncCounts>) -> Result<(), StoreError> {
-        self.add_stats(stats, &mut batch)?;
-        batch.commit().map_err(unavailable)
-    }
-
-    /// Adds a commit's counts to the hourly org totals and the device totals. The
-    /// committer is their only writer, so reading and adding loses nothing.
-    fn add_stats(&self, stats: Vec<SyncCounts>, batch: &mut OwnedWriteBatch) -> Result<(), StoreError> {
-        // Summed first: the batch's own writes are not read back.
-        let mut sums: std::collections::HashMap<(bool, Vec<u8>), SyncTotals> = std::collections::HashMap::new();
-        for counts in stats {
-            sums.entry((true, keys::timed_from(&counts.org_id, hour_of(counts.at)))).or_default().add(&counts.totals);
-            sums.entry((false, counts.device_id.into_bytes())).or_default().add(&counts.totals);
-        }
-        for ((by_org, key), sum) in sums {
-            let keyspace = if by_org { &self.tables.stats_by_org_hour } else { &self.tables.stats_by_device };
-            let mut totals: SyncTotals = read(keyspace, &key)?.unwrap_or_default();
-            totals.add(&sum);
-            batch.insert(keyspace, key, encode(&totals));
-        }
-        Ok(())
     }
 }
 
@@ -608,45 +598,6 @@ mod tests {
         EmbeddedStore::open(EmbeddedStoreOptions::new(dir.path()), metrics).unwrap()
     }
 
-    /// The commits a committer would write into one group, in order.
-    fn group_of(waiting: &mut Waiting<(&'static str, usize, bool)>, caps: GroupCaps) -> Vec<&'static str> {
-        let mut group = Group::default();
-        let mut written = Vec::new();
-        while let Some((name, records, live)) = waiting.next(&group, caps) {
-            group = Group { commits: group.commits + 1, records: group.records + records, live: group.live || live };
-            written.push(name);
-        }
-        written
-    }
-
-    fn waiting(commits: &[(&'static str, usize, bool)]) -> Waiting<(&'static str, usize, bool)> {
-        let mut waiting = Waiting::new();
-        for &commit in commits {
-            waiting.push(commit, commit.2);
-        }
-        waiting
-    }
-
-    #[test]
-    fn a_live_commit_goes_first_and_ends_its_group() {
-        let caps = GroupCaps { commits: 100, records: 1_000 };
-        let mut queue = waiting(&[("b1", 300, false), ("l1", 1, true), ("b2", 300, false), ("l2", 1, true)]);
-        assert_eq!(group_of(&mut queue, caps), vec!["l1", "l2"], "live commits waiting go together, no backlog after them");
-        assert_eq!(group_of(&mut queue, caps), vec!["b1", "b2"]);
-    }
-
-    #[test]
-    fn backlog_groups_stop_at_the_caps_and_a_large_commit_goes_alone() {
-        let mut queue = waiting(&[("big", 5_000, false), ("b1", 300, false), ("b2", 300, false), ("b3", 300, false), ("b4", 300, false)]);
-        let caps = GroupCaps { commits: 100, records: 600 };
-        assert_eq!(group_of(&mut queue, caps), vec!["big"]);
-        assert_eq!(group_of(&mut queue, caps), vec!["b1", "b2"]);
-        let caps = GroupCaps { commits: 1, records: 600 };
-        assert_eq!(group_of(&mut queue, caps), vec!["b3"]);
-        let mut live = waiting(&[("l1", 400, true), ("l2", 400, true), ("l3", 400, true)]);
-        assert_eq!(group_of(&mut live, GroupCaps { commits: 100, records: 600 }), vec!["l1", "l2"], "live commits are capped too");
-    }
-
     #[actix_rt::test]
     async fn passes_the_store_conformance_suite() {
         let dir = tempfile::tempdir().unwrap();
@@ -664,5 +615,49 @@ mod tests {
         drop(store);
         let reopened = open(&dir);
         assert_eq!(reopened.device_progress("dev-reopen").await.unwrap().received.next_seq(), 2);
+    }
+
+    /// A live commit counted once, with its device's progress and seq.
+    async fn live_commit(store: &EmbeddedStore, device_id: &str) {
+        let mut progress = DeviceProgress::default();
+        progress.received.insert(1);
+        let entries = vec![super::super::conformance::stored(device_id, super::super::conformance::record(1, "emp-1", 1_764_028_800_000))];
+        let counts = SyncCounts { org_id: "acme".into(), device_id: device_id.into(), at: 0, totals: SyncTotals { accepted: 1, ..SyncTotals::default() } };
+        let commit = Commit { stats: vec![counts], live: true, ..super::super::conformance::device_commit(device_id, entries, progress) };
+        store.commit(&commit).await.unwrap();
+    }
+
+    fn copy_log(from: &tempfile::TempDir, to: &tempfile::TempDir) {
+        let (from, to) = (from.path().join("live-log"), to.path().join("live-log"));
+        for segment in std::fs::read_dir(&from).unwrap() {
+            let segment = segment.unwrap().path();
+            std::fs::copy(&segment, to.join(segment.file_name().unwrap())).unwrap();
+        }
+    }
+
+    /// A crash after the live log's fsync (the ack) and before the apply: the next
+    /// open applies the entry; a crash after the apply and before the log forgot the
+    /// entry: the next open does not apply it twice.
+    #[actix_rt::test]
+    async fn an_acked_live_entry_is_applied_at_the_next_open_exactly_once() {
+        let (logged, crashed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let store = open(&logged);
+        live_commit(&store, "dev-live").await;
+        store.close().await.unwrap();
+        open(&crashed).close().await.unwrap();
+        copy_log(&logged, &crashed);
+
+        let reopened = open(&crashed);
+        assert_eq!(reopened.device_progress("dev-live").await.unwrap().received.next_seq(), 2, "the acked entry was applied");
+        assert!(reopened.seq_entries("dev-live", &[1]).await.unwrap()[0].is_some());
+        assert_eq!(reopened.device_totals("dev-live").await.unwrap().accepted, 1);
+        live_commit(&reopened, "dev-after").await;
+        reopened.close().await.unwrap();
+        drop(reopened);
+
+        copy_log(&logged, &crashed);
+        let again = open(&crashed);
+        assert_eq!(again.device_totals("dev-live").await.unwrap().accepted, 1, "an applied entry is not applied again");
+        assert_eq!(again.device_totals("dev-after").await.unwrap().accepted, 1, "entries after the replay keep their own numbers");
     }
 }

@@ -1,0 +1,237 @@
+//! The thread that commits queued batches in groups, with one fsync per group.
+//!
+//! Two kinds of commit reach it. A backlog commit's caller waits for the group's fsync.
+//! A live commit was already made durable (and acked) in the live log; the committer
+//! applies it to the tables, first and without ending the group, and records in the
+//! same atomic batch that its log entry is applied, so a crash replays it exactly once.
+
+use super::read_barrier::ReadBarrier;
+use super::{keys, read, encode, unavailable, Tables, LIVE_APPLIED};
+use crate::metrics::StoreMetrics;
+use crate::store::{StoreError, SyncCounts, SyncTotals};
+use fjall::{Database, OwnedWriteBatch, PersistMode};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+/// A commit's atomic batch, built by its caller, waiting for the committer.
+pub(super) struct PendingCommit {
+    pub batch: OwnedWriteBatch,
+    /// Device records in it, for the group's cap.
+    pub records: usize,
+    /// Counts the committer adds to the statistics, as their single writer.
+    pub stats: Vec<SyncCounts>,
+    pub origin: Origin,
+}
+
+/// Who waits for a commit.
+pub(super) enum Origin {
+    /// A backlog caller, answered after the group's fsync.
+    Caller(oneshot::Sender<Result<(), StoreError>>),
+    /// The live log's entry of this sequence number, acked already.
+    LiveLog(u64),
+}
+
+pub(super) struct Committer {
+    pub db: Database,
+    pub tables: Tables,
+    pub max_group: usize,
+    pub max_group_records: usize,
+    /// Commits taken off the channel and waiting, at most this many.
+    pub max_waiting: usize,
+    pub metrics: StoreMetrics,
+    pub failed: Arc<AtomicBool>,
+    /// Live log entries applied to the tables (readable) and waiting readers.
+    pub barrier: Arc<ReadBarrier>,
+    /// The last live log entry whose apply is durable: the log may forget it.
+    pub durable_lsn: Arc<AtomicU64>,
+}
+
+/// Commits taken off the channel, applies of the live log apart so they go first.
+struct Waiting<T> {
+    live: VecDeque<T>,
+    backlog: VecDeque<T>,
+}
+
+/// What the group being written holds so far.
+#[derive(Debug, Default)]
+struct Group {
+    commits: usize,
+    records: usize,
+}
+
+/// How much one fsync may cover.
+#[derive(Debug, Clone, Copy)]
+struct GroupCaps {
+    commits: usize,
+    records: usize,
+}
+
+impl<T> Waiting<T> {
+    fn new() -> Self {
+        Waiting { live: VecDeque::new(), backlog: VecDeque::new() }
+    }
+
+    fn len(&self) -> usize {
+        self.live.len() + self.backlog.len()
+    }
+
+    fn push(&mut self, commit: T, live: bool) {
+        if live { &mut self.live } else { &mut self.backlog }.push_back(commit);
+    }
+
+    /// The commit to write next into `group`, if the group takes another: live
+    /// applies first (readers may be waiting for them), then backlog, while the caps
+    /// leave room. The first commit of a group always goes.
+    fn next(&mut self, group: &Group, caps: GroupCaps) -> Option<T> {
+        let full = group.commits >= caps.commits || (group.commits > 0 && group.records >= caps.records);
+        if full {
+            return None;
+        }
+        self.live.pop_front().or_else(|| self.backlog.pop_front())
+    }
+}
+
+impl Waiting<PendingCommit> {
+    fn take(&mut self, commit: PendingCommit) {
+        let live = matches!(commit.origin, Origin::LiveLog(_));
+        self.push(commit, live);
+    }
+}
+
+impl Committer {
+    /// Writes groups until the channel closes. A group is the commits written before
+    /// one fsync.
+    pub fn run(self, mut queue: mpsc::Receiver<PendingCommit>) {
+        let caps = GroupCaps { commits: self.max_group, records: self.max_group_records };
+        let mut waiting = Waiting::new();
+        let mut answers = Vec::with_capacity(self.max_group);
+        loop {
+            if waiting.len() == 0 {
+                match queue.blocking_recv() {
+                    Some(first) => waiting.take(first),
+                    None => return,
+                }
+            }
+            let started = Instant::now();
+            let (mut group, mut outcome, mut applied) = (Group::default(), Ok(()), None);
+            loop {
+                while waiting.len() < self.max_waiting {
+                    let Ok(queued) = queue.try_recv() else { break };
+                    waiting.take(queued);
+                }
+                let Some(PendingCommit { batch, stats, records, origin }) = waiting.next(&group, caps) else { break };
+                group = Group { commits: group.commits + 1, records: group.records + records };
+                let lsn = match origin {
+                    Origin::Caller(done) => {
+                        answers.push(done);
+                        None
+                    }
+                    Origin::LiveLog(lsn) => Some(lsn),
+                };
+                outcome = self.write(batch, stats, lsn);
+                if outcome.is_err() {
+                    break;
+                }
+                if let Some(lsn) = lsn {
+                    self.barrier.applied(lsn);
+                    applied = Some(lsn);
+                }
+            }
+            self.metrics.queue_depth.set((queue.len() + waiting.len()) as i64);
+            self.metrics.write_buffer.set(self.db.write_buffer_size() as i64);
+            let outcome = outcome.and_then(|()| self.db.persist(PersistMode::SyncData).map_err(unavailable));
+            self.metrics.observe_group(group.commits, started.elapsed(), outcome.is_ok());
+            match &outcome {
+                Ok(()) => {
+                    if let Some(lsn) = applied {
+                        self.durable_lsn.store(lsn, Ordering::Release);
+                    }
+                }
+                Err(error) => {
+                    self.failed.store(true, Ordering::Relaxed);
+                    self.barrier.fail();
+                    tracing::error!(%error, commits = group.commits, "group commit failed; nothing in it is acked");
+                }
+            }
+            for done in answers.drain(..) {
+                let _ = done.send(outcome.clone());
+            }
+        }
+    }
+
+    /// Writes one commit's batch with its counts added to the statistics and, for a
+    /// live log entry, the mark that it is applied, atomically: a crash leaves all of
+    /// it or none of it, so the statistics always count exactly the records stored.
+    /// Durable only after the group's fsync.
+    pub fn write(&self, mut batch: OwnedWriteBatch, stats: Vec<SyncCounts>, lsn: Option<u64>) -> Result<(), StoreError> {
+        self.add_stats(stats, &mut batch)?;
+        if let Some(lsn) = lsn {
+            batch.insert(&self.tables.meta, LIVE_APPLIED, encode(&lsn));
+        }
+        batch.commit().map_err(unavailable)
+    }
+
+    /// Adds a commit's counts to the hourly org totals and the device totals. The
+    /// committer is their only writer, so reading and adding loses nothing.
+    fn add_stats(&self, stats: Vec<SyncCounts>, batch: &mut OwnedWriteBatch) -> Result<(), StoreError> {
+        // Summed first: the batch's own writes are not read back.
+        let mut sums: std::collections::HashMap<(bool, Vec<u8>), SyncTotals> = std::collections::HashMap::new();
+        for counts in stats {
+            sums.entry((true, keys::timed_from(&counts.org_id, super::hour_of(counts.at)))).or_default().add(&counts.totals);
+            sums.entry((false, counts.device_id.into_bytes())).or_default().add(&counts.totals);
+        }
+        for ((by_org, key), sum) in sums {
+            let keyspace = if by_org { &self.tables.stats_by_org_hour } else { &self.tables.stats_by_device };
+            let mut totals: SyncTotals = read(keyspace, &key)?.unwrap_or_default();
+            totals.add(&sum);
+            batch.insert(keyspace, key, encode(&totals));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The commits a committer would write into one group, in order.
+    fn group_of(waiting: &mut Waiting<(&'static str, usize, bool)>, caps: GroupCaps) -> Vec<&'static str> {
+        let mut group = Group::default();
+        let mut written = Vec::new();
+        while let Some((name, records, _)) = waiting.next(&group, caps) {
+            group = Group { commits: group.commits + 1, records: group.records + records };
+            written.push(name);
+        }
+        written
+    }
+
+    fn waiting(commits: &[(&'static str, usize, bool)]) -> Waiting<(&'static str, usize, bool)> {
+        let mut waiting = Waiting::new();
+        for &commit in commits {
+            waiting.push(commit, commit.2);
+        }
+        waiting
+    }
+
+    #[test]
+    fn live_applies_go_first_and_the_group_goes_on_with_backlog() {
+        let caps = GroupCaps { commits: 100, records: 1_000 };
+        let mut queue = waiting(&[("b1", 300, false), ("l1", 1, true), ("b2", 300, false), ("l2", 1, true)]);
+        assert_eq!(group_of(&mut queue, caps), vec!["l1", "l2", "b1", "b2"]);
+    }
+
+    #[test]
+    fn groups_stop_at_the_caps_and_a_large_commit_goes_alone() {
+        let mut queue = waiting(&[("big", 5_000, false), ("b1", 300, false), ("b2", 300, false), ("b3", 300, false), ("b4", 300, false)]);
+        let caps = GroupCaps { commits: 100, records: 600 };
+        assert_eq!(group_of(&mut queue, caps), vec!["big"]);
+        assert_eq!(group_of(&mut queue, caps), vec!["b1", "b2"]);
+        let caps = GroupCaps { commits: 1, records: 600 };
+        assert_eq!(group_of(&mut queue, caps), vec!["b3"]);
+        let mut live = waiting(&[("l1", 400, true), ("l2", 400, true), ("l3", 400, true)]);
+        assert_eq!(group_of(&mut live, GroupCaps { commits: 100, records: 600 }), vec!["l1", "l2"], "live applies are capped too");
+    }
+}
