@@ -33,9 +33,12 @@ pub struct Config {
     pub commit_queue_capacity: usize,
     /// Most device commits one fsync covers.
     pub max_group_commits: usize,
-    /// Most device records one fsync covers; a live commit is written next, between two
-    /// backlog commits, and fsynced at once.
+    /// Most device records one fsync covers.
     pub max_group_records: usize,
+    /// A live batch of at most this many records is acked from the embedded store's
+    /// live log; a larger one (a device catching up, not a check-in) goes with the
+    /// backlog through the committer. 0: never.
+    pub live_log_max_records: usize,
     /// Block cache of the embedded store, MiB.
     pub store_cache_mib: u64,
     /// Largest memtable of each embedded-store table before it is flushed, MiB.
@@ -97,6 +100,7 @@ impl Default for Config {
             commit_queue_capacity: 4096,
             max_group_commits: 1024,
             max_group_records: 4_000,
+            live_log_max_records: 64,
             store_cache_mib: 64,
             store_memtable_mib: 64,
             conflict_idle_timeout_ms: 10_000,

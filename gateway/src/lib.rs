@@ -38,6 +38,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         commit_queue_capacity: config.commit_queue_capacity,
         max_group_commits: config.max_group_commits,
         max_group_records: config.max_group_records,
+        live_log_max_records: config.live_log_max_records,
         cache_bytes: config.store_cache_mib * 1024 * 1024,
         memtable_bytes: config.store_memtable_mib * 1024 * 1024,
         ..EmbeddedStoreOptions::new(config.data_dir.join("store"))

@@ -4,10 +4,10 @@
 //! building and copying are the larger part of a write) and queue it. A backlog batch
 //! goes to the committer (`committer.rs`), which commits queued batches one after
 //! another, each with its statistics, fsyncs the journal once for the whole group, and
-//! only then answers every caller in the group. A live batch goes to the live log
-//! (`live_log.rs`) and is acked once its entry there is durable; the committer applies
-//! it to the tables right after, and reads wait for what they could see
-//! (`read_barrier.rs`). So a live check-in never waits behind backlog being written.
+//! only then answers every caller in the group. A small live batch (a check-in) goes
+//! to the live log (`live_log.rs`) and is acked once its entry there is durable; the
+//! committer applies it to the tables right after, and reads wait for what they could
+//! see (`read_barrier.rs`). So a check-in never waits behind backlog being written.
 
 mod committer;
 mod live_log;
@@ -44,6 +44,10 @@ pub struct EmbeddedStoreOptions {
     pub max_group_commits: usize,
     /// The most device records one fsync covers (one commit may pass it alone).
     pub max_group_records: usize,
+    /// A live commit of at most this many device records goes through the live log;
+    /// a larger one (a device catching up, not a check-in) through the committer, so
+    /// the log stays small and fast.
+    pub live_log_max_records: usize,
     /// fjall block cache, bytes.
     pub cache_bytes: u64,
     /// Largest memtable of each table before it is flushed, bytes. A table can hold a
@@ -59,6 +63,7 @@ impl EmbeddedStoreOptions {
             commit_queue_capacity: 4096,
             max_group_commits: 1024,
             max_group_records: 4_000,
+            live_log_max_records: 64,
             cache_bytes: 64 * 1024 * 1024,
             memtable_bytes: 64 * 1024 * 1024,
         }
@@ -87,7 +92,8 @@ struct Tables {
     meta: Keyspace,
 }
 
-/// The tables a commit writes, named in live log entries.
+/// The tables a commit writes, named in live log entries (by name: a table may be
+/// added, never renamed while a log may hold it).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 enum Table {
     Progress,
@@ -142,6 +148,7 @@ pub struct EmbeddedStore {
     /// The live log writer and the committer, joined in that order on close.
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     barrier: Arc<ReadBarrier>,
+    live_log_max_records: usize,
     /// Serialises enrolment and revocation, whose read-then-write must not interleave.
     admin_writes: tokio::sync::Mutex<()>,
     /// Makes audit keys unique: seeded from the clock at open, then counted up.
@@ -216,6 +223,7 @@ impl EmbeddedStore {
             queues: Mutex::new(Some(Queues { backlog, live })),
             threads: Mutex::new(threads),
             barrier,
+            live_log_max_records: options.live_log_max_records,
             admin_writes: tokio::sync::Mutex::new(()),
             audit_sequence: std::sync::atomic::AtomicU64::new(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_nanos() as u64)),
             failed,
@@ -345,7 +353,7 @@ impl Store for EmbeddedStore {
         let queues = self.queues.lock().expect("queues lock").as_ref().map(|queues| (queues.backlog.clone(), queues.live.clone()));
         let (backlog, live) = queues.ok_or_else(closed)?;
         let (done, durable) = oneshot::channel();
-        if commit.live {
+        if commit.live && records <= self.live_log_max_records {
             let entry = LiveEntry { writes, stats: commit.stats.clone() };
             let payload = encode(&entry);
             let (batch, touched) = (self.batch_of(entry.writes), touched_by(commit));
@@ -625,6 +633,34 @@ mod tests {
         let counts = SyncCounts { org_id: "acme".into(), device_id: device_id.into(), at: 0, totals: SyncTotals { accepted: 1, ..SyncTotals::default() } };
         let commit = Commit { stats: vec![counts], live: true, ..super::super::conformance::device_commit(device_id, entries, progress) };
         store.commit(&commit).await.unwrap();
+    }
+
+    /// Live log groups written so far.
+    fn live_log_groups(registry: &prometheus::Registry) -> u64 {
+        let families = registry.gather();
+        let family = families.iter().find(|family| family.name() == "otg_store_live_log_duration_seconds").unwrap();
+        family.get_metric()[0].get_histogram().get_sample_count()
+    }
+
+    #[actix_rt::test]
+    async fn a_large_live_commit_goes_through_the_committer_not_the_live_log() {
+        let (dir, registry) = (tempfile::tempdir().unwrap(), prometheus::Registry::new());
+        let options = EmbeddedStoreOptions { live_log_max_records: 2, ..EmbeddedStoreOptions::new(dir.path()) };
+        let store = EmbeddedStore::open(options, StoreMetrics::register(&registry).unwrap()).unwrap();
+        let commit_of = |device_id: &str, records: u64| {
+            let mut progress = DeviceProgress::default();
+            let entries = (1..=records).map(|seq| {
+                progress.received.insert(seq);
+                super::super::conformance::stored(device_id, super::super::conformance::record(seq, "emp-1", 1_764_028_800_000))
+            });
+            let entries = entries.collect();
+            Commit { live: true, ..super::super::conformance::device_commit(device_id, entries, progress) }
+        };
+        store.commit(&commit_of("dev-small", 2)).await.unwrap();
+        assert_eq!(live_log_groups(&registry), 1);
+        store.commit(&commit_of("dev-large", 3)).await.unwrap();
+        assert_eq!(live_log_groups(&registry), 1, "three records are more than the live log takes");
+        assert_eq!(store.device_progress("dev-large").await.unwrap().received.next_seq(), 4, "and it was stored all the same");
     }
 
     fn copy_log(from: &tempfile::TempDir, to: &tempfile::TempDir) {
