@@ -1,5 +1,5 @@
 //! `ConflictActor`: the keeper of the timelines of the employees whose (org, employee)
-//! hashes to it. There are as many as device arbiters, each on an arbiter of its own;
+//! hashes to it. There are as many as `device_arbiters`, each on an arbiter of its own;
 //! device actors place each batch's records with one request per conflict actor, not
 //! one per employee.
 //!

@@ -1,4 +1,4 @@
-//! The conflict actors, as many as device arbiters, each on an arbiter of its own, and
+//! The conflict actors, as many as `device_arbiters`, each on an arbiter of its own, and
 //! which employee each keeps: the one its (org, employee) hashes to. On threads of
 //! their own, a placement (a live check-in's among them) never queues behind device
 //! actors building their commits.

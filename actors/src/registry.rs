@@ -282,12 +282,12 @@ impl RegistryHandle {
         self.0.options.detect_conflicts.then(|| self.0.conflicts.clone())
     }
 
-    /// All the slots of a device's mailbox, as an idle actor counts them.
     /// How commits are retried, and the counter of retries.
     pub(crate) fn store_retry(&self) -> (RetryPolicy, IntCounter) {
         (self.0.options.store_retry, self.0.metrics.store_retries.clone())
     }
 
+    /// All the slots of a device's mailbox, as a stopping actor takes them.
     pub(crate) fn mailbox_capacity(&self) -> u32 {
         self.0.options.mailbox_capacity as u32
     }

@@ -35,9 +35,10 @@ pub struct Config {
     pub max_group_commits: usize,
     /// Most device records one fsync covers.
     pub max_group_records: usize,
-    /// A live batch of at most this many records is acked from the embedded store's
-    /// live log; a larger one (a device catching up, not a check-in) goes with the
-    /// backlog through the committer. 0: never.
+    /// A live batch whose commit holds at most this many records (its own, and those it
+    /// releases from behind a gap) is acked from the embedded store's live log; a larger
+    /// one (a device catching up, not a check-in) goes with the backlog through the
+    /// committer. 0: never.
     pub live_log_max_records: usize,
     /// Block cache of the embedded store, MiB.
     pub store_cache_mib: u64,

@@ -2,11 +2,13 @@
 //!
 //! Two kinds of commit reach it. A backlog commit's caller waits for the group's fsync.
 //! A live commit was already made durable (and acked) in the live log; the committer
-//! applies it to the tables, first and without ending the group, and records in the
+//! applies it to the tables ahead of the backlog it has taken in, and records in the
 //! same atomic batch that its log entry is applied, so a crash replays it exactly once.
+//! After one failed write it writes nothing more: a later entry's mark would otherwise
+//! pass over an entry that was never applied.
 
 use super::read_barrier::ReadBarrier;
-use super::{keys, read, encode, unavailable, Tables, LIVE_APPLIED};
+use super::{encode, failed_earlier, keys, read, unavailable, Tables, LIVE_APPLIED};
 use crate::metrics::StoreMetrics;
 use crate::store::{StoreError, SyncCounts, SyncTotals};
 use fjall::{Database, OwnedWriteBatch, PersistMode};
@@ -30,7 +32,7 @@ pub(super) struct PendingCommit {
 pub(super) enum Origin {
     /// A backlog caller, answered after the group's fsync.
     Caller(oneshot::Sender<Result<(), StoreError>>),
-    /// The live log's entry of this sequence number, acked already.
+    /// The live log's entry of this number, acked already.
     LiveLog(u64),
 }
 
@@ -45,7 +47,8 @@ pub(super) struct Committer {
     pub failed: Arc<AtomicBool>,
     /// Live log entries applied to the tables (readable) and waiting readers.
     pub barrier: Arc<ReadBarrier>,
-    /// The last live log entry whose apply is durable: the log may forget it.
+    /// The number of the last live log entry whose apply is durable: the log may
+    /// forget it.
     pub durable_lsn: Arc<AtomicU64>,
 }
 
@@ -84,7 +87,7 @@ impl<T> Waiting<T> {
 
     /// The commit to write next into `group`, if the group takes another: live
     /// applies first (readers may be waiting for them), then backlog, while the caps
-    /// leave room. The first commit of a group always goes.
+    /// leave room (for both). The first commit of a group always goes.
     fn next(&mut self, group: &Group, caps: GroupCaps) -> Option<T> {
         let full = group.commits >= caps.commits || (group.commits > 0 && group.records >= caps.records);
         if full {
@@ -133,6 +136,7 @@ impl Committer {
                 };
                 outcome = self.write(batch, stats, lsn);
                 if outcome.is_err() {
+                    self.failed.store(true, Ordering::Relaxed);
                     break;
                 }
                 if let Some(lsn) = lsn {
@@ -167,6 +171,9 @@ impl Committer {
     /// it or none of it, so the statistics always count exactly the records stored.
     /// Durable only after the group's fsync.
     pub fn write(&self, mut batch: OwnedWriteBatch, stats: Vec<SyncCounts>, lsn: Option<u64>) -> Result<(), StoreError> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(failed_earlier());
+        }
         self.add_stats(stats, &mut batch)?;
         if let Some(lsn) = lsn {
             batch.insert(&self.tables.meta, LIVE_APPLIED, encode(&lsn));

@@ -2,18 +2,21 @@
 //! check-in never waits behind the backlog the committer is writing or behind fjall's
 //! own flushes and compactions (which hold a table's writes while they fsync).
 //!
-//! One writer thread appends each live commit as a numbered entry, fdatasyncs once for
-//! all that arrived meanwhile, acks them, and hands each to the committer to apply to
-//! the tables. The apply writes the entry's number with it, atomically; at start-up
-//! every entry after that number is applied again, so each is applied exactly once.
-//! Segments whose entries are all durably applied are deleted.
+//! One writer thread appends each live commit as an entry numbered one past the last
+//! (its LSN, log sequence number), fdatasyncs once for all that arrived meanwhile,
+//! acks them, and hands each to the committer to apply to the tables. The apply writes
+//! the entry's number with it, atomically; at start-up every entry after that number
+//! is applied again, so each is applied exactly once. Segments whose entries are all
+//! durably applied are deleted.
 //!
 //! A segment is a run of frames: length (u32 LE), CRC-32 of the body (u32 LE), body =
-//! the entry's number (u64 LE) then its payload. The first frame that is short, empty
-//! or fails its CRC ends the log: it was being written when the process died, and
-//! nothing in it was acked.
+//! the entry's number (u64 LE) then its payload. A frame that is short, empty or fails
+//! its CRC at the end of the last segment ends the log: it was being written when the
+//! process died, and nothing in it was acked. Anywhere else it is corruption, and the
+//! store does not open.
 
 use super::committer::{Origin, PendingCommit};
+use super::failed_earlier;
 use super::read_barrier::{ReadBarrier, Touched};
 use crate::store::{StoreError, SyncCounts};
 use fjall::OwnedWriteBatch;
@@ -27,6 +30,8 @@ use tokio::sync::{mpsc, oneshot};
 /// A segment is closed once it holds this many bytes.
 const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
 const HEADER_BYTES: usize = 8;
+/// Larger than any entry: a length beyond it is damage, not an entry.
+const MAX_BODY_BYTES: usize = 1 << 30;
 
 /// The files of the live log, in one directory.
 pub(super) struct LiveLog {
@@ -52,16 +57,29 @@ pub(super) struct LiveCommit {
 }
 
 impl LiveLog {
-    /// Every entry in `dir`, in order, up to the first torn frame.
-    pub fn recover(dir: &Path) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let mut entries = Vec::new();
-        for segment in segments(dir)? {
-            let mut reader = BufReader::new(File::open(&segment).map_err(io)?);
-            while let Some(entry) = read_frame(&mut reader)? {
-                entries.push(entry);
+    /// Hands every entry in `dir` to `apply`, in order, up to a torn frame at the end.
+    pub fn recover(dir: &Path, mut apply: impl FnMut(u64, Vec<u8>) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        let segments = segments(dir)?;
+        let mut previous: Option<u64> = None;
+        for (index, segment) in segments.iter().enumerate() {
+            let mut reader = BufReader::new(File::open(segment).map_err(io)?);
+            loop {
+                match read_frame(&mut reader)? {
+                    Frame::Entry(lsn, payload) => {
+                        if let Some(previous) = previous.filter(|previous| lsn != previous + 1) {
+                            return Err(corrupt(segment, &format!("entry {lsn} follows entry {previous}")));
+                        }
+                        previous = Some(lsn);
+                        apply(lsn, payload)?;
+                    }
+                    Frame::End => break,
+                    // The group being written when the process died: none of it was acked.
+                    Frame::Damaged if index + 1 == segments.len() => return Ok(()),
+                    Frame::Damaged => return Err(corrupt(segment, "a damaged entry before the last segment")),
+                }
             }
         }
-        Ok(entries)
+        Ok(())
     }
 
     /// Starts a fresh log whose first entry is `next_lsn`, deleting the old segments:
@@ -86,12 +104,7 @@ impl LiveLog {
         let first = self.next_lsn;
         let mut frames = Vec::new();
         for payload in payloads {
-            let mut body = Vec::with_capacity(8 + payload.len());
-            body.extend_from_slice(&self.next_lsn.to_le_bytes());
-            body.extend_from_slice(payload);
-            frames.extend_from_slice(&(body.len() as u32).to_le_bytes());
-            frames.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-            frames.extend_from_slice(&body);
+            frame(self.next_lsn, payload, &mut frames);
             self.next_lsn += 1;
         }
         self.file.write_all(&frames).and_then(|()| self.file.sync_data()).map_err(io)?;
@@ -101,9 +114,12 @@ impl LiveLog {
 
     /// Deletes the closed segments whose entries are all applied durably.
     pub fn forget_through(&mut self, durable_lsn: u64) -> Result<(), StoreError> {
-        let done = self.closed.iter().take_while(|(_, last)| *last <= durable_lsn).count();
-        for (segment, _) in self.closed.drain(..done) {
+        while let Some((segment, last)) = self.closed.first() {
+            if *last > durable_lsn {
+                break;
+            }
             std::fs::remove_file(segment).map_err(io)?;
+            self.closed.remove(0);
         }
         Ok(())
     }
@@ -131,7 +147,7 @@ impl LiveWriter {
             }
             let started = std::time::Instant::now();
             let logged = if self.failed.load(Ordering::Relaxed) {
-                Err(StoreError::Failed("an earlier write failed; restart the gateway once the disk is fixed".into()))
+                Err(failed_earlier())
             } else {
                 self.log.append(group.iter().map(|commit| commit.payload.as_slice()))
             };
@@ -144,6 +160,9 @@ impl LiveWriter {
                         self.barrier.acked(lsn, touched);
                         let apply = PendingCommit { batch, records, stats, origin: Origin::LiveLog(lsn) };
                         if self.committer.blocking_send(apply).is_err() {
+                            // Reads waiting for it would wait for ever: fail them.
+                            self.failed.store(true, Ordering::Relaxed);
+                            self.barrier.fail();
                             tracing::error!(lsn, "the committer stopped; the live entry is applied at the next start");
                         }
                         let _ = done.send(Ok(()));
@@ -187,33 +206,62 @@ fn new_segment(dir: &Path, first: u64) -> Result<(File, PathBuf), StoreError> {
     Ok((file, path))
 }
 
-/// The next whole frame, or `None` at the end of the log (a torn or empty frame).
-fn read_frame(reader: &mut impl Read) -> Result<Option<(u64, Vec<u8>)>, StoreError> {
+/// Appends entry `lsn`'s frame to `frames`.
+fn frame(lsn: u64, payload: &[u8], frames: &mut Vec<u8>) {
+    let mut body = Vec::with_capacity(8 + payload.len());
+    body.extend_from_slice(&lsn.to_le_bytes());
+    body.extend_from_slice(payload);
+    frames.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    frames.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    frames.extend_from_slice(&body);
+}
+
+/// What the next bytes of a segment hold.
+enum Frame {
+    Entry(u64, Vec<u8>),
+    /// The segment ends here, cleanly.
+    End,
+    /// Cut short, or failing its length or CRC check.
+    Damaged,
+}
+
+fn read_frame(reader: &mut impl Read) -> Result<Frame, StoreError> {
     let mut header = [0u8; HEADER_BYTES];
-    if !read_all(reader, &mut header)? {
-        return Ok(None);
+    match read_all(reader, &mut header)? {
+        0 => return Ok(Frame::End),
+        read if read < HEADER_BYTES => return Ok(Frame::Damaged),
+        _ => {}
     }
     let length = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-    if length < 8 || length > 1 << 30 {
-        return Ok(None);
+    if !(8..=MAX_BODY_BYTES).contains(&length) {
+        return Ok(Frame::Damaged);
     }
     let mut body = vec![0u8; length];
-    if !read_all(reader, &mut body)? || crc32fast::hash(&body) != crc {
-        return Ok(None);
+    if read_all(reader, &mut body)? < length || crc32fast::hash(&body) != crc {
+        return Ok(Frame::Damaged);
     }
     let lsn = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
     body.drain(..8);
-    Ok(Some((lsn, body)))
+    Ok(Frame::Entry(lsn, body))
 }
 
-/// Fills `buffer`; false if the file ends first.
-fn read_all(reader: &mut impl Read, buffer: &mut [u8]) -> Result<bool, StoreError> {
-    match reader.read_exact(buffer) {
-        Ok(()) => Ok(true),
-        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
-        Err(error) => Err(io(error)),
+/// Reads into `buffer` until it is full or the segment ends; returns the bytes read.
+fn read_all(reader: &mut impl Read, buffer: &mut [u8]) -> Result<usize, StoreError> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(read) => filled += read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(io(error)),
+        }
     }
+    Ok(filled)
+}
+
+fn corrupt(segment: &Path, what: &str) -> StoreError {
+    StoreError::Corrupt(format!("live log {}: {what}; the store will not open until it is repaired", segment.display()))
 }
 
 fn io(error: std::io::Error) -> StoreError {
@@ -224,23 +272,35 @@ fn io(error: std::io::Error) -> StoreError {
 mod tests {
     use super::*;
 
+    fn entries(dir: &Path) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let mut found = Vec::new();
+        LiveLog::recover(dir, |lsn, payload| {
+            found.push((lsn, payload));
+            Ok(())
+        })?;
+        Ok(found)
+    }
+
+    fn append_to(segment: &Path, bytes: &[u8]) {
+        OpenOptions::new().append(true).open(segment).unwrap().write_all(bytes).unwrap();
+    }
+
     #[test]
-    fn entries_read_back_in_order_up_to_a_torn_frame() {
+    fn entries_read_back_in_order_up_to_a_torn_frame_at_the_end() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = LiveLog::create(dir.path(), 7).unwrap();
         assert_eq!(log.append([b"one".as_slice(), b"two"].into_iter()).unwrap(), 7);
         assert_eq!(log.append([b"three".as_slice()].into_iter()).unwrap(), 9);
         let segment = log.current.clone();
         drop(log);
-        // A frame cut short by a crash ends the log.
-        let mut file = OpenOptions::new().append(true).open(&segment).unwrap();
-        file.write_all(&[40, 0, 0, 0, 1, 2, 3, 4, 10, 0]).unwrap();
-        let entries = LiveLog::recover(dir.path()).unwrap();
-        assert_eq!(entries, vec![(7, b"one".to_vec()), (8, b"two".to_vec()), (9, b"three".to_vec())]);
+        // A group cut short by a crash: a whole frame's header, then too few bytes.
+        append_to(&segment, &[40, 0, 0, 0, 1, 2, 3, 4, 10, 0]);
+        let expected = vec![(7, b"one".to_vec()), (8, b"two".to_vec()), (9, b"three".to_vec())];
+        assert_eq!(entries(dir.path()).unwrap(), expected);
     }
 
     #[test]
-    fn a_frame_that_fails_its_checksum_ends_the_log() {
+    fn a_frame_that_fails_its_checksum_ends_the_last_segment() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = LiveLog::create(dir.path(), 1).unwrap();
         log.append([b"kept".as_slice(), b"flipped"].into_iter()).unwrap();
@@ -249,7 +309,33 @@ mod tests {
         let mut bytes = std::fs::read(&segment).unwrap();
         *bytes.last_mut().unwrap() ^= 1;
         std::fs::write(&segment, bytes).unwrap();
-        assert_eq!(LiveLog::recover(dir.path()).unwrap(), vec![(1, b"kept".to_vec())]);
+        assert_eq!(entries(dir.path()).unwrap(), vec![(1, b"kept".to_vec())]);
+    }
+
+    /// Writes a segment of the given entries by hand.
+    fn segment(dir: &Path, entries: &[(u64, &[u8])], then: &[u8]) {
+        let mut bytes = Vec::new();
+        for (lsn, payload) in entries {
+            frame(*lsn, payload, &mut bytes);
+        }
+        bytes.extend_from_slice(then);
+        std::fs::write(dir.join(format!("{:020}.log", entries[0].0)), bytes).unwrap();
+    }
+
+    #[test]
+    fn damage_before_the_last_segment_or_a_missing_entry_refuses_to_open() {
+        let damaged = tempfile::tempdir().unwrap();
+        segment(damaged.path(), &[(1, b"a")], &[1, 2, 3]);
+        segment(damaged.path(), &[(2, b"b")], &[]);
+        assert!(matches!(entries(damaged.path()), Err(StoreError::Corrupt(_))), "a damaged frame with entries after it");
+        let gap = tempfile::tempdir().unwrap();
+        segment(gap.path(), &[(1, b"a")], &[]);
+        segment(gap.path(), &[(3, b"c")], &[]);
+        assert!(matches!(entries(gap.path()), Err(StoreError::Corrupt(_))), "entry 3 after entry 1");
+        let whole = tempfile::tempdir().unwrap();
+        segment(whole.path(), &[(1, b"a"), (2, b"b")], &[]);
+        segment(whole.path(), &[(3, b"c")], &[9, 9]);
+        assert_eq!(entries(whole.path()).unwrap().len(), 3);
     }
 
     #[test]
@@ -263,9 +349,9 @@ mod tests {
         log.forget_through(0).unwrap();
         assert_eq!(segments(dir.path()).unwrap().len(), 2, "entry 1 is not durably applied yet");
         log.forget_through(1).unwrap();
-        assert_eq!(LiveLog::recover(dir.path()).unwrap(), vec![(2, b"next segment".to_vec())]);
+        assert_eq!(entries(dir.path()).unwrap(), vec![(2, b"next segment".to_vec())]);
         drop(log);
         LiveLog::create(dir.path(), 3).unwrap();
-        assert!(LiveLog::recover(dir.path()).unwrap().is_empty());
+        assert!(entries(dir.path()).unwrap().is_empty());
     }
 }

@@ -44,9 +44,9 @@ pub struct EmbeddedStoreOptions {
     pub max_group_commits: usize,
     /// The most device records one fsync covers (one commit may pass it alone).
     pub max_group_records: usize,
-    /// A live commit of at most this many device records goes through the live log;
-    /// a larger one (a device catching up, not a check-in) through the committer, so
-    /// the log stays small and fast.
+    /// A live commit of at most this many records goes through the live log; a larger
+    /// one (a device catching up, not a check-in) through the committer, so the log
+    /// stays small and fast. 0: none does.
     pub live_log_max_records: usize,
     /// fjall block cache, bytes.
     pub cache_bytes: u64,
@@ -271,9 +271,11 @@ impl EmbeddedStore {
         writes
     }
 
-    /// The atomic batch of `writes`, with room for the statistics the committer adds.
-    fn batch_of(&self, writes: Vec<Write>) -> OwnedWriteBatch {
-        batch_of(&self.db, &self.tables, writes)
+    /// Whether `commit` goes through the live log: a live one of few records, counting
+    /// those it releases into the timeline from behind a gap as well as its own.
+    fn takes_live_log(&self, commit: &Commit) -> bool {
+        let records = commit.device.as_ref().map_or(0, |device| device.entries.len()).max(commit.timeline.len());
+        commit.live && self.live_log_max_records > 0 && records <= self.live_log_max_records
     }
 
     /// Writes one value outside the group committer, durably: for rare admin writes.
@@ -353,13 +355,13 @@ impl Store for EmbeddedStore {
         let queues = self.queues.lock().expect("queues lock").as_ref().map(|queues| (queues.backlog.clone(), queues.live.clone()));
         let (backlog, live) = queues.ok_or_else(closed)?;
         let (done, durable) = oneshot::channel();
-        if commit.live && records <= self.live_log_max_records {
+        if self.takes_live_log(commit) {
             let entry = LiveEntry { writes, stats: commit.stats.clone() };
             let payload = encode(&entry);
-            let (batch, touched) = (self.batch_of(entry.writes), touched_by(commit));
+            let (batch, touched) = (batch_of(&self.db, &self.tables, entry.writes), touched_by(commit));
             live.send(LiveCommit { payload, batch, records, stats: entry.stats, touched, done }).await.map_err(|_| closed())?;
         } else {
-            let batch = self.batch_of(writes);
+            let batch = batch_of(&self.db, &self.tables, writes);
             backlog.send(PendingCommit { batch, records, stats: commit.stats.clone(), origin: Origin::Caller(done) }).await.map_err(|_| closed())?;
         }
         durable.await.map_err(|_| closed())?
@@ -506,6 +508,7 @@ impl Store for EmbeddedStore {
     }
 }
 
+/// The atomic batch of `writes`, with room for the statistics the committer adds.
 fn batch_of(db: &Database, tables: &Tables, writes: Vec<Write>) -> OwnedWriteBatch {
     let mut batch = OwnedWriteBatch::with_capacity(db.clone(), writes.len() + 3);
     for Write(table, key, value) in writes {
@@ -525,16 +528,17 @@ fn touched_by(commit: &Commit) -> Vec<Touched> {
 /// not yet in the tables), durably; returns the last entry's number.
 fn replay_live_log(committer: &Committer, dir: &std::path::Path, applied: u64) -> Result<u64, StoreError> {
     let mut last = applied;
-    for (lsn, payload) in LiveLog::recover(dir)? {
+    LiveLog::recover(dir, |lsn, payload| {
         if lsn <= applied {
-            continue;
+            return Ok(());
         }
         let LiveEntry { writes, stats } = decode(&payload)?;
-        committer.write(batch_of(&committer.db, &committer.tables, writes), stats, Some(lsn))?;
         last = lsn;
-    }
+        committer.write(batch_of(&committer.db, &committer.tables, writes), stats, Some(lsn))
+    })?;
+    // Always: the mark read at open may not be on disk yet, and the log is deleted next.
+    committer.db.persist(PersistMode::SyncAll).map_err(unavailable)?;
     if last > applied {
-        committer.db.persist(PersistMode::SyncAll).map_err(unavailable)?;
         tracing::info!(entries = last - applied, "applied the live log's entries acked before the last stop");
     }
     Ok(last)
@@ -627,12 +631,8 @@ mod tests {
 
     /// A live commit counted once, with its device's progress and seq.
     async fn live_commit(store: &EmbeddedStore, device_id: &str) {
-        let mut progress = DeviceProgress::default();
-        progress.received.insert(1);
-        let entries = vec![super::super::conformance::stored(device_id, super::super::conformance::record(1, "emp-1", 1_764_028_800_000))];
         let counts = SyncCounts { org_id: "acme".into(), device_id: device_id.into(), at: 0, totals: SyncTotals { accepted: 1, ..SyncTotals::default() } };
-        let commit = Commit { stats: vec![counts], live: true, ..super::super::conformance::device_commit(device_id, entries, progress) };
-        store.commit(&commit).await.unwrap();
+        store.commit(&Commit { stats: vec![counts], ..live_commit_of(device_id, 1) }).await.unwrap();
     }
 
     /// Live log groups written so far.
@@ -642,25 +642,30 @@ mod tests {
         family.get_metric()[0].get_histogram().get_sample_count()
     }
 
-    #[actix_rt::test]
-    async fn a_large_live_commit_goes_through_the_committer_not_the_live_log() {
-        let (dir, registry) = (tempfile::tempdir().unwrap(), prometheus::Registry::new());
-        let options = EmbeddedStoreOptions { live_log_max_records: 2, ..EmbeddedStoreOptions::new(dir.path()) };
-        let store = EmbeddedStore::open(options, StoreMetrics::register(&registry).unwrap()).unwrap();
-        let commit_of = |device_id: &str, records: u64| {
-            let mut progress = DeviceProgress::default();
-            let entries = (1..=records).map(|seq| {
+    /// A live commit of `records` new seqs.
+    fn live_commit_of(device_id: &str, records: u64) -> Commit {
+        let mut progress = DeviceProgress::default();
+        let entries = (1..=records)
+            .map(|seq| {
                 progress.received.insert(seq);
                 super::super::conformance::stored(device_id, super::super::conformance::record(seq, "emp-1", 1_764_028_800_000))
-            });
-            let entries = entries.collect();
-            Commit { live: true, ..super::super::conformance::device_commit(device_id, entries, progress) }
-        };
-        store.commit(&commit_of("dev-small", 2)).await.unwrap();
-        assert_eq!(live_log_groups(&registry), 1);
-        store.commit(&commit_of("dev-large", 3)).await.unwrap();
-        assert_eq!(live_log_groups(&registry), 1, "three records are more than the live log takes");
-        assert_eq!(store.device_progress("dev-large").await.unwrap().received.next_seq(), 4, "and it was stored all the same");
+            })
+            .collect();
+        Commit { live: true, ..super::super::conformance::device_commit(device_id, entries, progress) }
+    }
+
+    #[actix_rt::test]
+    async fn only_small_live_commits_go_through_the_live_log() {
+        for (max, small_logged) in [(2, 1), (0, 0)] {
+            let (dir, registry) = (tempfile::tempdir().unwrap(), prometheus::Registry::new());
+            let options = EmbeddedStoreOptions { live_log_max_records: max, ..EmbeddedStoreOptions::new(dir.path()) };
+            let store = EmbeddedStore::open(options, StoreMetrics::register(&registry).unwrap()).unwrap();
+            store.commit(&live_commit_of("dev-small", 2)).await.unwrap();
+            assert_eq!(live_log_groups(&registry), small_logged, "two records, at most {max} through the log");
+            store.commit(&live_commit_of("dev-large", 3)).await.unwrap();
+            assert_eq!(live_log_groups(&registry), small_logged, "three records are more than the live log takes");
+            assert_eq!(store.device_progress("dev-large").await.unwrap().received.next_seq(), 4, "and it was stored all the same");
+        }
     }
 
     fn copy_log(from: &tempfile::TempDir, to: &tempfile::TempDir) {

@@ -4,7 +4,8 @@
 //! A read of a device's progress or seqs waits only for that device's acked entries, a
 //! read of an employee's timeline only for that employee's; every other read (admin
 //! listings, totals, conflicts) waits for all entries acked before it began. The
-//! committer applies live entries first, so a wait is one backlog write at most.
+//! committer applies live entries ahead of the backlog it has taken in, so a wait is
+//! short.
 
 use crate::store::StoreError;
 use std::collections::{HashMap, VecDeque};
@@ -51,9 +52,10 @@ impl ReadBarrier {
         pending.entries.push_back((lsn, touched));
     }
 
-    /// Entries up to `lsn` are in the tables.
+    /// Entries up to `lsn` are in the tables (and so were acked).
     pub fn applied(&self, lsn: u64) {
         let mut pending = self.pending.lock().expect("read barrier lock");
+        pending.acked = pending.acked.max(lsn);
         while pending.entries.front().is_some_and(|(entry, _)| *entry <= lsn) {
             let (_, touched) = pending.entries.pop_front().expect("checked above");
             for thing in touched {
@@ -63,10 +65,18 @@ impl ReadBarrier {
             }
         }
         drop(pending);
-        self.applied.send_replace(Some(lsn));
+        // Once failed, always failed.
+        self.applied.send_if_modified(|applied| match applied {
+            Some(applied) => {
+                *applied = lsn;
+                true
+            }
+            None => false,
+        });
     }
 
-    /// Applying failed: waiting readers get an error instead of stale data.
+    /// Applying failed: a read that waits for an entry, now or later, gets an error
+    /// instead of stale data.
     pub fn fail(&self) {
         self.applied.send_replace(None);
     }
@@ -142,5 +152,8 @@ mod tests {
         });
         barrier.fail();
         assert!(read.await.unwrap().is_err(), "no stale read once applying failed");
+        barrier.acked(3, vec![device("a")]);
+        barrier.applied(2);
+        assert!(barrier.wait(Some(&device("a"))).await.is_err(), "an apply after the failure does not clear it");
     }
 }
