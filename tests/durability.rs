@@ -21,24 +21,28 @@ struct Sent {
 
 #[test]
 fn kill_9_mid_ingest_loses_no_acked_record_and_half_writes_no_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut gateway = Gateway::start(dir.path(), &[]);
-    let devices: Vec<TestDevice> = (0..DEVICES).map(|n| gateway.enrol(&format!("crash-{n}"), "acme", None)).collect();
-    let sent = upload_until(&gateway.base_url.clone(), &devices, 100, Recorded::DaysAgo, || gateway.kill_hard());
-    check_after_restart(&Gateway::start(dir.path(), &[]), &sent);
+    kill_9_mid_ingest(Recorded::DaysAgo, |_| {});
 }
 
 /// Live batches are acked from the live log, before the tables have them: the restart
 /// must apply every acked one, once.
 #[test]
 fn kill_9_mid_live_ingest_loses_no_acked_record_and_half_writes_no_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut gateway = Gateway::start(dir.path(), &[]);
-    let devices: Vec<TestDevice> = (0..DEVICES).map(|n| gateway.enrol(&format!("live-crash-{n}"), "acme", None)).collect();
-    let sent = upload_until(&gateway.base_url.clone(), &devices, 100, Recorded::Now, || {
+    kill_9_mid_ingest(Recorded::Now, |gateway| {
         let metrics = send(ureq::get(&gateway.url("/metrics")), b"").text();
         let logged = metrics.lines().find_map(|line| line.strip_prefix("otg_store_live_log_duration_seconds_count "));
         assert!(logged.is_some_and(|count| count != "0"), "the batches were acked from the live log");
+    });
+}
+
+/// Kills the gateway with `-9` once 100 batches were acked (and `before_kill` looked at
+/// it), restarts it on the same data dir and checks every batch sent.
+fn kill_9_mid_ingest(recorded: Recorded, before_kill: impl FnOnce(&Gateway)) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut gateway = Gateway::start(dir.path(), &[]);
+    let devices: Vec<TestDevice> = (0..DEVICES).map(|n| gateway.enrol(&format!("crash-{n}"), "acme", None)).collect();
+    let sent = upload_until(&gateway.base_url.clone(), &devices, 100, recorded, || {
+        before_kill(&gateway);
         gateway.kill_hard()
     });
     check_after_restart(&Gateway::start(dir.path(), &[]), &sent);
