@@ -2,7 +2,7 @@
 //!
 //! Two kinds of commit reach it. A backlog commit's caller waits for the group's fsync.
 //! A live commit was already made durable (and acked) in the live log; the committer
-//! applies it to the tables ahead of the backlog it has taken in, and records in the
+//! applies it to the tables ahead of any backlog, and records in the
 //! same atomic batch that its log entry is applied, so a crash replays it exactly once.
 //! After one failed write it writes nothing more: a later entry's mark would otherwise
 //! pass over an entry that was never applied.
@@ -104,16 +104,51 @@ impl Waiting<PendingCommit> {
     }
 }
 
+/// What reaches the committer: live log entries to apply on a queue of their own, so
+/// a backlog queue that is full never holds up the live log writer.
+pub(super) struct Queues {
+    pub applies: mpsc::Receiver<PendingCommit>,
+    pub backlog: mpsc::Receiver<PendingCommit>,
+}
+
+impl Queues {
+    /// Waits for the next commit, an apply first; `None` once both queues are closed
+    /// and empty.
+    fn next(&mut self, waiter: &tokio::runtime::Runtime) -> Option<PendingCommit> {
+        waiter.block_on(async {
+            tokio::select! {
+                biased;
+                Some(apply) = self.applies.recv() => Some(apply),
+                Some(commit) = self.backlog.recv() => Some(commit),
+                else => None,
+            }
+        })
+    }
+
+    /// Moves into `waiting` every apply queued and backlog up to `max_waiting`.
+    fn take_queued(&mut self, waiting: &mut Waiting<PendingCommit>, max_waiting: usize) {
+        while let Ok(apply) = self.applies.try_recv() {
+            waiting.take(apply);
+        }
+        while waiting.len() < max_waiting {
+            let Ok(commit) = self.backlog.try_recv() else { break };
+            waiting.take(commit);
+        }
+    }
+}
+
 impl Committer {
-    /// Writes groups until the channel closes. A group is the commits written before
+    /// Writes groups until both queues close. A group is the commits written before
     /// one fsync.
-    pub fn run(self, mut queue: mpsc::Receiver<PendingCommit>) {
+    pub fn run(self, mut queues: Queues) {
+        // Only to wait on two queues at once from this thread.
+        let waiter = tokio::runtime::Builder::new_current_thread().build().expect("a current-thread runtime without drivers builds");
         let caps = GroupCaps { commits: self.max_group, records: self.max_group_records };
         let mut waiting = Waiting::new();
         let mut answers = Vec::with_capacity(self.max_group);
         loop {
             if waiting.len() == 0 {
-                match queue.blocking_recv() {
+                match queues.next(&waiter) {
                     Some(first) => waiting.take(first),
                     None => return,
                 }
@@ -121,10 +156,7 @@ impl Committer {
             let started = Instant::now();
             let (mut group, mut outcome, mut applied) = (Group::default(), Ok(()), None);
             loop {
-                while waiting.len() < self.max_waiting {
-                    let Ok(queued) = queue.try_recv() else { break };
-                    waiting.take(queued);
-                }
+                queues.take_queued(&mut waiting, self.max_waiting);
                 let Some(PendingCommit { batch, stats, records, origin }) = waiting.next(&group, caps) else { break };
                 group = Group { commits: group.commits + 1, records: group.records + records };
                 let lsn = match origin {
@@ -144,7 +176,7 @@ impl Committer {
                     applied = Some(lsn);
                 }
             }
-            self.metrics.queue_depth.set((queue.len() + waiting.len()) as i64);
+            self.metrics.queue_depth.set((queues.applies.len() + queues.backlog.len() + waiting.len()) as i64);
             self.metrics.write_buffer.set(self.db.write_buffer_size() as i64);
             let outcome = outcome.and_then(|()| self.db.persist(PersistMode::SyncData).map_err(unavailable));
             self.metrics.observe_group(group.commits, started.elapsed(), outcome.is_ok());
@@ -221,6 +253,26 @@ mod tests {
             waiting.push(commit, commit.2);
         }
         waiting
+    }
+
+    #[test]
+    fn an_apply_is_taken_before_backlog_and_past_the_waiting_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::builder(dir.path()).open().unwrap();
+        let commit = |origin| PendingCommit { batch: OwnedWriteBatch::with_capacity(db.clone(), 0), records: 0, stats: vec![], origin };
+        let ((backlog_sender, backlog), (applies_sender, applies)) = (mpsc::channel(8), mpsc::channel(8));
+        let mut queues = Queues { applies, backlog };
+        backlog_sender.try_send(commit(Origin::Caller(oneshot::channel().0))).unwrap();
+        applies_sender.try_send(commit(Origin::LiveLog(1))).unwrap();
+        applies_sender.try_send(commit(Origin::LiveLog(2))).unwrap();
+        let waiter = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        assert!(matches!(queues.next(&waiter).unwrap().origin, Origin::LiveLog(1)), "an apply first");
+        let mut waiting = Waiting::new();
+        queues.take_queued(&mut waiting, 0);
+        assert_eq!((waiting.live.len(), waiting.backlog.len()), (1, 0), "applies pass the cap on waiting commits, backlog does not");
+        drop((backlog_sender, applies_sender));
+        assert!(matches!(queues.next(&waiter).unwrap().origin, Origin::Caller(_)), "what was queued is taken after the queues close");
+        assert!(queues.next(&waiter).is_none());
     }
 
     #[test]

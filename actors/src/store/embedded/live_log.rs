@@ -128,7 +128,8 @@ impl LiveLog {
 /// The thread that writes the live log.
 pub(super) struct LiveWriter {
     pub log: LiveLog,
-    pub committer: mpsc::Sender<PendingCommit>,
+    /// Where acked entries go for the committer to apply.
+    pub applies: mpsc::Sender<PendingCommit>,
     pub barrier: Arc<ReadBarrier>,
     pub durable_lsn: Arc<AtomicU64>,
     pub failed: Arc<AtomicBool>,
@@ -159,7 +160,7 @@ impl LiveWriter {
                         // ack, so every later read and commit comes after it.
                         self.barrier.acked(lsn, touched);
                         let apply = PendingCommit { batch, records, stats, origin: Origin::LiveLog(lsn) };
-                        if self.committer.blocking_send(apply).is_err() {
+                        if self.applies.blocking_send(apply).is_err() {
                             // Reads waiting for it would wait for ever: fail them.
                             self.failed.store(true, Ordering::Relaxed);
                             self.barrier.fail();

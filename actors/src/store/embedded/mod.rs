@@ -17,7 +17,7 @@ use super::keys;
 use super::{AuditEvent, AuditScope, Commit, ConflictRecord, Cursor, DeviceEnrolment, DeviceProgress, Page, SeqEntry, Store, StoreError, SyncCounts, SyncTotals, TimelineEntry};
 use crate::metrics::StoreMetrics;
 use async_trait::async_trait;
-use committer::{Committer, Origin, PendingCommit};
+use committer::{Committer, Origin, PendingCommit, Queues as CommitterQueues};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
 use live_log::{LiveCommit, LiveLog, LiveWriter};
 use otg_schema::{OrgSettings, UtcDay};
@@ -135,8 +135,8 @@ struct LiveEntry {
     stats: Vec<SyncCounts>,
 }
 
-/// Where commits go; `None` once closed.
-struct Queues {
+/// Where commits go.
+struct Senders {
     backlog: mpsc::Sender<PendingCommit>,
     live: mpsc::Sender<LiveCommit>,
 }
@@ -144,7 +144,8 @@ struct Queues {
 pub struct EmbeddedStore {
     db: Database,
     tables: Tables,
-    queues: Mutex<Option<Queues>>,
+    /// `None` once closed.
+    senders: Mutex<Option<Senders>>,
     /// The live log writer and the committer, joined in that order on close.
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     barrier: Arc<ReadBarrier>,
@@ -210,17 +211,19 @@ impl EmbeddedStore {
         let last = replay_live_log(&committer, &log_dir, applied)?;
         barrier.applied(last);
         durable_lsn.store(last, Ordering::Release);
-        let (backlog, committer_queue) = mpsc::channel(options.commit_queue_capacity);
+        let (backlog, backlog_queue) = mpsc::channel(options.commit_queue_capacity);
+        let (applies, applies_queue) = mpsc::channel(options.commit_queue_capacity);
         let (live, live_queue) = mpsc::channel(LIVE_QUEUE);
-        let writer = LiveWriter { log: LiveLog::create(&log_dir, last + 1)?, committer: backlog.clone(), barrier: barrier.clone(), durable_lsn, failed: failed.clone(), metrics };
+        let writer = LiveWriter { log: LiveLog::create(&log_dir, last + 1)?, applies, barrier: barrier.clone(), durable_lsn, failed: failed.clone(), metrics };
+        let committer_queues = CommitterQueues { applies: applies_queue, backlog: backlog_queue };
         let threads = vec![
             std::thread::Builder::new().name("otg-live-log".into()).spawn(move || writer.run(live_queue)).map_err(unavailable)?,
-            std::thread::Builder::new().name("otg-committer".into()).spawn(move || committer.run(committer_queue)).map_err(unavailable)?,
+            std::thread::Builder::new().name("otg-committer".into()).spawn(move || committer.run(committer_queues)).map_err(unavailable)?,
         ];
         Ok(EmbeddedStore {
             db,
             tables,
-            queues: Mutex::new(Some(Queues { backlog, live })),
+            senders: Mutex::new(Some(Senders { backlog, live })),
             threads: Mutex::new(threads),
             barrier,
             live_log_max_records: options.live_log_max_records,
@@ -352,8 +355,8 @@ impl Store for EmbeddedStore {
         }
         let writes = self.writes_of(commit);
         let records = commit.device.as_ref().map_or(0, |device| device.entries.len());
-        let queues = self.queues.lock().expect("queues lock").as_ref().map(|queues| (queues.backlog.clone(), queues.live.clone()));
-        let (backlog, live) = queues.ok_or_else(closed)?;
+        let senders = self.senders.lock().expect("senders lock").as_ref().map(|senders| (senders.backlog.clone(), senders.live.clone()));
+        let (backlog, live) = senders.ok_or_else(closed)?;
         let (done, durable) = oneshot::channel();
         if self.takes_live_log(commit) {
             let entry = LiveEntry { writes, stats: commit.stats.clone() };
@@ -484,7 +487,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        if self.queues.lock().expect("queues lock").is_none() {
+        if self.senders.lock().expect("senders lock").is_none() {
             return Err(closed());
         }
         if self.failed.load(Ordering::Relaxed) {
@@ -496,7 +499,7 @@ impl Store for EmbeddedStore {
     async fn close(&self) -> Result<(), StoreError> {
         // Dropping the senders lets the live log writer finish what is queued and exit,
         // and then the committer (the writer holds a sender of its own).
-        drop(self.queues.lock().expect("queues lock").take());
+        drop(self.senders.lock().expect("senders lock").take());
         let threads = std::mem::take(&mut *self.threads.lock().expect("threads lock"));
         for thread in threads {
             tokio::task::spawn_blocking(move || thread.join())

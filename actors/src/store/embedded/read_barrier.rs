@@ -4,8 +4,8 @@
 //! A read of a device's progress or seqs waits only for that device's acked entries, a
 //! read of an employee's timeline only for that employee's; every other read (admin
 //! listings, totals, conflicts) waits for all entries acked before it began. The
-//! committer applies live entries ahead of the backlog it has taken in, so a wait is
-//! short.
+//! committer applies live entries ahead of any backlog, so a wait is short: the
+//! backlog commit being written, at most.
 
 use crate::store::StoreError;
 use std::collections::{HashMap, VecDeque};
