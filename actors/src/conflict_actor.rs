@@ -9,6 +9,11 @@
 //! held employee waits (parked) and starts once all its employees are free; others go
 //! on meanwhile. The cached days of an employee idle for `idle_timeout` are dropped,
 //! and at most `max_employees` employees are cached at once.
+//!
+//! Both lanes of device actors share these actors (an employee has one keeper), so a
+//! live batch's placement starts at once, while backlog placements go one at a time
+//! (the rest wait, deferred, in arrival order): a check-in waits for one backlog
+//! placement at most, not for every one queued ahead of it.
 
 use crate::conflict_rules::RuleSettings;
 use crate::employee_timeline::{Cache, CachedTimeline, Decision, Placed, ResolveError};
@@ -50,6 +55,8 @@ pub struct PlaceRecords {
     /// Whether the device's commit of these records succeeded; until it is known the
     /// employees are held. A failed (or abandoned) commit empties their caches.
     pub committed: oneshot::Receiver<bool>,
+    /// A live batch's placement: it starts without waiting for backlog placements.
+    pub live: bool,
 }
 
 impl PlaceRecords {
@@ -65,7 +72,7 @@ impl PlaceRecords {
             max_shift_ms: i64::from(settings.max_shift_hours) * MS_PER_HOUR,
             max_clock_skew_ms: i64::from(settings.max_clock_skew_s) * 1000,
         };
-        PlaceRecords { employees, received_at, rules, policy: settings.conflict_resolution, reply, committed }
+        PlaceRecords { employees, received_at, rules, policy: settings.conflict_resolution, reply, committed, live: false }
     }
 }
 
@@ -95,6 +102,9 @@ pub struct ConflictActor {
     employees: HashMap<EmployeeKey, Employee, RandomState>,
     /// Requests waiting for a held employee, in arrival order.
     parked: VecDeque<Work>,
+    /// Backlog placements waiting for the one running, in arrival order.
+    deferred: VecDeque<PlaceRecords>,
+    placing_backlog: bool,
 }
 
 struct Employee {
@@ -121,12 +131,13 @@ impl Work {
 
 impl ConflictActor {
     pub(crate) fn new(options: ConflictActorOptions) -> Self {
-        ConflictActor { options, employees: HashMap::default(), parked: VecDeque::new() }
+        ConflictActor { options, employees: HashMap::default(), parked: VecDeque::new(), deferred: VecDeque::new(), placing_backlog: false }
     }
 
     /// Starts `work` now if none of its employees is held or wanted by a request parked
     /// before it (so a request for several employees is not overtaken for ever by
-    /// requests for one of them), else parks it.
+    /// requests for one of them), else parks it; a backlog placement is deferred while
+    /// another one runs.
     fn submit(&mut self, work: Work, ctx: &mut Context<Self>) {
         let held = |employee: &EmployeeKey| self.employees.get(employee).is_some_and(|employee| employee.held);
         let wanted = |employee: &EmployeeKey| self.parked.iter().any(|parked| parked.employees().any(|other| other == employee));
@@ -136,13 +147,27 @@ impl ConflictActor {
             return;
         }
         match work {
+            Work::Place(place) if !place.live && self.placing_backlog => {
+                self.deferred.push_back(place);
+                self.options.waiting.inc();
+            }
             Work::Place(place) => self.place(place, ctx),
             Work::Resolve(resolve) => self.resolve(resolve, ctx),
         }
     }
 
+    /// Starts deferred backlog placements until one runs or none is left.
+    fn start_deferred(&mut self, ctx: &mut Context<Self>) {
+        while !self.placing_backlog {
+            let Some(next) = self.deferred.pop_front() else { return };
+            self.options.waiting.dec();
+            self.submit(Work::Place(next), ctx);
+        }
+    }
+
     fn place(&mut self, place: PlaceRecords, ctx: &mut Context<Self>) {
-        let PlaceRecords { employees, received_at, rules, policy, reply, committed } = place;
+        let PlaceRecords { employees, received_at, rules, policy, reply, committed, live } = place;
+        self.placing_backlog |= !live;
         let keys: Vec<EmployeeKey> = employees.iter().map(|employee| employee.employee.clone()).collect();
         let mut timelines: Vec<CachedTimeline> = keys.iter().map(|key| self.take(key)).collect();
         let placing = async move {
@@ -159,6 +184,11 @@ impl ConflictActor {
         ctx.spawn(placing.into_actor(self).map(move |(placed, timelines), actor, ctx| {
             actor.give_back(timelines);
             let _ = reply.send(placed);
+            if !live {
+                // Through the mailbox, not at once: work spawned now would be polled
+                // before the live placements already waiting to be.
+                ctx.address().do_send(BacklogPlaced);
+            }
             let commit_known = async move { committed.await.unwrap_or(false) };
             ctx.spawn(commit_known.into_actor(actor).map(move |committed, actor, ctx| actor.release(&keys, committed, ctx)));
         }));
@@ -260,6 +290,20 @@ impl Handler<PlaceRecords> for ConflictActor {
     }
 }
 
+/// The running backlog placement has answered: the next deferred one may start.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct BacklogPlaced;
+
+impl Handler<BacklogPlaced> for ConflictActor {
+    type Result = ();
+
+    fn handle(&mut self, _: BacklogPlaced, ctx: &mut Self::Context) {
+        self.placing_backlog = false;
+        self.start_deferred(ctx);
+    }
+}
+
 impl Handler<ResolveConflict> for ConflictActor {
     type Result = ();
 
@@ -318,6 +362,40 @@ mod tests {
 
     fn conflicts(placed: Vec<Vec<Placed>>) -> usize {
         placed.iter().flatten().map(|placed| placed.conflicts.len()).sum()
+    }
+
+    /// Each answer is awaited by a task of its own, parked before anything is sent, so
+    /// the tasks wake, and note their answer, in the order the actor answers.
+    #[actix_rt::test]
+    async fn a_live_placement_is_not_queued_behind_backlog_placements() {
+        let dir = tempfile::tempdir().unwrap();
+        let (actor, _) = actor(store(&dir), 100);
+        let answered = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+        let (mut watchers, mut requests) = (Vec::new(), Vec::new());
+        // Sent in this order; actix polls spawned work in no fixed order, and with every
+        // placement started at once this one answers the live placement last.
+        for (name, live) in [("b1", false), ("live", true), ("b2", false), ("b3", false), ("b4", false)] {
+            let ((reply, answer), (commit_known, committed)) = (oneshot::channel(), oneshot::channel());
+            let records = vec![check_in("dev", name, CHECK_IN_AT)];
+            requests.push((PlaceRecords { live, ..PlaceRecords::new(records, CHECK_IN_AT + 60_000, &OrgSettings::default(), reply, committed) }, commit_known));
+            let answered = answered.clone();
+            watchers.push(actix_rt::spawn(async move {
+                answer.await.unwrap().unwrap();
+                answered.borrow_mut().push(name);
+            }));
+        }
+        tokio::task::yield_now().await;
+        let mut commits = Vec::new();
+        for (request, commit_known) in requests {
+            actor.do_send(request);
+            commits.push(commit_known);
+        }
+        for watcher in watchers {
+            watcher.await.unwrap();
+        }
+        let answered = answered.borrow();
+        assert_eq!(answered.len(), 5, "the deferred backlog placements ran too: {answered:?}");
+        assert!(answered.iter().position(|name| *name == "live") < Some(2), "the live placement went before the queued backlog: {answered:?}");
     }
 
     #[actix_rt::test]

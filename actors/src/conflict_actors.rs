@@ -53,12 +53,14 @@ impl ConflictActors {
     /// Places each employee's records in its timeline, and returns what was decided,
     /// employee by employee in the order given, with the senders on which the caller
     /// must say whether its commit succeeded (dropping them says no). Until then the
-    /// employees take no other request.
+    /// employees take no other request. A `live` batch's placement does not wait for
+    /// backlog placements to start.
     pub(crate) async fn place(
         &self,
         employees: Vec<EmployeeRecords>,
         received_at: i64,
         settings: &OrgSettings,
+        live: bool,
     ) -> Result<(Vec<Vec<Placed>>, Vec<oneshot::Sender<bool>>), StoreError> {
         let mut by_actor: Vec<(Vec<usize>, Vec<EmployeeRecords>)> = (0..self.actors.len()).map(|_| (Vec::new(), Vec::new())).collect();
         let count = employees.len();
@@ -73,7 +75,7 @@ impl ConflictActors {
             let ((reply, answer), (commit_known, committed)) = (oneshot::channel(), oneshot::channel());
             // Device actors wait for each answer, so a conflict actor's mailbox holds at
             // most one request per device actor with a batch in work.
-            actor.do_send(PlaceRecords::new(employees, received_at, settings, reply, committed));
+            actor.do_send(PlaceRecords { live, ..PlaceRecords::new(employees, received_at, settings, reply, committed) });
             let decided = answer.await.map_err(|_| StoreError::Unavailable("a conflict actor stopped".into()))??;
             // On an error below, the signals collected so far drop: those employees forget.
             commit_signals.push(commit_known);

@@ -402,7 +402,7 @@ impl Ingest {
                 _ => employees.push(EmployeeRecords { employee: (self.org_id.clone(), entry.employee_id.clone()), records: vec![(entry, evaluate_now)] }),
             }
         }
-        let (placed, commit_signals) = conflicts.place(employees, self.received_at, &self.settings).await?;
+        let (placed, commit_signals) = conflicts.place(employees, self.received_at, &self.settings, self.live).await?;
         let mut placement = Placement { commit_signals, ..Placement::default() };
         for Placed { entry, superseded, conflicts } in placed.into_iter().flatten() {
             if let Some(first) = conflicts.first() {

@@ -80,7 +80,7 @@ impl DeviceMetrics {
             active_actors: IntGauge::new("otg_device_actors_active", "Device actors alive now.")?,
             conflict_actors_active: IntGauge::new("otg_conflict_actors_active", "Conflict actors running (as many as device_arbiters, each keeping a share of the employees).")?,
             conflict_employees_cached: IntGauge::new("otg_conflict_employees_cached", "Employees whose timelines the conflict actors have cached.")?,
-            conflict_requests_waiting: IntGauge::new("otg_conflict_requests_waiting", "Placements waiting at a conflict actor for an employee another device's batch holds.")?,
+            conflict_requests_waiting: IntGauge::new("otg_conflict_requests_waiting", "Placements waiting at a conflict actor: for an employee another device's batch holds, or (backlog) for the backlog placement running.")?,
             mailbox_full: IntCounter::new("otg_device_mailbox_full_total", "Batches refused with 429 because the device's mailbox was full.")?,
             actors_evicted: IntCounter::new("otg_device_actors_evicted_total", "Device actors stopped after their idle timeout.")?,
             mailbox_batches: IntGauge::new("otg_device_mailbox_batches", "Batches queued for or in work at device actors, all devices together.")?,
