@@ -168,7 +168,6 @@ impl Committer {
                 };
                 outcome = self.write(batch, stats, lsn);
                 if outcome.is_err() {
-                    self.failed.store(true, Ordering::Relaxed);
                     break;
                 }
                 if let Some(lsn) = lsn {

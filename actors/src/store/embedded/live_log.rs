@@ -227,19 +227,19 @@ enum Frame {
 }
 
 fn read_frame(reader: &mut impl Read) -> Result<Frame, StoreError> {
-    let mut header = [0u8; HEADER_BYTES];
-    match read_all(reader, &mut header)? {
+    let header = read_up_to(reader, HEADER_BYTES)?;
+    match header.len() {
         0 => return Ok(Frame::End),
-        read if read < HEADER_BYTES => return Ok(Frame::Damaged),
-        _ => {}
+        HEADER_BYTES => {}
+        _ => return Ok(Frame::Damaged),
     }
     let length = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
     let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
     if !(8..=MAX_BODY_BYTES).contains(&length) {
         return Ok(Frame::Damaged);
     }
-    let mut body = vec![0u8; length];
-    if read_all(reader, &mut body)? < length || crc32fast::hash(&body) != crc {
+    let mut body = read_up_to(reader, length)?;
+    if body.len() < length || crc32fast::hash(&body) != crc {
         return Ok(Frame::Damaged);
     }
     let lsn = u64::from_le_bytes(body[..8].try_into().expect("8 bytes"));
@@ -247,18 +247,11 @@ fn read_frame(reader: &mut impl Read) -> Result<Frame, StoreError> {
     Ok(Frame::Entry(lsn, body))
 }
 
-/// Reads into `buffer` until it is full or the segment ends; returns the bytes read.
-fn read_all(reader: &mut impl Read, buffer: &mut [u8]) -> Result<usize, StoreError> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        match reader.read(&mut buffer[filled..]) {
-            Ok(0) => break,
-            Ok(read) => filled += read,
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(io(error)),
-        }
-    }
-    Ok(filled)
+/// The next `count` bytes, or fewer where the segment ends.
+fn read_up_to(reader: &mut impl Read, count: usize) -> Result<Vec<u8>, StoreError> {
+    let mut bytes = Vec::with_capacity(count);
+    reader.take(count as u64).read_to_end(&mut bytes).map_err(io)?;
+    Ok(bytes)
 }
 
 fn corrupt(segment: &Path, what: &str) -> StoreError {

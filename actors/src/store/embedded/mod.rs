@@ -123,9 +123,24 @@ impl Tables {
     }
 }
 
-/// One key and value a commit writes.
+/// One key and value a commit writes. The value is fjall's shared slice: copied once
+/// from its encoding, then shared by every key that holds it (a leave's days).
 #[derive(Debug, Serialize, Deserialize)]
-struct Write(Table, #[serde(with = "serde_bytes")] Vec<u8>, #[serde(with = "serde_bytes")] Vec<u8>);
+struct Write(Table, #[serde(with = "serde_bytes")] Vec<u8>, #[serde(with = "value_bytes")] fjall::UserValue);
+
+/// A value as MessagePack bytes in a live log entry.
+mod value_bytes {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &fjall::UserValue, serializer: S) -> Result<S::Ok, S::Error> {
+        serde_bytes::serialize(&**value, serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<fjall::UserValue, D::Error> {
+        let bytes: serde_bytes::ByteBuf = serde_bytes::deserialize(deserializer)?;
+        Ok(bytes.into_vec().into())
+    }
+}
 
 /// A live log entry's payload: a commit's writes (its audit keys included, so that
 /// applying it again writes the same keys) and the counts it adds.
@@ -241,13 +256,13 @@ impl EmbeddedStore {
         let mut writes = Vec::with_capacity(capacity);
         if let Some(device) = device {
             for entry in &device.entries {
-                writes.push(Write(Table::Seqs, keys::seq(&device.device_id, entry.seq()), encode(entry)));
+                writes.push(Write(Table::Seqs, keys::seq(&device.device_id, entry.seq()), encode(entry).into()));
             }
-            writes.push(Write(Table::Progress, device.device_id.as_bytes().to_vec(), encode(&device.progress)));
+            writes.push(Write(Table::Progress, device.device_id.as_bytes().to_vec(), encode(&device.progress).into()));
         }
         let mut partitions = std::collections::HashSet::new();
         for entry in timeline {
-            let value = encode(entry);
+            let value = fjall::UserValue::from(encode(entry));
             for (day, at) in timeline_positions(entry) {
                 let key = keys::timeline(&entry.org_id, &entry.employee_id, day, at, &entry.device_id, entry.seq);
                 writes.push(Write(Table::Timeline, key, value.clone()));
@@ -255,19 +270,20 @@ impl EmbeddedStore {
             }
         }
         for partition in partitions {
-            writes.push(Write(Table::TimelineDays, partition, Vec::new()));
+            writes.push(Write(Table::TimelineDays, partition, fjall::UserValue::empty()));
         }
         for conflict in conflicts {
-            writes.push(Write(Table::Conflicts, conflict.id.as_bytes().to_vec(), encode(conflict)));
-            writes.push(Write(Table::ConflictsByOrg, keys::conflict_of_org(&conflict.org_id, conflict.detected_at, &conflict.id), conflict.id.as_bytes().to_vec()));
+            let id = fjall::UserValue::from(conflict.id.as_bytes());
+            writes.push(Write(Table::Conflicts, conflict.id.as_bytes().to_vec(), encode(conflict).into()));
+            writes.push(Write(Table::ConflictsByOrg, keys::conflict_of_org(&conflict.org_id, conflict.detected_at, &conflict.id), id.clone()));
             let device = &conflict.device_record.device_id;
             let other_device = conflict.server_record.as_ref().map(|record| &record.device_id).filter(|other| *other != device);
             for device_id in std::iter::once(device).chain(other_device) {
-                writes.push(Write(Table::ConflictsByDevice, keys::conflict_of_device(device_id, &conflict.id), conflict.id.as_bytes().to_vec()));
+                writes.push(Write(Table::ConflictsByDevice, keys::conflict_of_device(device_id, &conflict.id), id.clone()));
             }
         }
         for event in audit {
-            let (value, unique) = (encode(event), self.audit_sequence.fetch_add(1, Ordering::Relaxed));
+            let (value, unique) = (fjall::UserValue::from(encode(event)), self.audit_sequence.fetch_add(1, Ordering::Relaxed));
             writes.push(Write(Table::AuditByDevice, keys::timed(&event.device_id, event.at, unique), value.clone()));
             writes.push(Write(Table::AuditByOrg, keys::timed(&event.org_id, event.at, unique), value));
         }
