@@ -17,8 +17,18 @@ fn org_settings_take_effect_on_the_next_batch_and_in_the_device_config() {
     let (gateway, _dir) = gateway();
     let device = gateway.enrol("dev-settings", "acme", Some("emp-1"));
     let defaults = gateway.admin("GET", "/v1/admin/orgs/acme/settings", None).json();
-    assert_eq!((defaults["max_offline_days"].as_u64(), defaults["conflict_resolution"].as_str()), (Some(7), Some("server_wins")));
-    assert_eq!((defaults["max_clock_skew_s"].as_u64(), defaults["duplicate_window_s"].as_u64(), defaults["max_shift_hours"].as_u64()), (Some(300), Some(120), Some(16)));
+    assert_eq!(
+        (defaults["max_offline_days"].as_u64(), defaults["conflict_resolution"].as_str()),
+        (Some(7), Some("server_wins"))
+    );
+    assert_eq!(
+        (
+            defaults["max_clock_skew_s"].as_u64(),
+            defaults["duplicate_window_s"].as_u64(),
+            defaults["max_shift_hours"].as_u64()
+        ),
+        (Some(300), Some(120), Some(16))
+    );
 
     let two_days_ago = otg_schema::wire::Record { recorded_at: now_ms() - 48 * HOUR_MS, ..record(1, "emp-1") };
     let response = gateway.upload_ok(&device, &batch(&device.id, "b-1", vec![two_days_ago.clone()]));
@@ -35,7 +45,11 @@ fn org_settings_take_effect_on_the_next_batch_and_in_the_device_config() {
     assert_eq!((response.acks[0].status, response.acks[0].reason), (AckStatus::Rejected, Some(RejectReason::TooOld)));
     let config: DeviceConfig = gateway.device_get(&device, "/v1/sync/config").msgpack();
     assert_eq!((config.max_offline_days, config.sync_on_wifi_only), (1, true));
-    assert_eq!(gateway.admin("GET", "/v1/admin/orgs/other/settings", None).json()["max_offline_days"], 7, "settings are per org");
+    assert_eq!(
+        gateway.admin("GET", "/v1/admin/orgs/other/settings", None).json()["max_offline_days"],
+        7,
+        "settings are per org"
+    );
 }
 
 #[test]
@@ -59,7 +73,12 @@ fn org_settings_are_validated() {
 fn audit_types(gateway: &Gateway, query: &str) -> Vec<String> {
     let reply = gateway.admin("GET", &format!("/v1/admin/audit?{query}"), None);
     assert_eq!(reply.status, 200, "{}", reply.text());
-    reply.json()["events"].as_array().unwrap().iter().map(|event| event["event"]["type"].as_str().unwrap().to_owned()).collect()
+    reply.json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["event"]["type"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 #[test]
@@ -88,7 +107,10 @@ fn audit_trail_sync_stats_and_sync_status_survive_a_restart() {
     let types: Vec<&str> = events.iter().map(|event| event["event"]["type"].as_str().unwrap()).collect();
     assert_eq!(types, vec!["device_enrolled", "batch_received", "batch_received", "device_revoked"]);
     let ok = &events[1]["event"];
-    assert_eq!((ok["batch_id"].as_str(), ok["outcome"].as_str(), ok["http_status"].as_u64()), (Some("b-ok"), Some("ok"), Some(200)));
+    assert_eq!(
+        (ok["batch_id"].as_str(), ok["outcome"].as_str(), ok["http_status"].as_u64()),
+        (Some("b-ok"), Some("ok"), Some(200))
+    );
     assert_eq!(ok["acks"][1]["reason"], "invalid", "every ack is in the trail");
     assert!(ok["latency_ms"].as_u64().is_some());
     let refused = &events[2]["event"];
@@ -105,8 +127,14 @@ fn audit_trail_sync_stats_and_sync_status_survive_a_restart() {
 
     let status = gateway.admin("GET", "/v1/admin/sync-status?org_id=acme", None).json();
     let row = &status["devices"][0];
-    assert_eq!((row["device_id"].as_str(), row["next_seq"].as_u64(), row["pending"].as_u64()), (Some("dev-audit"), Some(3), Some(17)));
-    assert_eq!((row["failures"].as_u64(), row["open_conflicts"].as_u64(), row["status"].as_str()), (Some(1), Some(0), Some("revoked")));
+    assert_eq!(
+        (row["device_id"].as_str(), row["next_seq"].as_u64(), row["pending"].as_u64()),
+        (Some("dev-audit"), Some(3), Some(17))
+    );
+    assert_eq!(
+        (row["failures"].as_u64(), row["open_conflicts"].as_u64(), row["status"].as_str()),
+        (Some(1), Some(0), Some("revoked"))
+    );
     assert!(row["last_sync_at"].as_i64().is_some());
 }
 
@@ -151,5 +179,10 @@ fn the_metrics_exposition_passes_promtool_and_names_no_device() {
         .expect("promtool is on PATH (scripts/test installs it)");
     std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), text.as_bytes()).unwrap();
     let checked = promtool.wait_with_output().unwrap();
-    assert!(checked.status.success(), "promtool: {}{}", String::from_utf8_lossy(&checked.stdout), String::from_utf8_lossy(&checked.stderr));
+    assert!(
+        checked.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
 }

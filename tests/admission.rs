@@ -35,7 +35,9 @@ fn refused(gateway: &Gateway, reason: &str, priority: &str) -> f64 {
     let text = send(ureq::get(&gateway.url("/metrics")), b"").text();
     text.lines()
         .filter(|line| line.starts_with("otg_admission_refused_total{"))
-        .filter(|line| line.contains(&format!("reason=\"{reason}\"")) && line.contains(&format!("priority=\"{priority}\"")))
+        .filter(|line| {
+            line.contains(&format!("reason=\"{reason}\"")) && line.contains(&format!("priority=\"{priority}\""))
+        })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -48,7 +50,10 @@ fn a_flood_beyond_the_budget_is_shed_with_retry_after_and_nothing_is_lost() {
     let all = flood(&gateway, None);
     assert!(all.keys().all(|status| [200, 429, 503].contains(status)), "only 200, 429 and 503: {all:?}");
     assert_eq!(all[&200], 200, "every batch acked once: {all:?}");
-    assert!(all.get(&503).copied().unwrap_or(0) > 0, "40 devices x 100 records overflow a 300-record backlog budget: {all:?}");
+    assert!(
+        all.get(&503).copied().unwrap_or(0) > 0,
+        "40 devices x 100 records overflow a 300-record backlog budget: {all:?}"
+    );
     assert!(refused(&gateway, "records_budget", "backlog") > 0.0);
 }
 
@@ -67,7 +72,9 @@ fn flood(gateway: &Gateway, hint: Option<&str>) -> BTreeMap<u16, u32> {
                     let mut statuses = BTreeMap::new();
                     for batch_number in 0..5 {
                         let first = batch_number * 100 + 1;
-                        let records = (first..first + 100).map(|seq| backlog_record(seq, &format!("{}-emp", device.id))).collect();
+                        let records = (first..first + 100)
+                            .map(|seq| backlog_record(seq, &format!("{}-emp", device.id)))
+                            .collect();
                         let body = batch(&device.id, &format!("b-{batch_number}"), records);
                         loop {
                             let mut request = device.signed(&gateway.url(""), "POST", "/v1/sync/batches", &body);
@@ -79,7 +86,10 @@ fn flood(gateway: &Gateway, hint: Option<&str>) -> BTreeMap<u16, u32> {
                             if reply.status == 200 {
                                 let response: BatchResponse = reply.msgpack();
                                 let stored_now = |status| matches!(status, AckStatus::Accepted | AckStatus::Conflict);
-                                assert!(response.acks.iter().all(|ack| stored_now(ack.status)), "a refused batch was never half stored");
+                                assert!(
+                                    response.acks.iter().all(|ack| stored_now(ack.status)),
+                                    "a refused batch was never half stored"
+                                );
                                 break;
                             }
                             std::thread::sleep(retry_wait(&reply).min(Duration::from_millis(300)));
@@ -109,7 +119,11 @@ fn backlog_batches_wait_for_room_instead_of_being_refused() {
     let dir = tempfile::tempdir().unwrap();
     let queued = Gateway::start(dir.path(), &budget);
     let statuses = flood(&queued, Some("backlog"));
-    assert_eq!(statuses, BTreeMap::from([(200, 200)]), "each of the 200 batches waited its turn and was acked at its first upload");
+    assert_eq!(
+        statuses,
+        BTreeMap::from([(200, 200)]),
+        "each of the 200 batches waited its turn and was acked at its first upload"
+    );
     assert_eq!(refused(&queued, "records_budget", "backlog"), 0.0);
     assert_eq!(queued.metric("otg_admission_backlog_waiting"), 0.0, "nobody is left waiting");
 
@@ -138,7 +152,9 @@ fn live_batches_are_admitted_while_backlog_is_deferred() {
                 scope.spawn(move || {
                     let (mut refusals, mut next_seq) = (0, 1);
                     while flooding.load(Ordering::Relaxed) {
-                        let records = (next_seq..next_seq + 100).map(|seq| backlog_record(seq, &format!("{}-emp", device.id))).collect();
+                        let records = (next_seq..next_seq + 100)
+                            .map(|seq| backlog_record(seq, &format!("{}-emp", device.id)))
+                            .collect();
                         let reply = gateway.upload(device, &batch(&device.id, &format!("b-{next_seq}"), records));
                         match reply.status {
                             200 => next_seq += 100,
@@ -163,7 +179,14 @@ fn live_batches_are_admitted_while_backlog_is_deferred() {
                     std::thread::sleep(Duration::from_millis(300));
                     let mut statuses = Vec::new();
                     for seq in 1..=30 {
-                        let reply = gateway.upload(kiosk, &batch(&kiosk.id, &format!("live-{seq}"), vec![live_check_in(seq, &format!("{}-e{seq}", kiosk.id))]));
+                        let reply = gateway.upload(
+                            kiosk,
+                            &batch(
+                                &kiosk.id,
+                                &format!("live-{seq}"),
+                                vec![live_check_in(seq, &format!("{}-e{seq}", kiosk.id))],
+                            ),
+                        );
                         statuses.push(reply.status);
                         std::thread::sleep(Duration::from_millis(50));
                     }
@@ -211,7 +234,8 @@ fn a_flood_of_large_bodies_keeps_memory_under_the_cap() {
     const CAP_MIB: u64 = 192;
     let dir = tempfile::tempdir().unwrap();
     let cap = CAP_MIB.to_string();
-    let settings = [("OTG_MEMORY_LIMIT_MIB", cap.as_str()), ("OTG_STORE_CACHE_MIB", "8"), ("OTG_MAX_IN_FLIGHT_BYTES", "4194304")];
+    let settings =
+        [("OTG_MEMORY_LIMIT_MIB", cap.as_str()), ("OTG_STORE_CACHE_MIB", "8"), ("OTG_MAX_IN_FLIGHT_BYTES", "4194304")];
     let gateway = Gateway::start(dir.path(), &settings);
     let devices: Vec<TestDevice> = (0..48).map(|n| gateway.enrol(&format!("big-{n}"), "acme", None)).collect();
     // Bodies just under the 1 MiB limit, signed: each is read whole before it fails to decode.
@@ -243,6 +267,9 @@ fn a_flood_of_large_bodies_keeps_memory_under_the_cap() {
         retry_wait(reply);
     });
     assert!(shed.count() > 0, "48 senders of 1 MB overflow a 4 MiB bytes budget");
-    assert!(statuses.iter().all(|reply| matches!(reply.status, 400 | 429 | 503)), "malformed bodies are 400, the rest shed");
+    assert!(
+        statuses.iter().all(|reply| matches!(reply.status, 400 | 429 | 503)),
+        "malformed bodies are 400, the rest shed"
+    );
     assert!(peak < CAP_MIB * 1024 * 1024, "peak RSS {} MiB under the {CAP_MIB} MiB cap", peak / (1024 * 1024));
 }

@@ -5,8 +5,8 @@
 mod support;
 
 use otg_client::{Client, HttpTransport, MemoryQueue, Network, RecordQueue, SqliteQueue, SyncOutcome};
-use otg_schema::wire::{Leave, Record};
 use otg_schema::wire::DeviceStatus;
+use otg_schema::wire::{Leave, Record};
 use std::time::Duration;
 use support::*;
 
@@ -34,7 +34,9 @@ fn batches_in_trail(gateway: &Gateway, device_id: &str) -> Vec<Vec<u64>> {
         .unwrap()
         .iter()
         .filter(|event| event["event"]["type"] == "batch_received")
-        .map(|event| event["event"]["acks"].as_array().unwrap().iter().map(|ack| ack["seq"].as_u64().unwrap()).collect())
+        .map(|event| {
+            event["event"]["acks"].as_array().unwrap().iter().map(|ack| ack["seq"].as_u64().unwrap()).collect()
+        })
         .collect()
 }
 
@@ -46,12 +48,19 @@ fn the_queue_goes_up_in_priority_order_and_what_is_acked_is_deleted() {
     let device = gateway.enrol("phone-1", "acme", Some("emp-1"));
     let mut leave = event("leave_request", 50);
     let today = otg_schema::UtcDay::of_unix_ms(now_ms() + 3 * 86_400_000);
-    leave.leave = Some(Leave { from: today.date().to_string(), to: today.date().to_string(), leave_type: "vacation".into(), reason: None });
+    leave.leave = Some(Leave {
+        from: today.date().to_string(),
+        to: today.date().to_string(),
+        leave_type: "vacation".into(),
+        reason: None,
+    });
     runtime().block_on(async {
         let mut client = client(&gateway, &device, SqliteQueue::open(&dir.path().join("queue.db")).unwrap());
         client.refresh_config().await.unwrap();
         assert_eq!(client.config().max_batch_records, 2);
-        for record in [leave, event("check_in", 40), event("break_start", 30), event("break_end", 20), event("check_out", 10)] {
+        for record in
+            [leave, event("check_in", 40), event("break_start", 30), event("break_end", 20), event("check_out", 10)]
+        {
             client.record(record).unwrap();
         }
         assert_eq!(client.pending().unwrap(), 5);
@@ -100,11 +109,19 @@ fn a_refusal_is_waited_out_before_the_next_upload() {
         client.record(event("check_in", 2)).unwrap();
         client.record(event("check_out", 1)).unwrap();
         let first = client.sync_now(Some(Network::Wifi)).await.unwrap();
-        let SyncOutcome::RetryIn(wait) = first.outcome else { panic!("the second batch is over the device's rate: {first:?}") };
+        let SyncOutcome::RetryIn(wait) = first.outcome else {
+            panic!("the second batch is over the device's rate: {first:?}")
+        };
         assert!(wait >= Duration::from_secs(1), "at least what the gateway said: {wait:?}");
-        assert_eq!((first.acked(), first.uploads.iter().map(|upload| upload.status).collect::<Vec<_>>()), (1, vec![200, 429]));
+        assert_eq!(
+            (first.acked(), first.uploads.iter().map(|upload| upload.status).collect::<Vec<_>>()),
+            (1, vec![200, 429])
+        );
         let early = client.sync_now(Some(Network::Wifi)).await.unwrap();
-        assert!(matches!(early.outcome, SyncOutcome::RetryIn(_)) && early.uploads.is_empty(), "nothing is sent before the wait: {early:?}");
+        assert!(
+            matches!(early.outcome, SyncOutcome::RetryIn(_)) && early.uploads.is_empty(),
+            "nothing is sent before the wait: {early:?}"
+        );
         tokio::time::sleep(wait).await;
         let after = client.sync_now(Some(Network::Wifi)).await.unwrap();
         assert_eq!((after.outcome.clone(), after.acked(), after.pending), (SyncOutcome::Drained, 1, 0));
@@ -115,7 +132,11 @@ fn a_refusal_is_waited_out_before_the_next_upload() {
 fn org_settings_decide_when_and_what_is_sent() {
     let dir = tempfile::tempdir().unwrap();
     let gateway = Gateway::start(dir.path(), &[]);
-    gateway.admin("PUT", "/v1/admin/orgs/acme/settings", Some(serde_json::json!({"sync_on_wifi_only": true, "max_offline_days": 2})));
+    gateway.admin(
+        "PUT",
+        "/v1/admin/orgs/acme/settings",
+        Some(serde_json::json!({"sync_on_wifi_only": true, "max_offline_days": 2})),
+    );
     let device = gateway.enrol("phone-2", "acme", Some("emp-1"));
     runtime().block_on(async {
         let mut client = client(&gateway, &device, MemoryQueue::default());
@@ -126,7 +147,11 @@ fn org_settings_decide_when_and_what_is_sent() {
         let cellular = client.sync_now(Some(Network::Cellular)).await.unwrap();
         assert!(matches!(cellular.outcome, SyncOutcome::Skipped(_)) && cellular.uploads.is_empty());
         let wifi = client.sync_now(Some(Network::Wifi)).await.unwrap();
-        assert_eq!((wifi.outcome.clone(), wifi.expired, wifi.acked()), (SyncOutcome::Drained, 1, 1), "the 3-day-old record is past the org's 2 days");
+        assert_eq!(
+            (wifi.outcome.clone(), wifi.expired, wifi.acked()),
+            (SyncOutcome::Drained, 1, 1),
+            "the 3-day-old record is past the org's 2 days"
+        );
     });
 }
 
@@ -142,7 +167,10 @@ fn an_unreachable_gateway_is_backed_off_and_nothing_is_dropped() {
         client.record(event("check_in", 1)).unwrap();
         let report = client.sync_now(Some(Network::Wifi)).await.unwrap();
         let SyncOutcome::RetryIn(wait) = report.outcome else { panic!("auto_retry backs off: {report:?}") };
-        assert!(wait <= Duration::from_millis(client.config().retry_base_ms), "the first wait is within the base: {wait:?}");
+        assert!(
+            wait <= Duration::from_millis(client.config().retry_base_ms),
+            "the first wait is within the base: {wait:?}"
+        );
         assert_eq!((report.uploads[0].status, report.pending), (0, 1));
     });
 }

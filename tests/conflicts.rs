@@ -32,14 +32,18 @@ fn conflicts(gateway: &Gateway, query: &str) -> Vec<Value> {
 
 fn attendance(gateway: &Gateway, employee_id: &str, day_offset_ms: i64) -> Value {
     let day = otg_schema::UtcDay::of_unix_ms(day_start() + day_offset_ms);
-    let reply = gateway.admin("GET", &format!("/v1/admin/employees/{employee_id}/attendance?org_id=acme&day={day}"), None);
+    let reply =
+        gateway.admin("GET", &format!("/v1/admin/employees/{employee_id}/attendance?org_id=acme&day={day}"), None);
     assert_eq!(reply.status, 200, "{}", reply.text());
     reply.json()
 }
 
 fn status_of(day: &Value, record_id: &str) -> String {
     let records = day["records"].as_array().unwrap();
-    let record = records.iter().find(|record| record["record_id"] == record_id).unwrap_or_else(|| panic!("{record_id} not in {day}"));
+    let record = records
+        .iter()
+        .find(|record| record["record_id"] == record_id)
+        .unwrap_or_else(|| panic!("{record_id} not in {day}"));
     record["status"].as_str().unwrap().to_owned()
 }
 
@@ -62,10 +66,16 @@ fn two_devices_checking_in_30_s_apart_give_one_duplicate_event() {
     let listed = conflicts(&gateway, "&status=open");
     assert_eq!(listed.len(), 1, "exactly one conflict: {listed:?}");
     let conflict = &listed[0];
-    assert_eq!((conflict["conflict_id"].as_str(), conflict["kind"].as_str()), (Some(conflict_id.as_str()), Some("duplicate_event")));
+    assert_eq!(
+        (conflict["conflict_id"].as_str(), conflict["kind"].as_str()),
+        (Some(conflict_id.as_str()), Some("duplicate_event"))
+    );
     assert_eq!(conflict["device_record"]["record_id"], second.record_id.as_str());
     assert_eq!(conflict["server_record"]["record_id"], first.record_id.as_str());
-    assert_eq!((conflict["policy"].as_str(), conflict["outcome"].as_str()), (Some("server_wins"), Some("newcomer_superseded")));
+    assert_eq!(
+        (conflict["policy"].as_str(), conflict["outcome"].as_str()),
+        (Some("server_wins"), Some("newcomer_superseded"))
+    );
 
     // server_wins: the newcomer is kept, marked superseded; nothing is deleted.
     let day = attendance(&gateway, "emp-1", 0);
@@ -107,31 +117,36 @@ fn every_conflict_kind_is_detected() {
     let kiosk = gateway.enrol("kiosk", "acme", None);
     let skewed = Record::new(6, uuid::Uuid::new_v4().to_string(), "check_in", "emp-6", now_ms() + HOUR_MS);
     let first_leave_day = otg_schema::UtcDay::of_unix_ms(day_start());
-    let leave = Leave { from: first_leave_day.to_string(), to: first_leave_day.to_string(), leave_type: "sick".into(), reason: None };
+    let leave = Leave {
+        from: first_leave_day.to_string(),
+        to: first_leave_day.to_string(),
+        leave_type: "sick".into(),
+        reason: None,
+    };
     let records = vec![
         at(1, "check_in", "emp-1", 8 * HOUR_MS),
         at(2, "check_in", "emp-1", 10 * HOUR_MS), // overlap: emp-1's shift is open
         at(3, "check_out", "emp-3", 17 * HOUR_MS), // orphan_check_out
         at(4, "break_start", "emp-4", 12 * HOUR_MS), // break_outside_shift
         at(5, "check_in", "emp-5", 9 * HOUR_MS),
-        skewed,                                      // clock_skew
+        skewed,                                                                        // clock_skew
         Record { leave: Some(leave), ..at(7, "leave_request", "emp-5", 7 * HOUR_MS) }, // leave_overlap
     ];
     let response = upload(&gateway, &kiosk, records);
     let statuses: Vec<AckStatus> = response.acks.iter().map(|ack| ack.status).collect();
     use AckStatus::{Accepted, Conflict};
     assert_eq!(statuses, vec![Accepted, Conflict, Conflict, Conflict, Accepted, Conflict, Conflict]);
-    let mut kinds: Vec<String> = conflicts(&gateway, "").iter().map(|c| c["kind"].as_str().unwrap().to_owned()).collect();
+    let mut kinds: Vec<String> =
+        conflicts(&gateway, "").iter().map(|c| c["kind"].as_str().unwrap().to_owned()).collect();
     kinds.sort();
     assert_eq!(kinds, vec!["break_outside_shift", "clock_skew", "leave_overlap", "orphan_check_out", "overlap"]);
 }
 
 #[test]
 fn policies_decide_which_record_stands() {
-    for (policy, first_status, second_status, outcome) in [
-        ("device_wins", "superseded", "active", "server_superseded"),
-        ("manual", "active", "active", "both_stand"),
-    ] {
+    for (policy, first_status, second_status, outcome) in
+        [("device_wins", "superseded", "active", "server_superseded"), ("manual", "active", "active", "both_stand")]
+    {
         let (gateway, _dir) = started(Some(json!({"conflict_resolution": policy})));
         let phone = gateway.enrol("phone", "acme", Some("emp-1"));
         let kiosk = gateway.enrol("kiosk", "acme", None);
@@ -140,7 +155,11 @@ fn policies_decide_which_record_stands() {
         upload(&gateway, &phone, vec![first.clone()]);
         assert_eq!(upload(&gateway, &kiosk, vec![second.clone()]).acks[0].status, AckStatus::Conflict);
         let day = attendance(&gateway, "emp-1", 0);
-        assert_eq!((status_of(&day, &first.record_id), status_of(&day, &second.record_id)), (first_status.into(), second_status.into()), "{policy}");
+        assert_eq!(
+            (status_of(&day, &first.record_id), status_of(&day, &second.record_id)),
+            (first_status.into(), second_status.into()),
+            "{policy}"
+        );
         assert_eq!(conflicts(&gateway, "")[0]["outcome"], outcome);
     }
 }
@@ -156,16 +175,21 @@ fn an_administrator_resolves_a_conflict_once() {
     let conflict_id = upload(&gateway, &kiosk, vec![second.clone()]).acks[0].conflict_id.clone().unwrap();
 
     let path = format!("/v1/admin/conflicts/{conflict_id}/resolve");
-    let resolved = gateway.admin("POST", &path, Some(json!({"resolution": "keep_device", "note": "the kiosk photo matches"})));
+    let resolved =
+        gateway.admin("POST", &path, Some(json!({"resolution": "keep_device", "note": "the kiosk photo matches"})));
     assert_eq!(resolved.status, 200, "{}", resolved.text());
     assert_eq!(resolved.json()["status"], "resolved");
     assert_eq!(resolved.json()["resolution"]["note"], "the kiosk photo matches");
     let day = attendance(&gateway, "emp-1", 0);
-    assert_eq!((status_of(&day, &first.record_id), status_of(&day, &second.record_id)), ("superseded".into(), "active".into()));
+    assert_eq!(
+        (status_of(&day, &first.record_id), status_of(&day, &second.record_id)),
+        ("superseded".into(), "active".into())
+    );
 
     let again = gateway.admin("POST", &path, Some(json!({"resolution": "keep_server", "note": ""})));
     assert_eq!((again.status, again.error_code().as_str()), (409, "already_resolved"));
-    let unknown = gateway.admin("POST", "/v1/admin/conflicts/nope/resolve", Some(json!({"resolution": "keep_both", "note": ""})));
+    let unknown =
+        gateway.admin("POST", "/v1/admin/conflicts/nope/resolve", Some(json!({"resolution": "keep_both", "note": ""})));
     assert_eq!(unknown.status, 404);
     let bad = gateway.admin("POST", &path, Some(json!({"resolution": "flip_a_coin"})));
     assert_eq!(bad.status, 400);
@@ -174,9 +198,17 @@ fn an_administrator_resolves_a_conflict_once() {
     assert_eq!(conflicts(&gateway, "&status=resolved").len(), 1);
     for device in ["phone", "kiosk"] {
         let trail = gateway.admin("GET", &format!("/v1/admin/audit?device_id={device}"), None).json();
-        let resolution = trail["events"].as_array().unwrap().iter().find(|event| event["event"]["type"] == "conflict_resolved").cloned();
+        let resolution = trail["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|event| event["event"]["type"] == "conflict_resolved")
+            .cloned();
         let resolution = resolution.unwrap_or_else(|| panic!("{device}'s trail has the resolution: {trail}"));
-        assert_eq!((resolution["event"]["resolution"].as_str(), resolution["event"]["note"].as_str()), (Some("keep_device"), Some("the kiosk photo matches")));
+        assert_eq!(
+            (resolution["event"]["resolution"].as_str(), resolution["event"]["note"].as_str()),
+            (Some("keep_device"), Some("the kiosk photo matches"))
+        );
     }
     let status: DeviceStatus = gateway.device_get(&kiosk, "/v1/sync/status").msgpack();
     assert!(status.open_conflicts.is_empty());
@@ -199,7 +231,10 @@ fn a_conflict_behind_a_gap_is_found_once_the_gap_fills() {
     assert_eq!(response.next_seq, 4);
     let found = conflicts(&gateway, "");
     assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!((found[0]["kind"].as_str(), found[0]["device_record"]["record_id"].as_str()), (Some("duplicate_event"), Some(behind_gap.record_id.as_str())));
+    assert_eq!(
+        (found[0]["kind"].as_str(), found[0]["device_record"]["record_id"].as_str()),
+        (Some("duplicate_event"), Some(behind_gap.record_id.as_str()))
+    );
     let status: DeviceStatus = gateway.device_get(&phone, "/v1/sync/status").msgpack();
     assert_eq!(status.open_conflicts[0].seq, 3);
 }
@@ -218,7 +253,9 @@ fn conflicts_page_and_survive_a_restart() {
     let mut cursor = String::new();
     loop {
         let reply = gateway.admin("GET", &format!("/v1/admin/conflicts?org_id=acme&limit=2{cursor}"), None).json();
-        seen.extend(reply["conflicts"].as_array().unwrap().iter().map(|c| c["conflict_id"].as_str().unwrap().to_owned()));
+        seen.extend(
+            reply["conflicts"].as_array().unwrap().iter().map(|c| c["conflict_id"].as_str().unwrap().to_owned()),
+        );
         match reply["next_cursor"].as_str() {
             Some(next) => cursor = format!("&cursor={next}"),
             None => break,
@@ -243,7 +280,10 @@ fn records_behind_a_gap_are_evaluated_at_the_gap_timeout_even_across_a_restart()
     // Seq 1 never arrives: seq 2 waits behind the gap.
     let response = upload(&gateway, &phone, vec![at(2, "check_in", "emp-1", 8 * HOUR_MS + 20_000)]);
     assert_eq!((response.acks[0].status, response.next_seq), (AckStatus::Accepted, 1));
-    assert!(eventually(std::time::Duration::from_secs(10), || conflicts(&gateway, "").len() == 1), "found at the gap timeout, with no further batch");
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || conflicts(&gateway, "").len() == 1),
+        "found at the gap timeout, with no further batch"
+    );
 
     // Again, but the gateway restarts while the record waits.
     upload(&gateway, &kiosk, vec![at(2, "check_out", "emp-1", 16 * HOUR_MS)]);
@@ -251,7 +291,10 @@ fn records_behind_a_gap_are_evaluated_at_the_gap_timeout_even_across_a_restart()
     assert_eq!(response.acks[0].status, AckStatus::Accepted);
     gateway.kill_hard();
     let gateway = Gateway::start(dir.path(), &[]);
-    assert!(eventually(std::time::Duration::from_secs(10), || conflicts(&gateway, "").len() == 2), "found after the restart too");
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || conflicts(&gateway, "").len() == 2),
+        "found after the restart too"
+    );
 }
 
 #[test]
@@ -260,10 +303,17 @@ fn the_duplicate_window_setting_applies_from_the_next_batch() {
     let phone = gateway.enrol("phone", "acme", Some("emp-1"));
     let kiosk = gateway.enrol("kiosk", "acme", None);
     upload(&gateway, &phone, vec![at(1, "check_in", "emp-1", 8 * HOUR_MS)]);
-    assert_eq!(gateway.admin("PUT", "/v1/admin/orgs/acme/settings", Some(json!({"duplicate_window_s": 10}))).status, 200);
+    assert_eq!(
+        gateway.admin("PUT", "/v1/admin/orgs/acme/settings", Some(json!({"duplicate_window_s": 10}))).status,
+        200
+    );
     upload(&gateway, &kiosk, vec![at(1, "check_in", "emp-1", 8 * HOUR_MS + 30_000)]);
     let kinds: Vec<Value> = conflicts(&gateway, "").iter().map(|conflict| conflict["kind"].clone()).collect();
-    assert_eq!(kinds, vec![json!("overlap")], "30 s apart is no duplicate within a 10 s window: a check-in in an open shift");
+    assert_eq!(
+        kinds,
+        vec![json!("overlap")],
+        "30 s apart is no duplicate within a 10 s window: a check-in in an open shift"
+    );
 }
 
 #[test]
@@ -282,9 +332,16 @@ fn records_are_evaluated_in_seq_order_even_when_they_arrive_out_of_it() {
     let found = conflicts(&gateway, "");
     let duplicates: Vec<&Value> = found.iter().filter(|c| c["kind"] == "duplicate_event").collect();
     assert_eq!(duplicates.len(), 1, "{found:?}");
-    assert_eq!(duplicates[0]["device_record"]["record_id"], late_seq.record_id.as_str(), "the later seq is the newcomer");
+    assert_eq!(
+        duplicates[0]["device_record"]["record_id"],
+        late_seq.record_id.as_str(),
+        "the later seq is the newcomer"
+    );
     let day = attendance(&gateway, "emp-1", 0);
-    assert_eq!((status_of(&day, &early_seq.record_id), status_of(&day, &late_seq.record_id)), ("active".into(), "superseded".into()));
+    assert_eq!(
+        (status_of(&day, &early_seq.record_id), status_of(&day, &late_seq.record_id)),
+        ("active".into(), "superseded".into())
+    );
 }
 
 #[test]
@@ -294,7 +351,8 @@ fn a_seq_far_beyond_the_gap_is_released_at_the_timeout_without_walking_the_gap()
     let far = at(i64::MAX, "check_out", "emp-1", 17 * HOUR_MS);
     upload(&gateway, &phone, vec![at(1, "check_in", "emp-1", 8 * HOUR_MS), far.clone()]);
     assert!(
-        eventually(std::time::Duration::from_secs(10), || status_of(&attendance(&gateway, "emp-1", 0), &far.record_id) == "active"),
+        eventually(std::time::Duration::from_secs(10), || status_of(&attendance(&gateway, "emp-1", 0), &far.record_id)
+            == "active"),
         "evaluated at the gap timeout"
     );
     let response = upload(&gateway, &phone, vec![at(2, "break_start", "emp-1", 12 * HOUR_MS)]);

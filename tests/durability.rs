@@ -54,7 +54,9 @@ fn sigint_mid_ingest_acks_in_flight_batches_and_exits_0() {
     let mut gateway = Gateway::start(dir.path(), &[]);
     let devices: Vec<TestDevice> = (0..DEVICES).map(|n| gateway.enrol(&format!("drain-{n}"), "acme", None)).collect();
     let mut exit = None;
-    let sent = upload_until(&gateway.base_url.clone(), &devices, 100, Recorded::DaysAgo, || exit = Some(gateway.stop_with(libc::SIGINT)));
+    let sent = upload_until(&gateway.base_url.clone(), &devices, 100, Recorded::DaysAgo, || {
+        exit = Some(gateway.stop_with(libc::SIGINT))
+    });
     assert!(exit.unwrap().success(), "SIGINT drains and exits 0");
     check_after_restart(&Gateway::start(dir.path(), &[]), &sent);
 }
@@ -68,7 +70,13 @@ enum Recorded {
 
 /// Every device uploads back to back until `acked` batches were acked in all; then
 /// `stop` acts on the gateway, and each device goes on until its gateway stops answering.
-fn upload_until(base_url: &str, devices: &[TestDevice], acked: usize, recorded: Recorded, stop: impl FnOnce()) -> Vec<Sent> {
+fn upload_until(
+    base_url: &str,
+    devices: &[TestDevice],
+    acked: usize,
+    recorded: Recorded,
+    stop: impl FnOnce(),
+) -> Vec<Sent> {
     let acked_batches = AtomicUsize::new(0);
     let stopped = AtomicBool::new(false);
     std::thread::scope(|scope| {
@@ -94,10 +102,19 @@ fn check_after_restart(gateway: &Gateway, sent: &[Sent]) {
             let response = gateway.upload_ok(device, &batch(&device.id, &format!("again-{index}"), records.clone()));
             let statuses: HashSet<AckStatus> = response.acks.iter().map(|ack| ack.status).collect();
             if *acked {
-                assert_eq!(statuses, HashSet::from([AckStatus::Duplicate]), "{}: acked batch {index} was lost", device.id);
+                assert_eq!(
+                    statuses,
+                    HashSet::from([AckStatus::Duplicate]),
+                    "{}: acked batch {index} was lost",
+                    device.id
+                );
             } else {
                 let stored = response.acks.iter().filter(|ack| ack.status == AckStatus::Duplicate).count();
-                assert!(stored == 0 || stored == records.len(), "{}: unacked batch {index} was half-written: {statuses:?}", device.id);
+                assert!(
+                    stored == 0 || stored == records.len(),
+                    "{}: unacked batch {index} was half-written: {statuses:?}",
+                    device.id
+                );
             }
         }
         let last_seq = batches.last().map_or(0, |(records, _)| records.last().unwrap().seq);
@@ -107,7 +124,13 @@ fn check_after_restart(gateway: &Gateway, sent: &[Sent]) {
 }
 
 /// Uploads one device's batches back to back until the gateway refuses the connection.
-fn upload_until_refused(base_url: &str, device: &TestDevice, recorded: Recorded, acked_batches: &AtomicUsize, stop: &AtomicBool) -> Sent {
+fn upload_until_refused(
+    base_url: &str,
+    device: &TestDevice,
+    recorded: Recorded,
+    acked_batches: &AtomicUsize,
+    stop: &AtomicBool,
+) -> Sent {
     let mut batches = Vec::new();
     let mut next_seq = 1;
     while !stop.load(Ordering::Relaxed) {
@@ -209,9 +232,15 @@ fn a_full_disk_answers_503_acks_nothing_and_loses_nothing_acked() {
     let gateway = Gateway::start(&data_dir, &[]);
     for body in &acked {
         let response = gateway.upload_ok(&device, body);
-        assert!(response.acks.iter().all(|ack| ack.status == AckStatus::Duplicate), "acked before the disk filled, kept after");
+        assert!(
+            response.acks.iter().all(|ack| ack.status == AckStatus::Duplicate),
+            "acked before the disk filled, kept after"
+        );
     }
     let response = gateway.upload_ok(&device, &refused);
     let stored = response.acks.iter().filter(|ack| ack.status == AckStatus::Duplicate).count();
-    assert!(stored == 0 || stored == response.acks.len(), "the refused batch is whole or absent: {stored} of it stored");
+    assert!(
+        stored == 0 || stored == response.acks.len(),
+        "the refused batch is whole or absent: {stored} of it stored"
+    );
 }

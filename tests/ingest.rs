@@ -57,7 +57,8 @@ fn every_ack_status_of_the_protocol() {
 fn a_kiosk_records_for_any_employee_and_leave_requests_are_stored() {
     let (gateway, _dir) = gateway(&[]);
     let kiosk = gateway.enrol("kiosk-1", "acme", None);
-    let leave = Leave { from: "2030-01-02".into(), to: "2030-01-04".into(), leave_type: "vacation".into(), reason: None };
+    let leave =
+        Leave { from: "2030-01-02".into(), to: "2030-01-04".into(), leave_type: "vacation".into(), reason: None };
     let request = otg_schema::wire::Record { kind: "leave_request".into(), leave: Some(leave), ..record(3, "emp-3") };
     let emp_2_checks_in = otg_schema::wire::Record { kind: "check_in".into(), ..record(2, "emp-2") };
     let records = vec![record(1, "emp-1"), emp_2_checks_in, request];
@@ -93,12 +94,14 @@ fn whole_batch_errors_leave_the_batch_unprocessed() {
     };
 
     expect(send(signed(b"\xc1\x00"), b"\xc1\x00"), 400, "malformed_body");
-    let mut missing_key = rmp_serde::to_vec_named(&serde_json::json!({"device_id": device.id, "batch_id": "b", "sent_at": 1})).unwrap();
+    let mut missing_key =
+        rmp_serde::to_vec_named(&serde_json::json!({"device_id": device.id, "batch_id": "b", "sent_at": 1})).unwrap();
     expect(send(signed(&missing_key), &missing_key), 400, "malformed_body");
     let mistyped = rmp_serde::to_vec_named(&serde_json::json!({
         "device_id": device.id, "batch_id": "b", "sent_at": 1,
         "records": [{"seq": "one", "record_id": "x", "kind": "check_in", "employee_id": "emp-1", "recorded_at": 1}]
-    })).unwrap();
+    }))
+    .unwrap();
     let reply = expect(send(signed(&mistyped), &mistyped), 400, "malformed_body");
     assert!(reply.json()["message"].as_str().unwrap().contains("records[0].seq"), "{}", reply.text());
     let empty = batch(&device.id, "b-2", vec![]);
@@ -147,7 +150,11 @@ fn an_oversized_body_gets_413_even_while_the_client_is_still_sending() {
     }
     let mut head = [0u8; 64];
     let read = stream.read(&mut head).unwrap();
-    assert!(String::from_utf8_lossy(&head[..read]).starts_with("HTTP/1.1 413"), "{}", String::from_utf8_lossy(&head[..read]));
+    assert!(
+        String::from_utf8_lossy(&head[..read]).starts_with("HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&head[..read])
+    );
 
     // Chunked, with no length declared: found out while reading.
     let body = vec![0x90; 100 * 1024];
@@ -214,14 +221,24 @@ fn enrolment_and_revocation() {
     let device = gateway.enrol("dev-admin", "acme", Some("emp-1"));
     assert_eq!(device.secret.0.len(), 32);
 
-    let again = gateway.admin("POST", "/v1/admin/devices", Some(serde_json::json!({"device_id": "dev-admin", "org_id": "acme"})));
+    let again = gateway.admin(
+        "POST",
+        "/v1/admin/devices",
+        Some(serde_json::json!({"device_id": "dev-admin", "org_id": "acme"})),
+    );
     assert_eq!((again.status, again.error_code().as_str()), (409, "already_exists"));
 
     let shown = gateway.admin("GET", "/v1/admin/devices/dev-admin", None);
     assert_eq!(shown.status, 200);
     let view = shown.json();
-    assert_eq!((view["org_id"].as_str(), view["employee_id"].as_str(), view["status"].as_str()), (Some("acme"), Some("emp-1"), Some("active")));
-    assert!(view.get("secret").is_none() && !shown.text().contains(&device.secret.to_base64()), "the secret is never shown again");
+    assert_eq!(
+        (view["org_id"].as_str(), view["employee_id"].as_str(), view["status"].as_str()),
+        (Some("acme"), Some("emp-1"), Some("active"))
+    );
+    assert!(
+        view.get("secret").is_none() && !shown.text().contains(&device.secret.to_base64()),
+        "the secret is never shown again"
+    );
 
     let revoked = gateway.admin("DELETE", "/v1/admin/devices/dev-admin", None);
     assert_eq!((revoked.status, revoked.json()["status"].as_str()), (200, Some("revoked")));
@@ -231,12 +248,16 @@ fn enrolment_and_revocation() {
 
     let no_token = send(ureq::get(&gateway.url("/v1/admin/devices/dev-admin")), b"");
     assert_eq!((no_token.status, no_token.error_code().as_str()), (401, "unauthorized"));
-    let wrong_token = send(ureq::get(&gateway.url("/v1/admin/devices/dev-admin")).set("Authorization", "Bearer nope"), b"");
+    let wrong_token =
+        send(ureq::get(&gateway.url("/v1/admin/devices/dev-admin")).set("Authorization", "Bearer nope"), b"");
     assert_eq!(wrong_token.status, 401);
-    let bad_id = gateway.admin("POST", "/v1/admin/devices", Some(serde_json::json!({"device_id": "", "org_id": "acme"})));
+    let bad_id =
+        gateway.admin("POST", "/v1/admin/devices", Some(serde_json::json!({"device_id": "", "org_id": "acme"})));
     assert_eq!((bad_id.status, bad_id.error_code().as_str()), (400, "bad_request"));
     let not_json = send(
-        ureq::post(&gateway.url("/v1/admin/devices")).set("Authorization", &format!("Bearer {ADMIN_TOKEN}")).set("Content-Type", "text/plain"),
+        ureq::post(&gateway.url("/v1/admin/devices"))
+            .set("Authorization", &format!("Bearer {ADMIN_TOKEN}"))
+            .set("Content-Type", "text/plain"),
         b"{}",
     );
     assert_eq!(not_json.status, 415);
@@ -277,7 +298,10 @@ fn an_evicted_device_actor_resumes_from_the_store() {
     let device = gateway.enrol("dev-idle", "acme", Some("emp-1"));
     let first = batch(&device.id, "b-1", vec![record(1, "emp-1"), record(2, "emp-1"), record(4, "emp-1")]);
     gateway.upload_ok(&device, &first);
-    assert!(eventually(Duration::from_secs(10), || gateway.metric("otg_device_actors_active") == 0.0), "the idle actor stops");
+    assert!(
+        eventually(Duration::from_secs(10), || gateway.metric("otg_device_actors_active") == 0.0),
+        "the idle actor stops"
+    );
     assert!(gateway.metric("otg_device_actors_evicted_total") >= 1.0);
 
     let response = gateway.upload_ok(&device, &first);

@@ -15,7 +15,13 @@ fn storm(scenario: &[&str]) -> otg_loadtest::report::Report {
     // A small in-flight budget, so that even a few hundred devices overflow it.
     arguments.extend_from_slice(&["--gateway-env", "OTG_MAX_IN_FLIGHT_RECORDS=2000"]);
     let options = Options::try_parse_from(arguments).unwrap();
-    let report = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(otg_loadtest::run(options)).unwrap();
+    let report = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(otg_loadtest::run(options))
+        .unwrap();
     for file in ["report.json", "report.md", "report.svg"] {
         assert!(out.path().join(file).metadata().unwrap().len() > 0, "{file} written");
     }
@@ -35,8 +41,23 @@ fn assert_nothing_lost_nothing_twice(report: &otg_loadtest::report::Report, back
 #[test]
 fn an_outage_of_300_devices_loses_nothing_and_stores_nothing_twice() {
     let report = storm(&[
-        "outage", "--devices", "300", "--records-per-device", "40", "--steady-seconds", "2", "--steady-devices", "8",
-        "--outage-seconds", "1", "--reconnect-window", "2", "--live-devices", "4", "--live-interval-ms", "200",
+        "outage",
+        "--devices",
+        "300",
+        "--records-per-device",
+        "40",
+        "--steady-seconds",
+        "2",
+        "--steady-devices",
+        "8",
+        "--outage-seconds",
+        "1",
+        "--reconnect-window",
+        "2",
+        "--live-devices",
+        "4",
+        "--live-interval-ms",
+        "200",
     ]);
     assert_nothing_lost_nothing_twice(&report, 12_000);
     assert!(report.steady_records_per_s.unwrap() > 0.0);
@@ -45,8 +66,23 @@ fn an_outage_of_300_devices_loses_nothing_and_stores_nothing_twice() {
 #[test]
 fn a_gateway_killed_mid_storm_loses_nothing_and_stores_nothing_twice() {
     let report = storm(&[
-        "crash", "--devices", "300", "--records-per-device", "60", "--steady-seconds", "0", "--outage-seconds", "1",
-        "--reconnect-window", "3", "--kill-after", "2", "--live-devices", "4", "--live-interval-ms", "200",
+        "crash",
+        "--devices",
+        "300",
+        "--records-per-device",
+        "60",
+        "--steady-seconds",
+        "0",
+        "--outage-seconds",
+        "1",
+        "--reconnect-window",
+        "3",
+        "--kill-after",
+        "2",
+        "--live-devices",
+        "4",
+        "--live-interval-ms",
+        "200",
     ]);
     assert_nothing_lost_nothing_twice(&report, 18_000);
 }

@@ -20,9 +20,18 @@ fn main() {
     actix_rt::System::new().block_on(async move {
         let registry = prometheus::Registry::new();
         let store: Arc<dyn Store> = Arc::new(
-            EmbeddedStore::open(EmbeddedStoreOptions::new(dir.path()), StoreMetrics::register(&registry).unwrap()).unwrap(),
+            EmbeddedStore::open(EmbeddedStoreOptions::new(dir.path()), StoreMetrics::register(&registry).unwrap())
+                .unwrap(),
         );
-        let options = DeviceActorOptions { idle_timeout: IDLE_TIMEOUT, conflict_idle_timeout: IDLE_TIMEOUT, conflict_cached_employees: 1_000, mailbox_capacity: 4, arbiters: 2, detect_conflicts: true, store_retry: Default::default() };
+        let options = DeviceActorOptions {
+            idle_timeout: IDLE_TIMEOUT,
+            conflict_idle_timeout: IDLE_TIMEOUT,
+            conflict_cached_employees: 1_000,
+            mailbox_capacity: 4,
+            arbiters: 2,
+            detect_conflicts: true,
+            store_retry: Default::default(),
+        };
         let devices = DeviceRegistry::start(store.clone(), options, DeviceMetrics::register(&registry).unwrap());
         let ids: Vec<String> = (0..actors).map(|n| format!("device-{n:08}")).collect();
 
@@ -38,13 +47,23 @@ fn main() {
         }
         let live = rss_bytes();
         let per_actor = (live - before) as f64 / actors as f64;
-        println!("{actors} live device actors in {:.1?}: RSS {} MiB -> {} MiB, {per_actor:.0} bytes per live actor", started.elapsed(), before >> 20, live >> 20);
+        println!(
+            "{actors} live device actors in {:.1?}: RSS {} MiB -> {} MiB, {per_actor:.0} bytes per live actor",
+            started.elapsed(),
+            before >> 20,
+            live >> 20
+        );
 
         let evicted = Instant::now();
         while devices.active() > 0 && evicted.elapsed() < IDLE_TIMEOUT * 4 {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        println!("{} actors left {:.1?} after going idle (timeout {IDLE_TIMEOUT:?}); RSS now {} MiB", devices.active(), evicted.elapsed(), rss_bytes() >> 20);
+        println!(
+            "{} actors left {:.1?} after going idle (timeout {IDLE_TIMEOUT:?}); RSS now {} MiB",
+            devices.active(),
+            evicted.elapsed(),
+            rss_bytes() >> 20
+        );
         store.close().await.unwrap();
         devices.stop();
     });

@@ -50,7 +50,13 @@ fn dedupe_decision(c: &mut Criterion) {
         .iter()
         .map(|incoming| {
             let record = incoming.verdict.clone().unwrap();
-            let stored = StoredRecord { device_id: "dev".into(), org_id: "acme".into(), batch_id: "b".into(), received_at: 0, record };
+            let stored = StoredRecord {
+                device_id: "dev".into(),
+                org_id: "acme".into(),
+                batch_id: "b".into(),
+                received_at: 0,
+                record,
+            };
             (incoming.seq as u64, SeqEntry::Stored(stored))
         })
         .collect();

@@ -19,10 +19,10 @@ use crate::conflict_rules::RuleSettings;
 use crate::employee_timeline::{Cache, CachedTimeline, Decision, Placed, ResolveError};
 use crate::store::{ConflictRecord, Store, StoreError, TimelineEntry};
 use actix::prelude::*;
+use foldhash::fast::RandomState;
 use otg_schema::{ConflictResolution, OrgSettings};
 use prometheus::IntGauge;
 use std::collections::{HashMap, VecDeque};
-use foldhash::fast::RandomState;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -72,7 +72,15 @@ impl PlaceRecords {
             max_shift_ms: i64::from(settings.max_shift_hours) * MS_PER_HOUR,
             max_clock_skew_ms: i64::from(settings.max_clock_skew_s) * 1000,
         };
-        PlaceRecords { employees, received_at, rules, policy: settings.conflict_resolution, reply, committed, live: false }
+        PlaceRecords {
+            employees,
+            received_at,
+            rules,
+            policy: settings.conflict_resolution,
+            reply,
+            committed,
+            live: false,
+        }
     }
 }
 
@@ -131,7 +139,13 @@ impl Work {
 
 impl ConflictActor {
     pub(crate) fn new(options: ConflictActorOptions) -> Self {
-        ConflictActor { options, employees: HashMap::default(), parked: VecDeque::new(), deferred: VecDeque::new(), placing_backlog: false }
+        ConflictActor {
+            options,
+            employees: HashMap::default(),
+            parked: VecDeque::new(),
+            deferred: VecDeque::new(),
+            placing_backlog: false,
+        }
     }
 
     /// Starts `work` now if none of its employees is held or wanted by a request parked
@@ -140,7 +154,8 @@ impl ConflictActor {
     /// another one runs.
     fn submit(&mut self, work: Work, ctx: &mut Context<Self>) {
         let held = |employee: &EmployeeKey| self.employees.get(employee).is_some_and(|employee| employee.held);
-        let wanted = |employee: &EmployeeKey| self.parked.iter().any(|parked| parked.employees().any(|other| other == employee));
+        let wanted =
+            |employee: &EmployeeKey| self.parked.iter().any(|parked| parked.employees().any(|other| other == employee));
         if work.employees().any(|employee| held(employee) || wanted(employee)) {
             self.parked.push_back(work);
             self.options.waiting.inc();
@@ -190,7 +205,9 @@ impl ConflictActor {
                 ctx.address().do_send(BacklogPlaced);
             }
             let commit_known = async move { committed.await.unwrap_or(false) };
-            ctx.spawn(commit_known.into_actor(actor).map(move |committed, actor, ctx| actor.release(&keys, committed, ctx)));
+            ctx.spawn(
+                commit_known.into_actor(actor).map(move |committed, actor, ctx| actor.release(&keys, committed, ctx)),
+            );
         }));
     }
 
@@ -220,7 +237,12 @@ impl ConflictActor {
         employee.held = true;
         employee.last_used = Instant::now();
         employee.cache.trim();
-        CachedTimeline { cache: std::mem::take(&mut employee.cache), store: self.options.store.clone(), org_id: key.0.clone(), employee_id: key.1.clone() }
+        CachedTimeline {
+            cache: std::mem::take(&mut employee.cache),
+            store: self.options.store.clone(),
+            org_id: key.0.clone(),
+            employee_id: key.1.clone(),
+        }
     }
 
     /// Puts timelines back, still held.
@@ -262,7 +284,8 @@ impl ConflictActor {
     /// Makes room at the cap: drops the tenth of the employees least recently used
     /// (held ones stay), so the cost of finding them is spread over many insertions.
     fn evict_oldest(&mut self) {
-        let mut idle: Vec<Instant> = self.employees.values().filter(|employee| !employee.held).map(|employee| employee.last_used).collect();
+        let mut idle: Vec<Instant> =
+            self.employees.values().filter(|employee| !employee.held).map(|employee| employee.last_used).collect();
         if idle.is_empty() {
             return;
         }
@@ -322,7 +345,11 @@ mod tests {
     const CHECK_IN_AT: i64 = 1_764_057_600_000;
 
     fn store(dir: &tempfile::TempDir) -> EmbeddedStore {
-        EmbeddedStore::open(EmbeddedStoreOptions::new(dir.path()), StoreMetrics::register(&prometheus::Registry::new()).unwrap()).unwrap()
+        EmbeddedStore::open(
+            EmbeddedStoreOptions::new(dir.path()),
+            StoreMetrics::register(&prometheus::Registry::new()).unwrap(),
+        )
+        .unwrap()
     }
 
     /// A conflict actor on `store`, and its gauge of employees cached.
@@ -354,7 +381,10 @@ mod tests {
     }
 
     /// Sends a placement; returns where its answer comes and the sender of its commit's outcome.
-    fn place(actor: &Addr<ConflictActor>, employees: Vec<EmployeeRecords>) -> (oneshot::Receiver<Result<Vec<Vec<Placed>>, StoreError>>, oneshot::Sender<bool>) {
+    fn place(
+        actor: &Addr<ConflictActor>,
+        employees: Vec<EmployeeRecords>,
+    ) -> (oneshot::Receiver<Result<Vec<Vec<Placed>>, StoreError>>, oneshot::Sender<bool>) {
         let ((reply, answer), (commit_known, committed)) = (oneshot::channel(), oneshot::channel());
         actor.do_send(PlaceRecords::new(employees, CHECK_IN_AT + 60_000, &OrgSettings::default(), reply, committed));
         (answer, commit_known)
@@ -377,7 +407,13 @@ mod tests {
         for (name, live) in [("b1", false), ("live", true), ("b2", false), ("b3", false), ("b4", false)] {
             let ((reply, answer), (commit_known, committed)) = (oneshot::channel(), oneshot::channel());
             let records = vec![check_in("dev", name, CHECK_IN_AT)];
-            requests.push((PlaceRecords { live, ..PlaceRecords::new(records, CHECK_IN_AT + 60_000, &OrgSettings::default(), reply, committed) }, commit_known));
+            requests.push((
+                PlaceRecords {
+                    live,
+                    ..PlaceRecords::new(records, CHECK_IN_AT + 60_000, &OrgSettings::default(), reply, committed)
+                },
+                commit_known,
+            ));
             let answered = answered.clone();
             watchers.push(actix_rt::spawn(async move {
                 answer.await.unwrap().unwrap();
@@ -395,7 +431,10 @@ mod tests {
         }
         let answered = answered.borrow();
         assert_eq!(answered.len(), 5, "the deferred backlog placements ran too: {answered:?}");
-        assert!(answered.iter().position(|name| *name == "live") < Some(2), "the live placement went before the queued backlog: {answered:?}");
+        assert!(
+            answered.iter().position(|name| *name == "live") < Some(2),
+            "the live placement went before the queued backlog: {answered:?}"
+        );
     }
 
     #[actix_rt::test]
@@ -406,10 +445,17 @@ mod tests {
         assert_eq!(conflicts(first.await.unwrap().unwrap()), 0);
         let (second, second_committed) = place(&actor, vec![check_in("kiosk", "emp-1", CHECK_IN_AT + 30_000)]);
         let (mut second, other) = (Box::pin(second), place(&actor, vec![check_in("kiosk", "emp-2", CHECK_IN_AT)]));
-        assert!(tokio::time::timeout(Duration::from_millis(200), &mut second).await.is_err(), "emp-1 is held until the first commit is known");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut second).await.is_err(),
+            "emp-1 is held until the first commit is known"
+        );
         assert_eq!(conflicts(other.0.await.unwrap().unwrap()), 0, "another employee goes on meanwhile");
         first_committed.send(true).unwrap();
-        assert_eq!(conflicts(second.await.unwrap().unwrap()), 1, "the second check-in 30 s later is a duplicate of the first");
+        assert_eq!(
+            conflicts(second.await.unwrap().unwrap()),
+            1,
+            "the second check-in 30 s later is a duplicate of the first"
+        );
         drop((second_committed, other.1));
     }
 
@@ -419,10 +465,16 @@ mod tests {
         let (actor, _) = actor(store(&dir), 100);
         let (first, first_committed) = place(&actor, vec![check_in("phone", "emp-1", CHECK_IN_AT)]);
         first.await.unwrap().unwrap();
-        let (both, both_committed) = place(&actor, vec![check_in("kiosk", "emp-1", CHECK_IN_AT + 60_000), check_in("kiosk", "emp-2", CHECK_IN_AT)]);
+        let (both, both_committed) = place(
+            &actor,
+            vec![check_in("kiosk", "emp-1", CHECK_IN_AT + 60_000), check_in("kiosk", "emp-2", CHECK_IN_AT)],
+        );
         let (later, _later_committed) = place(&actor, vec![check_in("tablet", "emp-2", CHECK_IN_AT + 30_000)]);
         let mut later = Box::pin(later);
-        assert!(tokio::time::timeout(Duration::from_millis(200), &mut later).await.is_err(), "emp-2 is wanted by the request parked before");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), &mut later).await.is_err(),
+            "emp-2 is wanted by the request parked before"
+        );
         first_committed.send(true).unwrap();
         both.await.unwrap().unwrap();
         assert!(tokio::time::timeout(Duration::from_millis(200), &mut later).await.is_err(), "and then held by it");

@@ -7,7 +7,9 @@
 //! the employees already placed until its commit is known; since every device asks in
 //! the same order, two devices sharing employees can never wait on each other.
 
-use crate::conflict_actor::{ConflictActor, ConflictActorOptions, EmployeeKey, EmployeeRecords, PlaceRecords, ResolveConflict};
+use crate::conflict_actor::{
+    ConflictActor, ConflictActorOptions, EmployeeKey, EmployeeRecords, PlaceRecords, ResolveConflict,
+};
 use crate::employee_timeline::{Decision, Placed, ResolveError};
 use crate::store::{ConflictRecord, StoreError};
 use actix::prelude::*;
@@ -62,7 +64,8 @@ impl ConflictActors {
         settings: &OrgSettings,
         live: bool,
     ) -> Result<(Vec<Vec<Placed>>, Vec<oneshot::Sender<bool>>), StoreError> {
-        let mut by_actor: Vec<(Vec<usize>, Vec<EmployeeRecords>)> = (0..self.actors.len()).map(|_| (Vec::new(), Vec::new())).collect();
+        let mut by_actor: Vec<(Vec<usize>, Vec<EmployeeRecords>)> =
+            (0..self.actors.len()).map(|_| (Vec::new(), Vec::new())).collect();
         let count = employees.len();
         for (position, employee) in employees.into_iter().enumerate() {
             let (positions, of_actor) = &mut by_actor[self.index_of(&employee.employee)];
@@ -71,11 +74,16 @@ impl ConflictActors {
         }
         let mut placed: Vec<Vec<Placed>> = (0..count).map(|_| Vec::new()).collect();
         let mut commit_signals = Vec::new();
-        for (actor, (positions, employees)) in self.actors.iter().zip(by_actor).filter(|(_, (positions, _))| !positions.is_empty()) {
+        for (actor, (positions, employees)) in
+            self.actors.iter().zip(by_actor).filter(|(_, (positions, _))| !positions.is_empty())
+        {
             let ((reply, answer), (commit_known, committed)) = (oneshot::channel(), oneshot::channel());
             // Device actors wait for each answer, so a conflict actor's mailbox holds at
             // most one request per device actor with a batch in work.
-            actor.do_send(PlaceRecords { live, ..PlaceRecords::new(employees, received_at, settings, reply, committed) });
+            actor.do_send(PlaceRecords {
+                live,
+                ..PlaceRecords::new(employees, received_at, settings, reply, committed)
+            });
             let decided = answer.await.map_err(|_| StoreError::Unavailable("a conflict actor stopped".into()))??;
             // On an error below, the signals collected so far drop: those employees forget.
             commit_signals.push(commit_known);
@@ -87,7 +95,11 @@ impl ConflictActors {
     }
 
     /// Settles a conflict through its employee's actor, which keeps its cache right.
-    pub(crate) async fn resolve(&self, conflict: &ConflictRecord, decision: Decision) -> Result<ConflictRecord, ResolveError> {
+    pub(crate) async fn resolve(
+        &self,
+        conflict: &ConflictRecord,
+        decision: Decision,
+    ) -> Result<ConflictRecord, ResolveError> {
         let employee: EmployeeKey = (conflict.org_id.as_str().into(), conflict.employee_id.as_str().into());
         let (reply, answer) = oneshot::channel();
         self.actors[self.index_of(&employee)].do_send(ResolveConflict { employee, decision, reply });

@@ -91,7 +91,9 @@ pub fn evaluate(newcomer: &Event, received_at: i64, timeline: &[Event], settings
     }
 
     let day = UtcDay::of_unix_ms(newcomer.recorded_at);
-    if let Some(other) = timeline.iter().position(|event| event.kind == RecordKind::LeaveRequest && covers_day(event, day)) {
+    if let Some(other) =
+        timeline.iter().position(|event| event.kind == RecordKind::LeaveRequest && covers_day(event, day))
+    {
         findings.push(Finding { kind: ConflictKind::LeaveOverlap, other: Some(other) });
     }
     let duplicate = timeline
@@ -109,7 +111,8 @@ pub fn evaluate(newcomer: &Event, received_at: i64, timeline: &[Event], settings
     let open_shift = open_check_in(timeline, newcomer.recorded_at, settings.max_shift_ms);
     match newcomer.kind {
         RecordKind::CheckIn => {
-            let overlapping = open_shift.or_else(|| next_check_in_before_check_out(timeline, newcomer.recorded_at, settings.max_shift_ms));
+            let overlapping = open_shift
+                .or_else(|| next_check_in_before_check_out(timeline, newcomer.recorded_at, settings.max_shift_ms));
             if let Some(other) = overlapping {
                 findings.push(Finding { kind: ConflictKind::Overlap, other: Some(other) });
             }
@@ -140,7 +143,10 @@ fn next_check_in_before_check_out(timeline: &[Event], at: i64, max_shift_ms: i64
 }
 
 /// Walking `events`, the index of a check-in met before any check-out, while `within`.
-fn first_check_in<'a, 'e: 'a>(events: impl Iterator<Item = (usize, &'a Event<'e>)>, within: impl Fn(i64) -> bool) -> Option<usize> {
+fn first_check_in<'a, 'e: 'a>(
+    events: impl Iterator<Item = (usize, &'a Event<'e>)>,
+    within: impl Fn(i64) -> bool,
+) -> Option<usize> {
     for (index, event) in events {
         if !within(event.recorded_at) {
             return None;
@@ -186,7 +192,8 @@ mod tests {
     const MINUTE: i64 = 60_000;
     const HOUR: i64 = 60 * MINUTE;
     const DAY0: i64 = 1_764_028_800_000; // 2025-11-25T00:00:00Z
-    const SETTINGS: RuleSettings = RuleSettings { duplicate_window_ms: 2 * MINUTE, max_shift_ms: 16 * HOUR, max_clock_skew_ms: 5 * MINUTE };
+    const SETTINGS: RuleSettings =
+        RuleSettings { duplicate_window_ms: 2 * MINUTE, max_shift_ms: 16 * HOUR, max_clock_skew_ms: 5 * MINUTE };
 
     fn event(id: &'static str, kind: RecordKind, at: i64) -> Event<'static> {
         Event { record_id: id, kind, recorded_at: at, leave: None }
@@ -200,7 +207,11 @@ mod tests {
 
     #[test]
     fn a_normal_day_has_no_conflicts() {
-        let day = [event("in", CheckIn, DAY0 + 8 * HOUR), event("b1", BreakStart, DAY0 + 12 * HOUR), event("b2", BreakEnd, DAY0 + 12 * HOUR + 30 * MINUTE)];
+        let day = [
+            event("in", CheckIn, DAY0 + 8 * HOUR),
+            event("b1", BreakStart, DAY0 + 12 * HOUR),
+            event("b2", BreakEnd, DAY0 + 12 * HOUR + 30 * MINUTE),
+        ];
         let out = event("out", CheckOut, DAY0 + 17 * HOUR);
         assert!(evaluate(&out, DAY0 + 18 * HOUR, &day, SETTINGS).is_empty());
     }
@@ -225,7 +236,10 @@ mod tests {
     #[test]
     fn a_check_in_during_an_open_shift_overlaps() {
         let timeline = [event("in", CheckIn, DAY0 + 8 * HOUR)];
-        assert_eq!(kinds(&evaluate(&event("in-2", CheckIn, DAY0 + 10 * HOUR), DAY0 + 11 * HOUR, &timeline, SETTINGS)), vec![ConflictKind::Overlap]);
+        assert_eq!(
+            kinds(&evaluate(&event("in-2", CheckIn, DAY0 + 10 * HOUR), DAY0 + 11 * HOUR, &timeline, SETTINGS)),
+            vec![ConflictKind::Overlap]
+        );
         // A late-arriving check-in before a stored shift that it would overlap.
         let stored = [event("in", CheckIn, DAY0 + 9 * HOUR), event("out", CheckOut, DAY0 + 17 * HOUR)];
         let early = evaluate(&event("early", CheckIn, DAY0 + 8 * HOUR), DAY0 + 18 * HOUR, &stored, SETTINGS);
@@ -235,22 +249,43 @@ mod tests {
     #[test]
     fn orphans_and_breaks_outside_a_shift() {
         let timeline = [event("in", CheckIn, DAY0 + 8 * HOUR), event("out", CheckOut, DAY0 + 12 * HOUR)];
-        assert_eq!(kinds(&evaluate(&event("o", CheckOut, DAY0 + 15 * HOUR), DAY0 + 16 * HOUR, &timeline, SETTINGS)), vec![ConflictKind::OrphanCheckOut]);
-        assert_eq!(kinds(&evaluate(&event("b", BreakStart, DAY0 + 13 * HOUR), DAY0 + 16 * HOUR, &timeline, SETTINGS)), vec![ConflictKind::BreakOutsideShift]);
+        assert_eq!(
+            kinds(&evaluate(&event("o", CheckOut, DAY0 + 15 * HOUR), DAY0 + 16 * HOUR, &timeline, SETTINGS)),
+            vec![ConflictKind::OrphanCheckOut]
+        );
+        assert_eq!(
+            kinds(&evaluate(&event("b", BreakStart, DAY0 + 13 * HOUR), DAY0 + 16 * HOUR, &timeline, SETTINGS)),
+            vec![ConflictKind::BreakOutsideShift]
+        );
         let too_long_ago = [event("in", CheckIn, DAY0)];
-        assert_eq!(kinds(&evaluate(&event("o", CheckOut, DAY0 + 17 * HOUR), DAY0 + 18 * HOUR, &too_long_ago, SETTINGS)), vec![ConflictKind::OrphanCheckOut]);
+        assert_eq!(
+            kinds(&evaluate(&event("o", CheckOut, DAY0 + 17 * HOUR), DAY0 + 18 * HOUR, &too_long_ago, SETTINGS)),
+            vec![ConflictKind::OrphanCheckOut]
+        );
     }
 
     #[test]
     fn leave_overlaps_attendance_and_other_leave_both_ways() {
         let day = UtcDay::of_unix_ms(DAY0);
-        let leave = Event { record_id: "leave", kind: LeaveRequest, recorded_at: DAY0 - 3 * 24 * HOUR, leave: Some((day, day.next())) };
+        let leave = Event {
+            record_id: "leave",
+            kind: LeaveRequest,
+            recorded_at: DAY0 - 3 * 24 * HOUR,
+            leave: Some((day, day.next())),
+        };
         let check_in = event("in", CheckIn, DAY0 + 8 * HOUR);
-        assert_eq!(kinds(&evaluate(&check_in, DAY0 + 9 * HOUR, std::slice::from_ref(&leave), SETTINGS)), vec![ConflictKind::LeaveOverlap]);
+        assert_eq!(
+            kinds(&evaluate(&check_in, DAY0 + 9 * HOUR, std::slice::from_ref(&leave), SETTINGS)),
+            vec![ConflictKind::LeaveOverlap]
+        );
         assert_eq!(kinds(&evaluate(&leave, DAY0 + 9 * HOUR, &[check_in], SETTINGS)), vec![ConflictKind::LeaveOverlap]);
         let other_leave = Event { record_id: "leave-2", leave: Some((day.next(), day.next().next())), ..leave.clone() };
-        assert_eq!(kinds(&evaluate(&other_leave, DAY0, std::slice::from_ref(&leave), SETTINGS)), vec![ConflictKind::LeaveOverlap]);
-        let later_leave = Event { record_id: "leave-3", leave: Some((day.next().next(), day.next().next())), ..leave.clone() };
+        assert_eq!(
+            kinds(&evaluate(&other_leave, DAY0, std::slice::from_ref(&leave), SETTINGS)),
+            vec![ConflictKind::LeaveOverlap]
+        );
+        let later_leave =
+            Event { record_id: "leave-3", leave: Some((day.next().next(), day.next().next())), ..leave.clone() };
         assert!(evaluate(&later_leave, DAY0, &[leave], SETTINGS).is_empty());
     }
 

@@ -89,7 +89,11 @@ pub fn decide(
             }
             filled_here.insert(seq, index);
             after.insert(seq);
-            if record.verdict.is_ok() { Decision::Store } else { Decision::Refuse }
+            if record.verdict.is_ok() {
+                Decision::Store
+            } else {
+                Decision::Refuse
+            }
         })
         .collect();
     (decisions, after)
@@ -146,7 +150,11 @@ mod tests {
         assert_eq!(first, vec![Decision::Store, Decision::Refuse, Decision::NoSlot]);
         assert_eq!(received.next_seq(), 3, "a refused seq leaves no gap");
 
-        let again = run(&mut received, &mut store, &[valid(1, "a"), refused(2, "b"), valid(2, "c"), valid(3, "d"), valid(3, "d"), valid(3, "e")]);
+        let again = run(
+            &mut received,
+            &mut store,
+            &[valid(1, "a"), refused(2, "b"), valid(2, "c"), valid(3, "d"), valid(3, "d"), valid(3, "e")],
+        );
         assert_eq!(again[0], replay(AckStatus::Duplicate, None, None));
         assert_eq!(again[1], replay(AckStatus::Rejected, Some(RejectReason::TooOld), None));
         assert_eq!(again[2], Decision::SeqReused);

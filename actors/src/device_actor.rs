@@ -6,20 +6,20 @@
 
 use crate::conflict_actor::EmployeeRecords;
 use crate::conflict_actors::ConflictActors;
-use crate::employee_timeline::Placed;
 use crate::dedupe::{self, Decision, Incoming};
+use crate::employee_timeline::Placed;
 use crate::evaluation::{self, EvaluationPlan};
 use crate::registry::{Lane, RegistryHandle};
 use crate::retry::{self, RetryPolicy};
 use crate::seq_ranges::SeqRanges;
 use crate::store::{
-    AuditAck, AuditEvent, AuditKind, Commit, ConflictRecord, DeviceProgress, DeviceWrite, RecordStatus, SeqEntry, Store, StoreError, StoredRecord, SyncCounts,
-    SyncTotals, TimelineEntry,
+    AuditAck, AuditEvent, AuditKind, Commit, ConflictRecord, DeviceProgress, DeviceWrite, RecordStatus, SeqEntry,
+    Store, StoreError, StoredRecord, SyncCounts, SyncTotals, TimelineEntry,
 };
-use otg_schema::OrgSettings;
 use actix::prelude::*;
-use prometheus::IntCounter;
 use otg_schema::wire::{Ack, AckStatus, RejectReason};
+use otg_schema::OrgSettings;
+use prometheus::IntCounter;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -100,7 +100,14 @@ pub struct DeviceActor {
 }
 
 impl DeviceActor {
-    pub(crate) fn new(device_id: Arc<str>, lane: Lane, store: Arc<dyn Store>, registry: RegistryHandle, mailbox: Arc<Semaphore>, idle_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        device_id: Arc<str>,
+        lane: Lane,
+        store: Arc<dyn Store>,
+        registry: RegistryHandle,
+        mailbox: Arc<Semaphore>,
+        idle_timeout: Duration,
+    ) -> Self {
         DeviceActor {
             device_id,
             lane,
@@ -177,7 +184,16 @@ impl Handler<IngestBatch> for DeviceActor {
                     Some(progress) => progress,
                     None => store.device_progress(&device_id).await?,
                 };
-                let ingest = Ingest { device_id, store_retry, org_id: org_id.into(), batch_id, received_at, reported_pending, settings, live };
+                let ingest = Ingest {
+                    device_id,
+                    store_retry,
+                    org_id: org_id.into(),
+                    batch_id,
+                    received_at,
+                    reported_pending,
+                    settings,
+                    live,
+                };
                 ingest.run(store.as_ref(), conflicts.as_deref(), progress, records).await
             }
             .into_actor(self)
@@ -349,7 +365,12 @@ impl Ingest {
             stats,
             live: self.live,
         };
-        let found: Vec<_> = commit.conflicts.iter().filter(|conflict| conflict.detected_at == self.received_at).map(|conflict| conflict.kind).collect();
+        let found: Vec<_> = commit
+            .conflicts
+            .iter()
+            .filter(|conflict| conflict.detected_at == self.received_at)
+            .map(|conflict| conflict.kind)
+            .collect();
         let (policy, retries) = &self.store_retry;
         let committed = retry::retrying(policy, retries, || store.commit(&commit)).await;
         // The conflict actors waiting on this commit keep or drop what they cached.
@@ -376,19 +397,24 @@ impl Ingest {
         plan: &EvaluationPlan,
     ) -> Result<Placement, StoreError> {
         let released: Vec<u64> = received_before.received_in(plan.released()).collect();
-        let earlier = if released.is_empty() { Vec::new() } else { store.seq_entries(&self.device_id, &released).await? };
+        let earlier =
+            if released.is_empty() { Vec::new() } else { store.seq_entries(&self.device_id, &released).await? };
         let mut records: Vec<(TimelineEntry, bool)> = earlier
             .iter()
             .flatten()
             .chain(entries)
             .filter_map(|entry| match entry {
-                SeqEntry::Stored(stored) => Some((TimelineEntry::of(stored, &self.org_id, &self.device_id, RecordStatus::Pending), plan.evaluates(stored.record.seq))),
+                SeqEntry::Stored(stored) => Some((
+                    TimelineEntry::of(stored, &self.org_id, &self.device_id, RecordStatus::Pending),
+                    plan.evaluates(stored.record.seq),
+                )),
                 SeqEntry::Rejected { .. } => None,
             })
             .collect();
         let Some(conflicts) = conflicts.filter(|_| !records.is_empty()) else {
             // Conflict detection is off: the records go into the timeline as they are.
-            let timeline = records.into_iter().map(|(entry, _)| TimelineEntry { status: RecordStatus::Active, ..entry }).collect();
+            let timeline =
+                records.into_iter().map(|(entry, _)| TimelineEntry { status: RecordStatus::Active, ..entry }).collect();
             return Ok(Placement { timeline, ..Placement::default() });
         };
         // Each employee is held until this commit is known; the conflict actors are
@@ -399,7 +425,10 @@ impl Ingest {
         for (entry, evaluate_now) in records {
             match employees.last_mut() {
                 Some(last) if last.employee.1 == entry.employee_id => last.records.push((entry, evaluate_now)),
-                _ => employees.push(EmployeeRecords { employee: (self.org_id.clone(), entry.employee_id.clone()), records: vec![(entry, evaluate_now)] }),
+                _ => employees.push(EmployeeRecords {
+                    employee: (self.org_id.clone(), entry.employee_id.clone()),
+                    records: vec![(entry, evaluate_now)],
+                }),
             }
         }
         let (placed, commit_signals) = conflicts.place(employees, self.received_at, &self.settings, self.live).await?;
@@ -439,11 +468,21 @@ impl Ingest {
                 records: acks.len() as u32,
                 acks: acks
                     .iter()
-                    .map(|ack| AuditAck { seq: ack.seq, status: ack.status, reason: ack.reason, conflict_id: ack.conflict_id.clone() })
+                    .map(|ack| AuditAck {
+                        seq: ack.seq,
+                        status: ack.status,
+                        reason: ack.reason,
+                        conflict_id: ack.conflict_id.clone(),
+                    })
                     .collect(),
             },
         };
-        let stats = SyncCounts { org_id: self.org_id.to_string(), device_id: self.device_id.to_string(), at: self.received_at, totals };
+        let stats = SyncCounts {
+            org_id: self.org_id.to_string(),
+            device_id: self.device_id.to_string(),
+            at: self.received_at,
+            totals,
+        };
         (vec![audit], vec![stats])
     }
 

@@ -6,7 +6,10 @@
 //! actor forget it.
 
 use crate::conflict_rules::{self, ConflictKind, Event, RuleSettings};
-use crate::store::{AdminResolution, AuditEvent, AuditKind, Commit, ConflictRecord, PolicyOutcome, RecordRef, RecordStatus, Resolution, Store, StoreError, TimelineEntry};
+use crate::store::{
+    AdminResolution, AuditEvent, AuditKind, Commit, ConflictRecord, PolicyOutcome, RecordRef, RecordStatus, Resolution,
+    Store, StoreError, TimelineEntry,
+};
 use otg_schema::{ConflictResolution, UtcDay};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -61,7 +64,10 @@ impl Cache {
     pub(crate) fn trim(&mut self) {
         let Some(recent) = self.recent else { return };
         while self.days.len() > MAX_CACHED_DAYS {
-            let (Some((&first, _)), Some((&last, _))) = (self.days.first_key_value(), self.days.last_key_value()) else { return };
+            let (Some((&first, _)), Some((&last, _))) = (self.days.first_key_value(), self.days.last_key_value())
+            else {
+                return;
+            };
             if recent.0 - first.0 > last.0 - recent.0 {
                 self.days.pop_first();
             } else {
@@ -117,18 +123,25 @@ impl CachedTimeline {
     /// Records the decision and sets the records' statuses, in one durable commit;
     /// nothing is deleted.
     pub(crate) async fn resolve(&mut self, resolve: Decision) -> Result<ConflictRecord, ResolveError> {
-        let mut conflict = self.store.conflict(&resolve.conflict_id).await?.ok_or_else(|| ResolveError::NotFound(resolve.conflict_id.clone()))?;
+        let mut conflict = self
+            .store
+            .conflict(&resolve.conflict_id)
+            .await?
+            .ok_or_else(|| ResolveError::NotFound(resolve.conflict_id.clone()))?;
         if !conflict.is_open() {
             return Err(ResolveError::AlreadyResolved(conflict.id));
         }
         let (device_status, server_status) = match resolve.resolution {
-            Resolution::KeepServer if conflict.server_record.is_some() => (RecordStatus::Superseded, RecordStatus::Active),
+            Resolution::KeepServer if conflict.server_record.is_some() => {
+                (RecordStatus::Superseded, RecordStatus::Active)
+            }
             Resolution::KeepDevice => (RecordStatus::Active, RecordStatus::Superseded),
             Resolution::DiscardBoth => (RecordStatus::Discarded, RecordStatus::Discarded),
             Resolution::KeepServer | Resolution::KeepBoth => (RecordStatus::Active, RecordStatus::Active),
         };
         let mut timeline = Vec::new();
-        let records = [(Some(conflict.device_record.clone()), device_status), (conflict.server_record.clone(), server_status)];
+        let records =
+            [(Some(conflict.device_record.clone()), device_status), (conflict.server_record.clone(), server_status)];
         for (record, status) in records {
             if let Some(record) = record {
                 let mut entry = self.entry_of(&record).await?;
@@ -142,11 +155,20 @@ impl CachedTimeline {
                 at: resolve.resolved_at,
                 org_id: conflict.org_id.clone(),
                 device_id: record.device_id.clone(),
-                event: AuditKind::ConflictResolved { conflict_id: conflict.id.clone(), resolution: resolve.resolution, note: resolve.note.clone() },
+                event: AuditKind::ConflictResolved {
+                    conflict_id: conflict.id.clone(),
+                    resolution: resolve.resolution,
+                    note: resolve.note.clone(),
+                },
             })
             .collect();
-        conflict.resolution = Some(AdminResolution { resolution: resolve.resolution, note: resolve.note, resolved_at: resolve.resolved_at });
-        let commit = Commit { timeline: timeline.clone(), conflicts: vec![conflict.clone()], audit, ..Commit::default() };
+        conflict.resolution = Some(AdminResolution {
+            resolution: resolve.resolution,
+            note: resolve.note,
+            resolved_at: resolve.resolved_at,
+        });
+        let commit =
+            Commit { timeline: timeline.clone(), conflicts: vec![conflict.clone()], audit, ..Commit::default() };
         if let Err(error) = self.store.commit(&commit).await {
             self.cache = Cache::default();
             return Err(error.into());
@@ -166,20 +188,29 @@ impl CachedTimeline {
             .get(&day)
             .and_then(|entries| entries.iter().find(|entry| *entry.record_id == *record.record_id))
             .cloned()
-            .ok_or_else(|| StoreError::Corrupt(format!("record {} of a conflict is not in its timeline", record.record_id)))
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("record {} of a conflict is not in its timeline", record.record_id))
+            })
     }
 
     /// The conflicts of `newcomer` against the effective timeline, and the stored
     /// entries the policy supersedes. A record is evaluated once: it is written with
     /// its conflicts in one commit, so none of them can exist yet.
-    fn evaluate(&self, newcomer: &TimelineEntry, received_at: i64, rules: RuleSettings, policy: ConflictResolution) -> (Vec<ConflictRecord>, Vec<TimelineEntry>) {
+    fn evaluate(
+        &self,
+        newcomer: &TimelineEntry,
+        received_at: i64,
+        rules: RuleSettings,
+        policy: ConflictResolution,
+    ) -> (Vec<ConflictRecord>, Vec<TimelineEntry>) {
         let around = self.effective(window(newcomer, rules.max_shift_ms), &newcomer.record_id);
         let events: Vec<Event> = around.iter().map(|entry| event(entry)).collect();
         let findings = conflict_rules::evaluate(&event(newcomer), received_at, &events, rules);
         let (mut conflicts, mut superseded) = (Vec::new(), Vec::new());
         for finding in findings {
             let other = finding.other.map(|index| around[index]);
-            let id = conflict_rules::conflict_id(finding.kind, &newcomer.record_id, other.map(|entry| &*entry.record_id));
+            let id =
+                conflict_rules::conflict_id(finding.kind, &newcomer.record_id, other.map(|entry| &*entry.record_id));
             let outcome = policy_outcome(finding.kind, policy);
             if let (PolicyOutcome::ServerSuperseded, Some(other)) = (outcome, other) {
                 superseded.push(other.clone());
@@ -278,7 +309,9 @@ fn days_of(entry: &TimelineEntry) -> (UtcDay, UtcDay) {
 fn window(entry: &TimelineEntry, max_shift_ms: i64) -> (UtcDay, UtcDay) {
     match entry.leave {
         Some((from, to)) => (from, to),
-        None => (UtcDay::of_unix_ms(entry.recorded_at - max_shift_ms), UtcDay::of_unix_ms(entry.recorded_at + max_shift_ms)),
+        None => {
+            (UtcDay::of_unix_ms(entry.recorded_at - max_shift_ms), UtcDay::of_unix_ms(entry.recorded_at + max_shift_ms))
+        }
     }
 }
 

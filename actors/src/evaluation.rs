@@ -83,7 +83,11 @@ mod tests {
 
         let filled = plan(still.after, &received(&[1, 2, 3, 4, 6]), 600, TIMEOUT);
         assert_eq!(filled.released(), 2..5);
-        assert_eq!(filled.after, EvaluationProgress { evaluated_below: 5, waiting_since: Some(600) }, "seq 6 waits its own timeout");
+        assert_eq!(
+            filled.after,
+            EvaluationProgress { evaluated_below: 5, waiting_since: Some(600) },
+            "seq 6 waits its own timeout"
+        );
     }
 
     #[test]

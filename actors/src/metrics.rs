@@ -29,12 +29,24 @@ impl StoreMetrics {
                     .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0]),
             )?,
             live_log_duration: Histogram::with_opts(
-                HistogramOpts::new("otg_store_live_log_duration_seconds", "Time to write and fdatasync one group of live commits to the live log.")
-                    .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0]),
+                HistogramOpts::new(
+                    "otg_store_live_log_duration_seconds",
+                    "Time to write and fdatasync one group of live commits to the live log.",
+                )
+                .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0]),
             )?,
-            commit_failures: IntCounter::new("otg_store_commit_failures_total", "Commit groups that failed to write or fsync.")?,
-            queue_depth: IntGauge::new("otg_store_commit_queue_depth", "Commits waiting for the committer when it took its last group.")?,
-            write_buffer: IntGauge::new("otg_store_write_buffer_bytes", "Bytes in the embedded store's memtables, not yet flushed to tables.")?,
+            commit_failures: IntCounter::new(
+                "otg_store_commit_failures_total",
+                "Commit groups that failed to write or fsync.",
+            )?,
+            queue_depth: IntGauge::new(
+                "otg_store_commit_queue_depth",
+                "Commits waiting for the committer when it took its last group.",
+            )?,
+            write_buffer: IntGauge::new(
+                "otg_store_write_buffer_bytes",
+                "Bytes in the embedded store's memtables, not yet flushed to tables.",
+            )?,
         };
         registry.register(Box::new(metrics.write_buffer.clone()))?;
         registry.register(Box::new(metrics.queue_depth.clone()))?;

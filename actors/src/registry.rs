@@ -16,22 +16,22 @@
 //! semaphore, so no batch can be queued to an actor that is stopping: a sender that
 //! finds the semaphore closed starts a fresh actor instead.
 
-use crate::device_actor::{BatchOutcome, DeviceActor, EvaluateWaiting, IngestBatch, MailboxSlot, ReadProgress, Upload};
 use crate::conflict_actor::ConflictActorOptions;
 use crate::conflict_actors::ConflictActors;
+use crate::device_actor::{BatchOutcome, DeviceActor, EvaluateWaiting, IngestBatch, MailboxSlot, ReadProgress, Upload};
 use crate::employee_timeline::{Decision, ResolveError};
-use crate::store::{ConflictRecord, Resolution};
 use crate::metrics::DeviceMetrics;
 use crate::retry::RetryPolicy;
-use prometheus::IntCounter;
+use crate::store::{ConflictRecord, Resolution};
 use crate::store::{DeviceProgress, Store, StoreError};
 use actix::dev::SendError;
 use actix::prelude::*;
 use dashmap::DashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hash};
-use std::sync::Arc;
+use prometheus::IntCounter;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hash};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Semaphore, TryAcquireError};
 
@@ -86,7 +86,11 @@ pub(crate) enum Lane {
 
 impl Lane {
     pub(crate) fn of(live: bool) -> Self {
-        if live { Lane::Live } else { Lane::Backlog }
+        if live {
+            Lane::Live
+        } else {
+            Lane::Backlog
+        }
     }
 }
 
@@ -117,7 +121,16 @@ impl DeviceRegistry {
         let conflicts = ConflictActors::start(conflict_options, backlog_arbiters.len(), metrics.conflicts.clone());
         metrics.conflict_actors_active.set(backlog_arbiters.len() as i64);
         let (wake_ups, due) = mpsc::unbounded_channel();
-        let inner = Inner { actors: DashMap::new(), wake_ups, conflicts: Arc::new(conflicts), live_arbiters, backlog_arbiters, store, options, metrics };
+        let inner = Inner {
+            actors: DashMap::new(),
+            wake_ups,
+            conflicts: Arc::new(conflicts),
+            live_arbiters,
+            backlog_arbiters,
+            store,
+            options,
+            metrics,
+        };
         let registry = DeviceRegistry { inner: RegistryHandle(Arc::new(inner)) };
         actix::spawn(registry.clone().run_wake_ups(due));
         registry
@@ -125,7 +138,11 @@ impl DeviceRegistry {
 
     /// Queues an upload for its device without waiting, and returns where its outcome
     /// will arrive; `DeviceBusy` if the device already has a full mailbox.
-    pub fn ingest(&self, device_id: &str, upload: Upload) -> Result<oneshot::Receiver<Result<BatchOutcome, StoreError>>, DeviceBusy> {
+    pub fn ingest(
+        &self,
+        device_id: &str,
+        upload: Upload,
+    ) -> Result<oneshot::Receiver<Result<BatchOutcome, StoreError>>, DeviceBusy> {
         let (reply, outcome) = oneshot::channel();
         let lane = Lane::of(upload.live);
         let mut upload = Some((upload, reply));
@@ -171,7 +188,13 @@ impl DeviceRegistry {
     }
 
     /// Settles a conflict as an administrator decided.
-    pub async fn resolve_conflict(&self, conflict: &ConflictRecord, resolution: Resolution, note: String, resolved_at: i64) -> Result<ConflictRecord, ResolveError> {
+    pub async fn resolve_conflict(
+        &self,
+        conflict: &ConflictRecord,
+        resolution: Resolution,
+        note: String,
+        resolved_at: i64,
+    ) -> Result<ConflictRecord, ResolveError> {
         let decision = Decision { conflict_id: conflict.id.clone(), resolution, note, resolved_at };
         self.inner.0.conflicts.resolve(conflict, decision).await
     }
@@ -316,18 +339,36 @@ mod tests {
     fn upload(seq: u64) -> Upload {
         let record = conformance::record(seq, "emp-1", 1_764_028_800_000);
         let incoming = Incoming { seq: seq as i64, record_id: record.record_id.clone(), verdict: Ok(record) };
-        Upload { org_id: "acme".into(), batch_id: "b".into(), received_at: 0, reported_pending: None, records: vec![incoming], settings: Default::default(), live: false }
+        Upload {
+            org_id: "acme".into(),
+            batch_id: "b".into(),
+            received_at: 0,
+            reported_pending: None,
+            records: vec![incoming],
+            settings: Default::default(),
+            live: false,
+        }
     }
 
     fn start(dir: &tempfile::TempDir, options: DeviceActorOptions) -> (DeviceRegistry, DeviceMetrics) {
         let prometheus = prometheus::Registry::new();
-        let store = EmbeddedStore::open(EmbeddedStoreOptions::new(dir.path()), StoreMetrics::register(&prometheus).unwrap()).unwrap();
+        let store =
+            EmbeddedStore::open(EmbeddedStoreOptions::new(dir.path()), StoreMetrics::register(&prometheus).unwrap())
+                .unwrap();
         let metrics = DeviceMetrics::register(&prometheus).unwrap();
         (DeviceRegistry::start(Arc::new(store), options, metrics.clone()), metrics)
     }
 
     fn options(idle_timeout: Duration, mailbox_capacity: usize) -> DeviceActorOptions {
-        DeviceActorOptions { idle_timeout, conflict_idle_timeout: idle_timeout, conflict_cached_employees: 1_000, mailbox_capacity, arbiters: 2, detect_conflicts: true, store_retry: Default::default() }
+        DeviceActorOptions {
+            idle_timeout,
+            conflict_idle_timeout: idle_timeout,
+            conflict_cached_employees: 1_000,
+            mailbox_capacity,
+            arbiters: 2,
+            detect_conflicts: true,
+            store_retry: Default::default(),
+        }
     }
 
     /// An actor started by a live batch stops after a backlog batch, so the device's
@@ -348,7 +389,11 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(devices.active(), 0, "the live-lane actor stopped after a backlog batch");
-        assert_eq!(devices.ingest("dev-lanes", upload(3)).unwrap().await.unwrap().unwrap().next_seq, 4, "a fresh actor resumed from the store");
+        assert_eq!(
+            devices.ingest("dev-lanes", upload(3)).unwrap().await.unwrap().unwrap().next_seq,
+            4,
+            "a fresh actor resumed from the store"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(devices.active(), 1, "a backlog batch of the backlog lane keeps its actor");
         devices.stop();
@@ -366,7 +411,11 @@ mod tests {
             let outcome = outcome.expect("the batch was answered, not dropped").unwrap();
             assert_eq!(outcome.next_seq, seq + 1);
         }
-        assert!(metrics.actors_evicted.get() > 10, "the actor went idle and stopped between batches: {}", metrics.actors_evicted.get());
+        assert!(
+            metrics.actors_evicted.get() > 10,
+            "the actor went idle and stopped between batches: {}",
+            metrics.actors_evicted.get()
+        );
         devices.stop();
     }
 }

@@ -22,7 +22,11 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { base: Duration::from_millis(20), max: Duration::from_millis(500), deadline: Duration::from_secs(2) }
+        RetryPolicy {
+            base: Duration::from_millis(20),
+            max: Duration::from_millis(500),
+            deadline: Duration::from_secs(2),
+        }
     }
 }
 
@@ -85,11 +89,16 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const POLICY: RetryPolicy = RetryPolicy { base: Duration::from_millis(20), max: Duration::from_millis(500), deadline: Duration::from_secs(2) };
+    const POLICY: RetryPolicy = RetryPolicy {
+        base: Duration::from_millis(20),
+        max: Duration::from_millis(500),
+        deadline: Duration::from_secs(2),
+    };
 
     #[test]
     fn caps_double_up_to_the_maximum() {
-        let caps: Vec<Retry> = (1..=7).map(|attempt| POLICY.after_failure(attempt, Duration::ZERO, 0.999_999)).collect();
+        let caps: Vec<Retry> =
+            (1..=7).map(|attempt| POLICY.after_failure(attempt, Duration::ZERO, 0.999_999)).collect();
         let millis: Vec<u128> = caps
             .iter()
             .map(|retry| match retry {
@@ -108,7 +117,10 @@ mod tests {
     }
 
     /// A call that fails transiently `failures` times, then succeeds; counts its calls.
-    fn flaky(failures: u32, error: StoreError) -> (impl FnMut() -> std::future::Ready<Result<u32, StoreError>>, std::rc::Rc<std::cell::Cell<u32>>) {
+    fn flaky(
+        failures: u32,
+        error: StoreError,
+    ) -> (impl FnMut() -> std::future::Ready<Result<u32, StoreError>>, std::rc::Rc<std::cell::Cell<u32>>) {
         let calls = std::rc::Rc::new(std::cell::Cell::new(0));
         let counted = calls.clone();
         let call = move || {

@@ -49,8 +49,7 @@ impl SeqRanges {
     }
 
     pub fn contains(&self, seq: u64) -> bool {
-        seq < self.next_seq
-            || self.above.range(..=seq).next_back().is_some_and(|(_, &end)| seq < end)
+        seq < self.next_seq || self.above.range(..=seq).next_back().is_some_and(|(_, &end)| seq < end)
     }
 
     /// Adds a seq (>= 1); returns whether it was new.

@@ -5,8 +5,8 @@ use crate::backoff;
 use crate::queue::{QueueError, RecordQueue};
 use crate::transport::{Request, Response, Transport, TransportError};
 use otg_schema::signing::{DEVICE_ID_HEADER, LIVE_WINDOW_MS, PRIORITY_HEADER, REQUEST_TIME_HEADER, SIGNATURE_HEADER};
-use otg_schema::wire::{self, Ack, AckStatus, Batch, BatchResponse, Record};
 pub use otg_schema::wire::Network;
+use otg_schema::wire::{self, Ack, AckStatus, Batch, BatchResponse, Record};
 use otg_schema::{DeviceConfig, DeviceSecret, OrgSettings};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -115,7 +115,8 @@ impl<Q: RecordQueue, T: Transport> Client<Q, T> {
         if response.status != 200 {
             return Err(refused(&response));
         }
-        self.config = wire::decode(&response.body).map_err(|error| ClientError::Refused { status: 200, body: error.to_string() })?;
+        self.config = wire::decode(&response.body)
+            .map_err(|error| ClientError::Refused { status: 200, body: error.to_string() })?;
         Ok(())
     }
 
@@ -124,7 +125,8 @@ impl<Q: RecordQueue, T: Transport> Client<Q, T> {
     /// offline). A wait the gateway asked for is honoured: until it passes, this
     /// returns `RetryIn` without sending.
     pub async fn sync_now(&mut self, network: Option<Network>) -> Result<SyncReport, ClientError> {
-        let mut report = SyncReport { outcome: SyncOutcome::Drained, acks: Vec::new(), expired: 0, uploads: Vec::new(), pending: 0 };
+        let mut report =
+            SyncReport { outcome: SyncOutcome::Drained, acks: Vec::new(), expired: 0, uploads: Vec::new(), pending: 0 };
         report.outcome = self.sync(network, &mut report).await?;
         report.pending = self.queue.pending()?;
         Ok(report)
@@ -140,13 +142,21 @@ impl<Q: RecordQueue, T: Transport> Client<Q, T> {
         }
         report.expired = self.queue.remove_older_than(now_ms() - i64::from(self.config.max_offline_days) * DAY_MS)?;
         loop {
-            let records = self.queue.next_batch(self.config.max_batch_records as usize, &self.config.sync_priorities)?;
+            let records =
+                self.queue.next_batch(self.config.max_batch_records as usize, &self.config.sync_priorities)?;
             let Some(newest_recorded_at) = records.iter().map(|record| record.recorded_at).max() else {
                 return Ok(SyncOutcome::Drained);
             };
             let count = records.len();
             let pending = self.queue.pending()?.saturating_sub(count as u64);
-            let batch = Batch { device_id: self.device_id.clone(), batch_id: uuid::Uuid::new_v4().to_string(), sent_at: now_ms(), pending: Some(pending), network: Some(network), records };
+            let batch = Batch {
+                device_id: self.device_id.clone(),
+                batch_id: uuid::Uuid::new_v4().to_string(),
+                sent_at: now_ms(),
+                pending: Some(pending),
+                network: Some(network),
+                records,
+            };
             let started = Instant::now();
             let priority = if now_ms() - newest_recorded_at <= LIVE_WINDOW_MS { "live" } else { "backlog" };
             let sent = self.send("POST", BATCHES_PATH, wire::encode(&batch), Some(priority)).await;
@@ -171,7 +181,8 @@ impl<Q: RecordQueue, T: Transport> Client<Q, T> {
 
     /// Deletes every acked record: each status means the device may delete it.
     fn take_acks(&mut self, response: &Response, report: &mut SyncReport) -> Result<(), ClientError> {
-        let answer: BatchResponse = wire::decode(&response.body).map_err(|error| ClientError::Refused { status: 200, body: error.to_string() })?;
+        let answer: BatchResponse = wire::decode(&response.body)
+            .map_err(|error| ClientError::Refused { status: 200, body: error.to_string() })?;
         let seqs: Vec<i64> = answer.acks.iter().map(|ack| ack.seq).collect();
         self.queue.remove(&seqs)?;
         report.acks.extend(answer.acks);
@@ -185,13 +196,20 @@ impl<Q: RecordQueue, T: Transport> Client<Q, T> {
             return SyncOutcome::Failed(why);
         }
         self.failures += 1;
-        let (base, max) = (Duration::from_millis(self.config.retry_base_ms), Duration::from_millis(self.config.retry_max_ms));
+        let (base, max) =
+            (Duration::from_millis(self.config.retry_base_ms), Duration::from_millis(self.config.retry_max_ms));
         let wait = backoff::after_failure(self.failures, base, max, rand::random());
         self.not_before = Some(Instant::now() + wait);
         SyncOutcome::RetryIn(wait)
     }
 
-    async fn send(&self, method: &'static str, path: &'static str, body: Vec<u8>, priority: Option<&'static str>) -> Result<Response, TransportError> {
+    async fn send(
+        &self,
+        method: &'static str,
+        path: &'static str,
+        body: Vec<u8>,
+        priority: Option<&'static str>,
+    ) -> Result<Response, TransportError> {
         let request_time = now_ms().to_string();
         let signature = self.secret.sign(method, path, &request_time, &body);
         let mut headers = vec![
@@ -209,7 +227,10 @@ impl<Q: RecordQueue, T: Transport> Client<Q, T> {
 
 /// The wait a 429/503 asked for: `retry_after_ms` of its body, else `Retry-After`, else 1 s.
 fn retry_after(response: &Response) -> Duration {
-    let from_body = serde_json::from_slice::<serde_json::Value>(&response.body).ok().and_then(|body| body["retry_after_ms"].as_u64()).map(Duration::from_millis);
+    let from_body = serde_json::from_slice::<serde_json::Value>(&response.body)
+        .ok()
+        .and_then(|body| body["retry_after_ms"].as_u64())
+        .map(Duration::from_millis);
     let from_header = || response.retry_after.as_deref()?.trim().parse().ok().map(Duration::from_secs);
     from_body.or_else(from_header).unwrap_or(Duration::from_secs(1))
 }

@@ -75,15 +75,25 @@ impl SqliteQueue {
 impl RecordQueue for SqliteQueue {
     fn push(&mut self, mut record: Record, limit_bytes: u64) -> Result<i64, QueueError> {
         let transaction = self.db.transaction()?;
-        let last: i64 = transaction.query_row("SELECT value FROM counters WHERE name = 'last_seq'", [], |row| row.get(0)).optional()?.unwrap_or(0);
+        let last: i64 = transaction
+            .query_row("SELECT value FROM counters WHERE name = 'last_seq'", [], |row| row.get(0))
+            .optional()?
+            .unwrap_or(0);
         record.seq = last + 1;
         let body = wire::encode(&record);
-        let held: u64 = transaction.query_row("SELECT COALESCE(SUM(LENGTH(body)), 0) FROM queue", [], |row| row.get(0))?;
+        let held: u64 =
+            transaction.query_row("SELECT COALESCE(SUM(LENGTH(body)), 0) FROM queue", [], |row| row.get(0))?;
         if held + body.len() as u64 > limit_bytes {
             return Err(QueueError::Full { held, limit: limit_bytes });
         }
-        transaction.execute("INSERT INTO queue (seq, kind, recorded_at, body) VALUES (?1, ?2, ?3, ?4)", params![record.seq, record.kind, record.recorded_at, body])?;
-        transaction.execute("INSERT INTO counters (name, value) VALUES ('last_seq', ?1) ON CONFLICT (name) DO UPDATE SET value = ?1", params![record.seq])?;
+        transaction.execute(
+            "INSERT INTO queue (seq, kind, recorded_at, body) VALUES (?1, ?2, ?3, ?4)",
+            params![record.seq, record.kind, record.recorded_at, body],
+        )?;
+        transaction.execute(
+            "INSERT INTO counters (name, value) VALUES ('last_seq', ?1) ON CONFLICT (name) DO UPDATE SET value = ?1",
+            params![record.seq],
+        )?;
         transaction.commit()?;
         Ok(record.seq)
     }
@@ -153,7 +163,8 @@ impl RecordQueue for MemoryQueue {
     }
 
     fn next_batch(&self, max: usize, priorities: &[RecordKind]) -> Result<Vec<Record>, QueueError> {
-        let mut order: Vec<(usize, i64)> = self.records.values().map(|(record, _)| (rank(&record.kind, priorities), record.seq)).collect();
+        let mut order: Vec<(usize, i64)> =
+            self.records.values().map(|(record, _)| (rank(&record.kind, priorities), record.seq)).collect();
         order.sort_unstable();
         Ok(order.into_iter().take(max).map(|(_, seq)| self.records[&seq].0.clone()).collect())
     }
@@ -168,7 +179,12 @@ impl RecordQueue for MemoryQueue {
     }
 
     fn remove_older_than(&mut self, cutoff_ms: i64) -> Result<u64, QueueError> {
-        let old: Vec<i64> = self.records.values().filter(|(record, _)| record.recorded_at < cutoff_ms).map(|(record, _)| record.seq).collect();
+        let old: Vec<i64> = self
+            .records
+            .values()
+            .filter(|(record, _)| record.recorded_at < cutoff_ms)
+            .map(|(record, _)| record.seq)
+            .collect();
         self.remove(&old)?;
         Ok(old.len() as u64)
     }
@@ -200,7 +216,13 @@ mod tests {
             assert_eq!(queue.push(record(kind, DAY0 + n as i64), limit).unwrap(), n as i64 + 1, "seqs count from 1");
         }
         assert_eq!(queue.pending().unwrap(), 5);
-        let priorities = [RecordKind::CheckIn, RecordKind::CheckOut, RecordKind::BreakStart, RecordKind::BreakEnd, RecordKind::LeaveRequest];
+        let priorities = [
+            RecordKind::CheckIn,
+            RecordKind::CheckOut,
+            RecordKind::BreakStart,
+            RecordKind::BreakEnd,
+            RecordKind::LeaveRequest,
+        ];
         let order: Vec<i64> = queue.next_batch(10, &priorities).unwrap().iter().map(|record| record.seq).collect();
         assert_eq!(order, vec![2, 5, 3, 4, 1], "check-in/out, then breaks, then leave");
         assert_eq!(queue.next_batch(2, &priorities).unwrap().len(), 2);

@@ -39,7 +39,8 @@ pub struct HttpTransport {
 #[cfg(feature = "http")]
 impl HttpTransport {
     pub fn new(base_url: &str, timeout: std::time::Duration) -> Result<Self, TransportError> {
-        let client = reqwest::Client::builder().timeout(timeout).build().map_err(|error| TransportError(error.to_string()))?;
+        let client =
+            reqwest::Client::builder().timeout(timeout).build().map_err(|error| TransportError(error.to_string()))?;
         Ok(HttpTransport { client, base_url: base_url.trim_end_matches('/').to_owned() })
     }
 }
@@ -48,14 +49,16 @@ impl HttpTransport {
 #[async_trait]
 impl Transport for HttpTransport {
     async fn send(&self, request: Request) -> Result<Response, TransportError> {
-        let method = reqwest::Method::from_bytes(request.method.as_bytes()).map_err(|error| TransportError(error.to_string()))?;
+        let method = reqwest::Method::from_bytes(request.method.as_bytes())
+            .map_err(|error| TransportError(error.to_string()))?;
         let mut builder = self.client.request(method, format!("{}{}", self.base_url, request.path)).body(request.body);
         for (name, value) in request.headers {
             builder = builder.header(name, value);
         }
         let response = builder.send().await.map_err(|error| TransportError(error.to_string()))?;
         let status = response.status().as_u16();
-        let retry_after = response.headers().get("retry-after").and_then(|value| value.to_str().ok()).map(str::to_owned);
+        let retry_after =
+            response.headers().get("retry-after").and_then(|value| value.to_str().ok()).map(str::to_owned);
         let body = response.bytes().await.map_err(|error| TransportError(error.to_string()))?.to_vec();
         Ok(Response { status, retry_after, body })
     }

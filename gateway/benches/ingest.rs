@@ -18,7 +18,9 @@
 use hdrhistogram::Histogram;
 use otg_actors::metrics::StoreMetrics;
 use otg_actors::seq_ranges::SeqRanges;
-use otg_actors::store::{Commit, DeviceProgress, DeviceWrite, EmbeddedStore, EmbeddedStoreOptions, SeqEntry, Store, StoredRecord};
+use otg_actors::store::{
+    Commit, DeviceProgress, DeviceWrite, EmbeddedStore, EmbeddedStoreOptions, SeqEntry, Store, StoredRecord,
+};
 use otg_schema::signing::{DEVICE_ID_HEADER, REQUEST_TIME_HEADER, SIGNATURE_HEADER};
 use otg_schema::validate::{check_record, RecordRules};
 use otg_schema::wire::{self, AckStatus, Batch, BatchResponse, Geo, Record};
@@ -43,7 +45,8 @@ fn main() {
     let rounds = setting("BENCH_ROUNDS", 3).max(1);
 
     let ceiling = store_ceiling(run_for);
-    let saturated: Vec<(RunFigures, RunFigures)> = (0..rounds).map(|_| (over_http(run_for, None, true), over_http(run_for, None, false))).collect();
+    let saturated: Vec<(RunFigures, RunFigures)> =
+        (0..rounds).map(|_| (over_http(run_for, None, true), over_http(run_for, None, false))).collect();
     let paced = over_http(run_for, Some(PACED_RECORDS_PER_SECOND), true);
     let paced_unchecked = over_http(run_for, Some(PACED_RECORDS_PER_SECOND), false);
 
@@ -59,13 +62,26 @@ fn main() {
     for (name, run) in runs {
         let cores = run.gateway_cores.map_or("-".into(), |cores| format!("{cores:.2} cores"));
         let conflicts = run.conflict_share.map_or("-".into(), |share| format!("{:.1}%", share * 100.0));
-        println!("| {name} | {:.0} | {:.1} ms | {:.1} ms | {cores} | {conflicts} |", run.records_per_second, run.p50_ms, run.p99_ms);
+        println!(
+            "| {name} | {:.0} | {:.1} ms | {:.1} ms | {cores} | {conflicts} |",
+            run.records_per_second, run.p50_ms, run.p99_ms
+        );
     }
     let checked: f64 = saturated.iter().map(|(checked, _)| checked.records_per_second).sum::<f64>() / rounds as f64;
-    let unchecked: f64 = saturated.iter().map(|(_, unchecked)| unchecked.records_per_second).sum::<f64>() / rounds as f64;
-    let costs: Vec<String> = saturated.iter().map(|(checked, unchecked)| format!("{:.0}%", 100.0 * (1.0 - checked.records_per_second / unchecked.records_per_second))).collect();
+    let unchecked: f64 =
+        saturated.iter().map(|(_, unchecked)| unchecked.records_per_second).sum::<f64>() / rounds as f64;
+    let costs: Vec<String> = saturated
+        .iter()
+        .map(|(checked, unchecked)| {
+            format!("{:.0}%", 100.0 * (1.0 - checked.records_per_second / unchecked.records_per_second))
+        })
+        .collect();
     println!("\nend-to-end (checked, mean of rounds) / ceiling = {:.2}", checked / ceiling.records_per_second);
-    println!("conflict check: {:.0}% of the throughput without it (mean of rounds; by round: {})", 100.0 * (1.0 - checked / unchecked), costs.join(", "));
+    println!(
+        "conflict check: {:.0}% of the throughput without it (mean of rounds; by round: {})",
+        100.0 * (1.0 - checked / unchecked),
+        costs.join(", ")
+    );
 }
 
 struct RunFigures {
@@ -126,7 +142,13 @@ fn records(first_seq: i64, now: i64) -> Vec<Record> {
             uptime_ms: Some(1_000 + seq),
             offline: Some(true),
             geo: Some(Geo { lat: 52.52, lon: 13.405, accuracy_m: 8.5 }),
-            ..Record::new(seq, uuid::Uuid::new_v4().to_string(), if seq % 2 == 1 { "check_in" } else { "check_out" }, "emp-1", now - 3_600_000 + seq)
+            ..Record::new(
+                seq,
+                uuid::Uuid::new_v4().to_string(),
+                if seq % 2 == 1 { "check_in" } else { "check_out" },
+                "emp-1",
+                now - 3_600_000 + seq,
+            )
         })
         .collect()
 }
@@ -136,7 +158,8 @@ fn store_ceiling(run_for: Duration) -> RunFigures {
     let dir = tempfile::tempdir().unwrap();
     actix_web::rt::System::new().block_on(async move {
         let metrics = StoreMetrics::register(&prometheus::Registry::new()).unwrap();
-        let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(EmbeddedStoreOptions::new(dir.path()), metrics).unwrap());
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(EmbeddedStoreOptions::new(dir.path()), metrics).unwrap());
         let now = chrono::Utc::now().timestamp_millis();
         let rules = RecordRules { now_ms: now, max_offline_days: 7, enrolled_employee: None };
         let started = Instant::now();
@@ -161,7 +184,11 @@ fn store_ceiling(run_for: Duration) -> RunFigures {
                                 })
                             })
                             .collect();
-                        let progress = DeviceProgress { received: received.clone(), last_sync_at: Some(now), ..DeviceProgress::default() };
+                        let progress = DeviceProgress {
+                            received: received.clone(),
+                            last_sync_at: Some(now),
+                            ..DeviceProgress::default()
+                        };
                         let device = DeviceWrite { device_id: device_id.clone(), entries, progress };
                         let commit_started = Instant::now();
                         store.commit(&Commit::of_device(device)).await.unwrap();
@@ -226,7 +253,8 @@ fn over_http(run_for: Duration, rate: Option<u64>, detect_conflicts: bool) -> Ru
         .collect();
 
     // Each device's pace, if paced: batches per second split evenly over the devices.
-    let batch_interval = rate.map(|rate| Duration::from_secs_f64(CONCURRENT_DEVICES as f64 * RECORDS_PER_BATCH as f64 / rate as f64));
+    let batch_interval =
+        rate.map(|rate| Duration::from_secs_f64(CONCURRENT_DEVICES as f64 * RECORDS_PER_BATCH as f64 / rate as f64));
     let started = Instant::now();
     let results: Vec<(u64, u64, Histogram<u64>)> = std::thread::scope(|scope| {
         let uploaders: Vec<_> = devices
@@ -237,7 +265,8 @@ fn over_http(run_for: Duration, rate: Option<u64>, detect_conflicts: bool) -> Ru
                 scope.spawn(move || {
                     let (mut latencies, mut acked, mut conflicts, mut next_seq) = (latency_histogram(), 0u64, 0u64, 1);
                     // Devices are spread evenly over the interval, not sent in lockstep.
-                    let offset = batch_interval.map_or(Duration::ZERO, |interval| interval * index as u32 / CONCURRENT_DEVICES as u32);
+                    let offset = batch_interval
+                        .map_or(Duration::ZERO, |interval| interval * index as u32 / CONCURRENT_DEVICES as u32);
                     let mut next_send = Instant::now() + offset;
                     while started.elapsed() < run_for {
                         if let Some(interval) = batch_interval {

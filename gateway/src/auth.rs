@@ -11,17 +11,18 @@ use subtle::ConstantTimeEq;
 
 /// Checks a device request's signature over the exact body bytes received.
 /// Unknown device or bad signature: 401; a revoked device that signs correctly: 403.
-pub async fn authenticate_device(request: &HttpRequest, body: &[u8], store: &dyn Store) -> Result<DeviceEnrolment, ApiError> {
+pub async fn authenticate_device(
+    request: &HttpRequest,
+    body: &[u8],
+    store: &dyn Store,
+) -> Result<DeviceEnrolment, ApiError> {
     let device_id = header_text(request, DEVICE_ID_HEADER)?;
     let request_time = header_text(request, REQUEST_TIME_HEADER)?;
     let signature = header_text(request, SIGNATURE_HEADER)?;
     if request_time.parse::<i64>().is_err() {
         return Err(ApiError::Unauthorized("X-Request-Time must be unix milliseconds"));
     }
-    let device = store
-        .device(device_id)
-        .await?
-        .ok_or(ApiError::Unauthorized("unknown device or wrong signature"))?;
+    let device = store.device(device_id).await?.ok_or(ApiError::Unauthorized("unknown device or wrong signature"))?;
     let secret = DeviceSecret(device.secret);
     if !secret.verify(request.method().as_str(), request.path(), request_time, body, signature) {
         return Err(ApiError::Unauthorized("unknown device or wrong signature"));
@@ -48,13 +49,9 @@ pub fn authenticate_admin(request: &HttpRequest, admin_token: &str) -> Result<()
 }
 
 fn header_text<'a>(request: &'a HttpRequest, name: &'static str) -> Result<&'a str, ApiError> {
-    request
-        .headers()
-        .get(name)
-        .and_then(|value| value.to_str().ok())
-        .ok_or(match name {
-            DEVICE_ID_HEADER => ApiError::Unauthorized("missing X-Device-Id header"),
-            REQUEST_TIME_HEADER => ApiError::Unauthorized("missing X-Request-Time header"),
-            _ => ApiError::Unauthorized("missing X-Signature header"),
-        })
+    request.headers().get(name).and_then(|value| value.to_str().ok()).ok_or(match name {
+        DEVICE_ID_HEADER => ApiError::Unauthorized("missing X-Device-Id header"),
+        REQUEST_TIME_HEADER => ApiError::Unauthorized("missing X-Request-Time header"),
+        _ => ApiError::Unauthorized("missing X-Signature header"),
+    })
 }

@@ -14,7 +14,11 @@ const DRAIN_LIMIT_BYTES: usize = 64 * 1024 * 1024;
 /// How long an oversized body may take to swallow.
 const DRAIN_TIME: Duration = Duration::from_secs(10);
 
-pub async fn read_limited(mut payload: Payload, limit: usize, declared_length: Option<usize>) -> Result<Bytes, ApiError> {
+pub async fn read_limited(
+    mut payload: Payload,
+    limit: usize,
+    declared_length: Option<usize>,
+) -> Result<Bytes, ApiError> {
     if declared_length.is_some_and(|length| length > limit) {
         drain(payload).await;
         return Err(ApiError::PayloadTooLarge(limit));

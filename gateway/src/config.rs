@@ -157,16 +157,34 @@ impl Config {
             (self.commit_queue_capacity >= 1, "commit_queue_capacity must be at least 1"),
             (self.max_group_commits >= 1, "max_group_commits must be at least 1"),
             (self.max_group_records >= 1, "max_group_records must be at least 1"),
-            (self.admin_token.as_ref().is_none_or(|token| token.len() >= 16), "admin_token must be at least 16 characters"),
+            (
+                self.admin_token.as_ref().is_none_or(|token| token.len() >= 16),
+                "admin_token must be at least 16 characters",
+            ),
             (self.max_in_flight_records >= 500, "max_in_flight_records must hold at least one full batch (500)"),
             ((1..=100).contains(&self.backlog_share_percent), "backlog_share_percent must be 1 to 100"),
-            (self.max_in_flight_bytes >= self.body_limit_bytes as u64, "max_in_flight_bytes must be at least body_limit_bytes"),
-            (self.backlog_queue_wait_ms <= 60_000, "backlog_queue_wait_ms must be at most 60000 (clients give up on a silent request)"),
-            (self.device_batches_per_s >= 1 && self.device_batch_burst >= 1, "device_batches_per_s and device_batch_burst must be at least 1"),
-            (self.org_records_per_s >= 1 && self.org_record_burst >= 500, "org_records_per_s must be at least 1 and org_record_burst at least 500 (one full batch)"),
+            (
+                self.max_in_flight_bytes >= self.body_limit_bytes as u64,
+                "max_in_flight_bytes must be at least body_limit_bytes",
+            ),
+            (
+                self.backlog_queue_wait_ms <= 60_000,
+                "backlog_queue_wait_ms must be at most 60000 (clients give up on a silent request)",
+            ),
+            (
+                self.device_batches_per_s >= 1 && self.device_batch_burst >= 1,
+                "device_batches_per_s and device_batch_burst must be at least 1",
+            ),
+            (
+                self.org_records_per_s >= 1 && self.org_record_burst >= 500,
+                "org_records_per_s must be at least 1 and org_record_burst at least 500 (one full batch)",
+            ),
             (self.drain_records_per_s >= 1, "drain_records_per_s must be at least 1"),
             (self.memory_limit_mib >= 64, "memory_limit_mib must be at least 64"),
-            (self.store_retry_base_ms <= self.store_retry_max_ms, "store_retry_base_ms must not exceed store_retry_max_ms"),
+            (
+                self.store_retry_base_ms <= self.store_retry_max_ms,
+                "store_retry_base_ms must not exceed store_retry_max_ms",
+            ),
         ];
         for (ok, message) in checks {
             anyhow::ensure!(ok, "invalid configuration: {message}");

@@ -1,13 +1,13 @@
 //! Every error the gateway answers with, and the one place that maps each to an HTTP
 //! status and a JSON body `{"error": code, "message": text}`.
 
+use crate::admission::decide;
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use otg_actors::store::StoreError;
 use otg_actors::DeviceBusy;
 use otg_schema::validate::BatchError;
 use otg_schema::wire::DecodeError;
-use crate::admission::decide;
 use serde::Serialize;
 use std::time::Duration;
 
@@ -107,7 +107,9 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::AlreadyExists(_) | ApiError::AlreadyResolved(_) => StatusCode::CONFLICT,
             ApiError::DeviceBusy(_) | ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::StoreUnavailable(_) | ApiError::Draining | ApiError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::StoreUnavailable(_) | ApiError::Draining | ApiError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 

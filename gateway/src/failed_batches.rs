@@ -48,7 +48,14 @@ impl FailedBatches {
     }
 
     /// Queues the entry of a refused batch, or drops and counts it if the queue is full.
-    pub fn record(&self, device: &DeviceEnrolment, error: &ApiError, batch_id: Option<String>, received_at: i64, latency: Duration) {
+    pub fn record(
+        &self,
+        device: &DeviceEnrolment,
+        error: &ApiError,
+        batch_id: Option<String>,
+        received_at: i64,
+        latency: Duration,
+    ) {
         let event = AuditEvent {
             at: received_at,
             org_id: device.org_id.clone(),
@@ -63,7 +70,8 @@ impl FailedBatches {
             },
         };
         let totals = SyncTotals { batches_failed: 1, ..SyncTotals::default() };
-        let counts = SyncCounts { org_id: device.org_id.clone(), device_id: device.device_id.clone(), at: received_at, totals };
+        let counts =
+            SyncCounts { org_id: device.org_id.clone(), device_id: device.device_id.clone(), at: received_at, totals };
         let queue = self.queue.lock().expect("audit queue lock");
         if queue.as_ref().is_none_or(|queue| queue.try_send((event, counts)).is_err()) {
             self.dropped.inc();

@@ -21,8 +21,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use config::Config;
 use otg_actors::metrics::{DeviceMetrics, StoreMetrics};
-use otg_actors::store::{EmbeddedStore, EmbeddedStoreOptions, Store};
 use otg_actors::retry::RetryPolicy;
+use otg_actors::store::{EmbeddedStore, EmbeddedStoreOptions, Store};
 use otg_actors::{DeviceActorOptions, DeviceRegistry};
 use state::AppState;
 use std::net::{SocketAddr, TcpListener};
@@ -75,7 +75,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = listen(config.listen_addr).with_context(|| format!("binding {}", config.listen_addr))?;
     let address = listener.local_addr()?;
     let (workers, shutdown_timeout) = (config.http_workers(), config.shutdown_timeout_s);
-    let state = web::Data::new(AppState::new(config, admin_token, store.clone(), devices.clone(), metrics, metrics_registry, failed_batches, admission));
+    let state = web::Data::new(AppState::new(
+        config,
+        admin_token,
+        store.clone(),
+        devices.clone(),
+        metrics,
+        metrics_registry,
+        failed_batches,
+        admission,
+    ));
 
     let server = {
         let state = state.clone();
@@ -94,7 +103,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let handle = server.handle();
     let after_stop = state.clone();
     actix_web::rt::spawn(async move {
-        let (mut terminate, mut interrupt) = (signal(SignalKind::terminate()).expect("SIGTERM handler"), signal(SignalKind::interrupt()).expect("SIGINT handler"));
+        let (mut terminate, mut interrupt) = (
+            signal(SignalKind::terminate()).expect("SIGTERM handler"),
+            signal(SignalKind::interrupt()).expect("SIGINT handler"),
+        );
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM: draining"),
             _ = interrupt.recv() => tracing::info!("SIGINT: draining"),

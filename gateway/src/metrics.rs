@@ -30,8 +30,11 @@ impl GatewayMetrics {
                 &["reason"],
             )?,
             batch_duration: HistogramVec::new(
-                HistogramOpts::new("otg_ingest_batch_duration_seconds", "From request to durable ack, for acked batches, by priority (live or backlog).")
-                    .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+                HistogramOpts::new(
+                    "otg_ingest_batch_duration_seconds",
+                    "From request to durable ack, for acked batches, by priority (live or backlog).",
+                )
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
                 &["priority"],
             )?,
         };
@@ -54,7 +57,8 @@ impl GatewayMetrics {
         self.batch_duration.with_label_values(&[priority.as_str()]).observe(took.as_secs_f64());
         let mut by_status = [0u64; AckStatus::ALL.len()];
         for ack in acks {
-            by_status[AckStatus::ALL.iter().position(|status| *status == ack.status).expect("every status is listed")] += 1;
+            by_status
+                [AckStatus::ALL.iter().position(|status| *status == ack.status).expect("every status is listed")] += 1;
             if let Some(reason) = ack.reason {
                 self.rejections.with_label_values(&[reason.as_str()]).inc();
             }

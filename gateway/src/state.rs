@@ -33,7 +33,17 @@ impl AppState {
         failed_batches: FailedBatches,
         admission: Admission,
     ) -> Self {
-        AppState { config, admin_token, store, devices, metrics, metrics_registry, failed_batches, admission, draining: AtomicBool::new(false) }
+        AppState {
+            config,
+            admin_token,
+            store,
+            devices,
+            metrics,
+            metrics_registry,
+            failed_batches,
+            admission,
+            draining: AtomicBool::new(false),
+        }
     }
 
     pub fn is_draining(&self) -> bool {

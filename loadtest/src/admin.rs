@@ -14,7 +14,11 @@ pub struct Admin {
 
 impl Admin {
     pub fn new(base_url: &str, token: &str) -> Self {
-        Admin { http: reqwest::Client::new(), base_url: base_url.trim_end_matches('/').to_owned(), token: token.to_owned() }
+        Admin {
+            http: reqwest::Client::new(),
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+        }
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
@@ -36,7 +40,9 @@ impl Admin {
     }
 
     pub async fn enrol(&self, device_id: &str, org_id: &str) -> anyhow::Result<DeviceSecret> {
-        let reply = self.call(reqwest::Method::POST, "/v1/admin/devices", Some(json!({"device_id": device_id, "org_id": org_id}))).await?;
+        let reply = self
+            .call(reqwest::Method::POST, "/v1/admin/devices", Some(json!({"device_id": device_id, "org_id": org_id})))
+            .await?;
         let secret = reply["secret"].as_str().context("enrolment answer without a secret")?;
         DeviceSecret::from_base64(secret).context("enrolment secret is not base64 of 32 bytes")
     }
@@ -52,7 +58,10 @@ impl Admin {
             }
             let page = self.call(reqwest::Method::GET, &path, None).await?;
             for device in page["devices"].as_array().context("sync-status without devices")? {
-                found.push((device["device_id"].as_str().unwrap_or_default().to_owned(), device["next_seq"].as_u64().unwrap_or(0)));
+                found.push((
+                    device["device_id"].as_str().unwrap_or_default().to_owned(),
+                    device["next_seq"].as_u64().unwrap_or(0),
+                ));
             }
             match page["next_cursor"].as_str() {
                 Some(next) => cursor = Some(next.to_owned()),
@@ -63,7 +72,9 @@ impl Admin {
 
     /// The org's records by ack status over the last 7 days.
     pub async fn records_by_status(&self, org_id: &str) -> anyhow::Result<Value> {
-        Ok(self.call(reqwest::Method::GET, &format!("/v1/admin/sync-stats?org_id={org_id}&window=7d"), None).await?["records"].clone())
+        Ok(self.call(reqwest::Method::GET, &format!("/v1/admin/sync-stats?org_id={org_id}&window=7d"), None).await?
+            ["records"]
+            .clone())
     }
 
     /// An unlabelled gauge or counter from `/metrics`.

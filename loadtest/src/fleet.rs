@@ -135,7 +135,13 @@ impl std::ops::AddAssign for AckCount {
 /// A kiosk online throughout: one event every `interval`, synced at once (a live
 /// batch), until `stop` says so. Employees take turns so none repeats an event within
 /// the duplicate window.
-pub async fn live_kiosk(mut device: Device, interval: Duration, stats: Arc<Stats>, connections: Arc<Semaphore>, stop: Arc<AtomicBool>) -> Device {
+pub async fn live_kiosk(
+    mut device: Device,
+    interval: Duration,
+    stats: Arc<Stats>,
+    connections: Arc<Semaphore>,
+    stop: Arc<AtomicBool>,
+) -> Device {
     const EMPLOYEES: usize = 300;
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -156,7 +162,13 @@ pub async fn live_kiosk(mut device: Device, interval: Duration, stats: Arc<Stats
 }
 
 /// A kiosk uploading full days back to back, as fast as it is answered, until `stop`.
-pub async fn busy_kiosk(mut device: Device, records_per_batch: usize, stats: Arc<Stats>, connections: Arc<Semaphore>, stop: Arc<AtomicBool>) -> Device {
+pub async fn busy_kiosk(
+    mut device: Device,
+    records_per_batch: usize,
+    stats: Arc<Stats>,
+    connections: Arc<Semaphore>,
+    stop: Arc<AtomicBool>,
+) -> Device {
     let yesterday = now_ms() - 86_400_000;
     // Each batch is a day of other employees, so none of them conflicts.
     for batch in 0usize.. {

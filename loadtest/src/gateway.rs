@@ -19,7 +19,10 @@ impl LocalGateway {
     /// Starts `binary` on a free port and a fresh data dir, with extra `OTG_*` settings.
     pub fn start(binary: &Path, settings: Vec<(String, String)>) -> anyhow::Result<Self> {
         if !binary.exists() {
-            bail!("no gateway binary at {}: build it first (cargo build --release --bins) or pass --gateway-bin", binary.display());
+            bail!(
+                "no gateway binary at {}: build it first (cargo build --release --bins) or pass --gateway-bin",
+                binary.display()
+            );
         }
         let data_dir = tempfile::tempdir()?;
         let admin_token = format!("loadtest-{}", uuid::Uuid::new_v4());
@@ -57,7 +60,13 @@ impl Drop for LocalGateway {
     }
 }
 
-fn spawn(binary: &Path, data_dir: &Path, listen: &str, token: &str, settings: &[(String, String)]) -> anyhow::Result<(Child, String)> {
+fn spawn(
+    binary: &Path,
+    data_dir: &Path,
+    listen: &str,
+    token: &str,
+    settings: &[(String, String)],
+) -> anyhow::Result<(Child, String)> {
     let mut command = Command::new(binary);
     command
         .env("OTG_LISTEN_ADDR", listen)

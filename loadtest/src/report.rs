@@ -43,14 +43,33 @@ pub struct Storm {
 }
 
 impl Storm {
-    pub fn measure(stats: &Stats, backlog_records: u64, reconnected: Duration, drain: Duration, steady: Option<f64>) -> Self {
+    pub fn measure(
+        stats: &Stats,
+        backlog_records: u64,
+        reconnected: Duration,
+        drain: Duration,
+        steady: Option<f64>,
+    ) -> Self {
         let (timeline, _, _) = stats.finish();
-        let storm: Vec<&Second> = timeline.iter().filter(|second| second.second >= reconnected.as_secs() && second.second < (reconnected + drain).as_secs()).collect();
-        let saturated: Vec<&&Second> = storm.iter().filter(|second| second.refused_503 + second.refused_429 > 0).collect();
-        let saturated_records_per_s = (!saturated.is_empty()).then(|| saturated.iter().map(|second| second.backlog_records).sum::<u64>() as f64 / saturated.len() as f64);
+        let storm: Vec<&Second> = timeline
+            .iter()
+            .filter(|second| second.second >= reconnected.as_secs() && second.second < (reconnected + drain).as_secs())
+            .collect();
+        let saturated: Vec<&&Second> =
+            storm.iter().filter(|second| second.refused_503 + second.refused_429 > 0).collect();
+        let saturated_records_per_s = (!saturated.is_empty()).then(|| {
+            saturated.iter().map(|second| second.backlog_records).sum::<u64>() as f64 / saturated.len() as f64
+        });
         let drain_records_per_s = backlog_records as f64 / drain.as_secs_f64().max(0.001);
-        let drain_vs_steady = steady.map(|steady| saturated_records_per_s.unwrap_or(drain_records_per_s) / steady.max(1.0));
-        Storm { backlog_records, drain_seconds: drain.as_secs_f64(), drain_records_per_s, saturated_records_per_s, drain_vs_steady }
+        let drain_vs_steady =
+            steady.map(|steady| saturated_records_per_s.unwrap_or(drain_records_per_s) / steady.max(1.0));
+        Storm {
+            backlog_records,
+            drain_seconds: drain.as_secs_f64(),
+            drain_records_per_s,
+            saturated_records_per_s,
+            drain_vs_steady,
+        }
     }
 }
 
@@ -71,7 +90,11 @@ pub struct Verification {
 
 impl Verification {
     pub fn new(acks: AckCount, next_seq_mismatches: u64, stored: u64, duplicate_acks: u64, failed_syncs: u64) -> Self {
-        let ok = acks.never_acked == 0 && acks.acked_more_than_once == 0 && acks.rejected == 0 && next_seq_mismatches == 0 && stored == acks.records;
+        let ok = acks.never_acked == 0
+            && acks.acked_more_than_once == 0
+            && acks.rejected == 0
+            && next_seq_mismatches == 0
+            && stored == acks.records;
         Verification { acks, next_seq_mismatches, stored, duplicate_acks, failed_syncs, ok }
     }
 }
@@ -115,7 +138,8 @@ impl Report {
     }
 
     pub fn markdown(&self) -> String {
-        let mut text = format!("# otg-loadtest: {}\n\n`{}`\n\n| figure | value |\n|---|---:|\n", self.scenario, self.command);
+        let mut text =
+            format!("# otg-loadtest: {}\n\n`{}`\n\n| figure | value |\n|---|---:|\n", self.scenario, self.command);
         let mut row = |name: &str, value: String| {
             let _ = writeln!(text, "| {name} | {value} |");
         };
@@ -136,17 +160,29 @@ impl Report {
         }
         for (name, latency) in [("live", &self.live), ("backlog", &self.backlog)] {
             row(&format!("{name} batches"), latency.batches.to_string());
-            row(&format!("{name} latency p50 / p95 / p99 / max"), format!("{:.1} / {:.1} / {:.1} / {:.1} ms", latency.p50_ms, latency.p95_ms, latency.p99_ms, latency.max_ms));
+            row(
+                &format!("{name} latency p50 / p95 / p99 / max"),
+                format!(
+                    "{:.1} / {:.1} / {:.1} / {:.1} ms",
+                    latency.p50_ms, latency.p95_ms, latency.p99_ms, latency.max_ms
+                ),
+            );
         }
         row("429 / 503 answers", format!("{} / {}", self.refused_429, self.refused_503));
         row("gateway peak RSS", format!("{:.0} MiB", self.gateway_peak_rss_bytes as f64 / (1024.0 * 1024.0)));
         let check = &self.verification;
         row("records", check.acks.records.to_string());
-        row("acked exactly once / more than once / never", format!("{} / {} / {}", check.acks.acked_once, check.acks.acked_more_than_once, check.acks.never_acked));
+        row(
+            "acked exactly once / more than once / never",
+            format!("{} / {} / {}", check.acks.acked_once, check.acks.acked_more_than_once, check.acks.never_acked),
+        );
         row("stored at the gateway (accepted + conflict)", check.stored.to_string());
         row("devices whose next_seq is off", check.next_seq_mismatches.to_string());
         row("duplicate acks (resent after a lost answer)", check.duplicate_acks.to_string());
-        row("verification", if check.ok { "**passed**: nothing lost, nothing stored twice".into() } else { "**FAILED**".into() });
+        row(
+            "verification",
+            if check.ok { "**passed**: nothing lost, nothing stored twice".into() } else { "**FAILED**".into() },
+        );
         text
     }
 
@@ -156,7 +192,8 @@ impl Report {
         root.fill(&WHITE)?;
         let (upper, lower) = root.split_vertically(360);
         let seconds = self.timeline.len().max(2) as u64;
-        let peak = self.timeline.iter().map(|second| second.backlog_records + second.live_records).max().unwrap_or(1).max(1);
+        let peak =
+            self.timeline.iter().map(|second| second.backlog_records + second.live_records).max().unwrap_or(1).max(1);
         let mut throughput = ChartBuilder::on(&upper)
             .caption(format!("otg-loadtest {}: records acked per second", self.scenario), ("sans-serif", 20))
             .margin(10)
@@ -165,11 +202,17 @@ impl Report {
             .build_cartesian_2d(0u64..seconds, 0u64..peak + peak / 10)?;
         throughput.configure_mesh().x_desc("seconds").y_desc("records/s").draw()?;
         throughput
-            .draw_series(LineSeries::new(self.timeline.iter().map(|second| (second.second, second.backlog_records)), &BLUE))?
+            .draw_series(LineSeries::new(
+                self.timeline.iter().map(|second| (second.second, second.backlog_records)),
+                &BLUE,
+            ))?
             .label("backlog")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
         throughput
-            .draw_series(LineSeries::new(self.timeline.iter().map(|second| (second.second, second.live_records)), &GREEN))?
+            .draw_series(LineSeries::new(
+                self.timeline.iter().map(|second| (second.second, second.live_records)),
+                &GREEN,
+            ))?
             .label("live")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN));
         throughput.configure_series_labels().border_style(BLACK).draw()?;
@@ -182,7 +225,13 @@ impl Report {
             .y_label_area_size(70)
             .build_cartesian_2d(0u64..seconds, 0f64..slowest * 1.1)?;
         latency.configure_mesh().x_desc("seconds").y_desc("ms").draw()?;
-        latency.draw_series(LineSeries::new(self.timeline.iter().filter(|second| second.live_p99_ms > 0.0).map(|second| (second.second, second.live_p99_ms)), &RED))?;
+        latency.draw_series(LineSeries::new(
+            self.timeline
+                .iter()
+                .filter(|second| second.live_p99_ms > 0.0)
+                .map(|second| (second.second, second.live_p99_ms)),
+            &RED,
+        ))?;
         root.present()?;
         Ok(())
     }

@@ -22,7 +22,11 @@ const HOUR_MS: i64 = 3_600_000;
 const BACKLOG_ENDS_BEFORE_MS: i64 = 15 * 60_000;
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "otg-loadtest", version, about = "Simulates a fleet of devices against an otg gateway and proves nothing was lost or stored twice.")]
+#[command(
+    name = "otg-loadtest",
+    version,
+    about = "Simulates a fleet of devices against an otg gateway and proves nothing was lost or stored twice."
+)]
 pub struct Options {
     #[command(subcommand)]
     pub scenario: Scenario,
@@ -155,7 +159,10 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     };
     let (base_url, token) = match (&gateway, &options.url) {
         (Some(gateway), _) => (gateway.base_url.clone(), gateway.admin_token.clone()),
-        (None, Some(url)) => (url.clone(), options.admin_token.clone().context("--admin-token (or OTG_ADMIN_TOKEN) is needed with --url")?),
+        (None, Some(url)) => (
+            url.clone(),
+            options.admin_token.clone().context("--admin-token (or OTG_ADMIN_TOKEN) is needed with --url")?,
+        ),
         (None, None) => unreachable!("a gateway is started when no --url is given"),
     };
     let run = Run {
@@ -196,7 +203,8 @@ impl Run {
         let mut enrolments = JoinSet::new();
         let limit = Arc::new(Semaphore::new(64));
         for n in 0..count {
-            let (admin, org_id, transport, limit) = (self.admin.clone(), self.org_id.clone(), transport.clone(), limit.clone());
+            let (admin, org_id, transport, limit) =
+                (self.admin.clone(), self.org_id.clone(), transport.clone(), limit.clone());
             let id = format!("{}-{prefix}-{n}", self.org_id);
             enrolments.spawn(async move {
                 let _slot = limit.acquire().await?;
@@ -219,7 +227,13 @@ impl Run {
         let progress = self.progress(None, "steady");
         let mut kiosks = JoinSet::new();
         for device in devices {
-            kiosks.spawn(busy_kiosk(device, steady.records_per_batch, self.stats.clone(), self.connections.clone(), stop.clone()));
+            kiosks.spawn(busy_kiosk(
+                device,
+                steady.records_per_batch,
+                self.stats.clone(),
+                self.connections.clone(),
+                stop.clone(),
+            ));
         }
         tokio::time::sleep(Duration::from_secs(steady.seconds)).await;
         stop.store(true, Ordering::Relaxed);
@@ -234,7 +248,8 @@ impl Run {
 
     async fn outage(&self, outage: &Outage, kill_after: Option<Duration>) -> anyhow::Result<Report> {
         let (mut devices, steady_rate) = if outage.steady_seconds > 0 {
-            let steady = Steady { devices: outage.steady_devices, seconds: outage.steady_seconds, records_per_batch: 100 };
+            let steady =
+                Steady { devices: outage.steady_devices, seconds: outage.steady_seconds, records_per_batch: 100 };
             let (devices, rate) = self.steady(&steady).await?;
             (devices, Some(rate))
         } else {
@@ -243,12 +258,15 @@ impl Run {
         let mut fleet = self.enrol("fleet", outage.devices).await?;
         // Live kiosks have connections and a thread of their own, as they would in the
         // field: their latency is not the fleet's queueing in this process.
-        let live = self.enrol_over("live", outage.live_devices, &HttpTransport::new(&self.base_url, Duration::from_secs(30))?).await?;
+        let live = self
+            .enrol_over("live", outage.live_devices, &HttpTransport::new(&self.base_url, Duration::from_secs(30))?)
+            .await?;
 
         // The outage: live kiosks go on; the fleet records its backlog offline.
         let stop_live = Arc::new(AtomicBool::new(false));
         let live_kiosks = {
-            let (stats, stop, interval) = (self.stats.clone(), stop_live.clone(), Duration::from_millis(outage.live_interval_ms));
+            let (stats, stop, interval) =
+                (self.stats.clone(), stop_live.clone(), Duration::from_millis(outage.live_interval_ms));
             std::thread::spawn(move || -> anyhow::Result<Vec<Device>> {
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
                 runtime.block_on(async move {
@@ -295,7 +313,11 @@ impl Run {
             crash.await?.context("restarting the gateway after the crash")?;
         }
         stop_live.store(true, Ordering::Relaxed);
-        devices.extend(tokio::task::spawn_blocking(move || live_kiosks.join()).await?.map_err(|_| anyhow::anyhow!("a live kiosk panicked"))??);
+        devices.extend(
+            tokio::task::spawn_blocking(move || live_kiosks.join())
+                .await?
+                .map_err(|_| anyhow::anyhow!("a live kiosk panicked"))??,
+        );
         progress.finish_and_clear();
 
         let storm = Storm::measure(&self.stats, backlog, reconnected, drain, steady_rate);
@@ -325,20 +347,44 @@ impl Run {
     }
 
     /// Checks every record against the gateway and puts the report together.
-    async fn report(&self, scenario: &str, devices: Vec<Device>, steady_rate: Option<f64>, storm: Option<Storm>) -> anyhow::Result<Report> {
+    async fn report(
+        &self,
+        scenario: &str,
+        devices: Vec<Device>,
+        steady_rate: Option<f64>,
+        storm: Option<Storm>,
+    ) -> anyhow::Result<Report> {
         let mut acks = AckCount::default();
         let mut failures = 0;
         for device in &devices {
             acks += device.ack_count();
             failures += device.failures;
         }
-        let next_seqs: std::collections::HashMap<String, u64> = self.admin.next_seqs(&self.org_id).await?.into_iter().collect();
-        let next_seq_mismatches = devices.iter().filter(|device| next_seqs.get(&device.id) != Some(&(device.generated + 1))).count() as u64;
+        let next_seqs: std::collections::HashMap<String, u64> =
+            self.admin.next_seqs(&self.org_id).await?.into_iter().collect();
+        let next_seq_mismatches =
+            devices.iter().filter(|device| next_seqs.get(&device.id) != Some(&(device.generated + 1))).count() as u64;
         let records = self.admin.records_by_status(&self.org_id).await?;
         let count = |status: &str| records[status].as_u64().unwrap_or(0);
-        let verification = Verification::new(acks, next_seq_mismatches, count("accepted") + count("conflict"), count("duplicate"), failures);
+        let verification = Verification::new(
+            acks,
+            next_seq_mismatches,
+            count("accepted") + count("conflict"),
+            count("duplicate"),
+            failures,
+        );
         let (timeline, live, backlog) = self.stats.finish();
-        Ok(Report::new(scenario, &self.org_id, devices.len(), steady_rate, storm, live, backlog, timeline, verification))
+        Ok(Report::new(
+            scenario,
+            &self.org_id,
+            devices.len(),
+            steady_rate,
+            storm,
+            live,
+            backlog,
+            timeline,
+            verification,
+        ))
     }
 
     fn progress(&self, records: Option<u64>, phase: &'static str) -> ProgressBar {
@@ -347,9 +393,14 @@ impl Run {
         }
         let bar = match records {
             Some(total) => ProgressBar::new(total).with_style(
-                ProgressStyle::with_template("{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} backlog records ({per_sec}) {msg}").expect("a valid template"),
+                ProgressStyle::with_template(
+                    "{prefix} [{elapsed_precise}] {wide_bar} {pos}/{len} backlog records ({per_sec}) {msg}",
+                )
+                .expect("a valid template"),
             ),
-            None => ProgressBar::new_spinner().with_style(ProgressStyle::with_template("{prefix} [{elapsed_precise}] {spinner} {msg}").expect("a valid template")),
+            None => ProgressBar::new_spinner().with_style(
+                ProgressStyle::with_template("{prefix} [{elapsed_precise}] {spinner} {msg}").expect("a valid template"),
+            ),
         };
         bar.set_prefix(phase);
         let (stats, shown, started) = (self.stats.clone(), bar.clone(), self.stats.elapsed());

@@ -2,12 +2,11 @@
 //! live and backlog uploads, shared by every simulated device.
 
 use hdrhistogram::Histogram;
-use otg_schema::signing::LIVE_WINDOW_MS;
 use otg_client::SyncReport;
+use otg_schema::signing::LIVE_WINDOW_MS;
 use serde::Serialize;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
 
 pub struct Stats {
     started: Instant,
@@ -51,7 +50,10 @@ fn histogram() -> Histogram<u64> {
 
 impl Stats {
     pub fn new() -> Self {
-        Stats { started: Instant::now(), inner: Mutex::new(Inner { seconds: Vec::new(), live: histogram(), backlog: histogram() }) }
+        Stats {
+            started: Instant::now(),
+            inner: Mutex::new(Inner { seconds: Vec::new(), live: histogram(), backlog: histogram() }),
+        }
     }
 
     pub fn elapsed(&self) -> Duration {
@@ -96,7 +98,10 @@ impl Stats {
         let seconds = inner
             .seconds
             .iter()
-            .map(|second| Second { live_p99_ms: second.live.as_ref().map_or(0.0, |live| live.value_at_quantile(0.99) as f64 / 1000.0), ..second.clone() })
+            .map(|second| Second {
+                live_p99_ms: second.live.as_ref().map_or(0.0, |live| live.value_at_quantile(0.99) as f64 / 1000.0),
+                ..second.clone()
+            })
             .collect();
         (seconds, latency(&inner.live), latency(&inner.backlog))
     }
@@ -105,14 +110,24 @@ impl Stats {
     pub fn totals_since(&self, from: Duration) -> (u64, u64, u64, u64) {
         let inner = self.inner.lock().expect("stats lock");
         inner.seconds.iter().filter(|second| second.second >= from.as_secs()).fold((0, 0, 0, 0), |totals, second| {
-            (totals.0 + second.backlog_records, totals.1 + second.live_records, totals.2 + second.refused_429, totals.3 + second.refused_503)
+            (
+                totals.0 + second.backlog_records,
+                totals.1 + second.live_records,
+                totals.2 + second.refused_429,
+                totals.3 + second.refused_503,
+            )
         })
     }
 
     /// Records acked in `[from, to)` seconds since the start, backlog and live.
     pub fn acked_between(&self, from: Duration, to: Duration) -> u64 {
         let inner = self.inner.lock().expect("stats lock");
-        inner.seconds.iter().filter(|second| (from.as_secs()..to.as_secs()).contains(&second.second)).map(|second| second.backlog_records + second.live_records).sum()
+        inner
+            .seconds
+            .iter()
+            .filter(|second| (from.as_secs()..to.as_secs()).contains(&second.second))
+            .map(|second| second.backlog_records + second.live_records)
+            .sum()
     }
 }
 
@@ -134,5 +149,11 @@ impl Inner {
 
 fn latency(histogram: &Histogram<u64>) -> Latency {
     let ms = |quantile| histogram.value_at_quantile(quantile) as f64 / 1000.0;
-    Latency { batches: histogram.len(), p50_ms: ms(0.5), p95_ms: ms(0.95), p99_ms: ms(0.99), max_ms: histogram.max() as f64 / 1000.0 }
+    Latency {
+        batches: histogram.len(),
+        p50_ms: ms(0.5),
+        p95_ms: ms(0.95),
+        p99_ms: ms(0.99),
+        max_ms: histogram.max() as f64 / 1000.0,
+    }
 }

@@ -13,7 +13,13 @@ fn batch(records: usize) -> Vec<u8> {
             uptime_ms: Some(123_456 + seq),
             offline: Some(true),
             geo: Some(Geo { lat: 52.52, lon: 13.405, accuracy_m: 8.5 }),
-            ..Record::new(seq, format!("7f8c2a8e-3c1d-4b7e-9a51-{seq:012}"), if seq % 2 == 1 { "check_in" } else { "check_out" }, "emp-9", NOW - 3_600_000 + seq)
+            ..Record::new(
+                seq,
+                format!("7f8c2a8e-3c1d-4b7e-9a51-{seq:012}"),
+                if seq % 2 == 1 { "check_in" } else { "check_out" },
+                "emp-9",
+                NOW - 3_600_000 + seq,
+            )
         })
         .collect();
     encode(&Batch {
@@ -31,13 +37,17 @@ fn decode_and_validate(c: &mut Criterion) {
     let rules = RecordRules { now_ms: NOW, max_offline_days: 7, enrolled_employee: Some("emp-9") };
     let mut group = c.benchmark_group("decode_validate");
     group.throughput(Throughput::Elements(100));
-    group.bench_with_input(BenchmarkId::from_parameter(format!("100_records_{}_bytes", body.len())), &body, |b, body| {
-        b.iter(|| {
-            let batch: Batch = decode(body).unwrap();
-            check_batch(&batch, "dev-123").unwrap();
-            batch.records.into_iter().map(|record| check_record(record, &rules).is_ok()).filter(|ok| *ok).count()
-        })
-    });
+    group.bench_with_input(
+        BenchmarkId::from_parameter(format!("100_records_{}_bytes", body.len())),
+        &body,
+        |b, body| {
+            b.iter(|| {
+                let batch: Batch = decode(body).unwrap();
+                check_batch(&batch, "dev-123").unwrap();
+                batch.records.into_iter().map(|record| check_record(record, &rules).is_ok()).filter(|ok| *ok).count()
+            })
+        },
+    );
     group.finish();
 }
 

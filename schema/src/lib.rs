@@ -15,4 +15,3 @@ pub use record::{LeaveSpan, RecordKind, ValidRecord};
 pub use settings::{ConflictResolution, DeviceConfig, OrgSettings};
 pub use signing::DeviceSecret;
 pub use time_bucket::UtcDay;
-

@@ -61,7 +61,10 @@ impl OrgSettings {
             ((1..=365).contains(&self.max_offline_days), "max_offline_days: must be 1 to 365"),
             (self.storage_limit_bytes >= 1 << 20, "storage_limit_bytes: must be at least 1048576"),
             ((100..=3_600_000).contains(&self.retry_base_ms), "retry_base_ms: must be 100 to 3600000"),
-            (self.retry_max_ms >= self.retry_base_ms && self.retry_max_ms <= 86_400_000, "retry_max_ms: must be at least retry_base_ms and at most 86400000"),
+            (
+                self.retry_max_ms >= self.retry_base_ms && self.retry_max_ms <= 86_400_000,
+                "retry_max_ms: must be at least retry_base_ms and at most 86400000",
+            ),
             ((1..=500).contains(&self.max_batch_records), "max_batch_records: must be 1 to 500"),
             (self.max_clock_skew_s <= 86_400, "max_clock_skew_s: must be at most 86400"),
             (self.duplicate_window_s <= 3_600, "duplicate_window_s: must be at most 3600"),

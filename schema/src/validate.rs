@@ -5,7 +5,7 @@
 
 use crate::record::{LeaveSpan, RecordKind, ValidRecord};
 use crate::time_bucket::UtcDay;
-use crate::wire::{self, Batch, MAX_BATCH_ID_CHARS, MAX_BATCH_RECORDS, RejectReason};
+use crate::wire::{self, Batch, RejectReason, MAX_BATCH_ID_CHARS, MAX_BATCH_RECORDS};
 
 /// Longest `qr` payload, in characters.
 pub const MAX_QR_CHARS: usize = 512;
@@ -35,10 +35,7 @@ pub enum BatchError {
 /// Checks what applies to the batch as a whole.
 pub fn check_batch(batch: &Batch, header_device_id: &str) -> Result<(), BatchError> {
     if batch.device_id != header_device_id {
-        return Err(BatchError::DeviceMismatch {
-            header: header_device_id.to_owned(),
-            body: batch.device_id.clone(),
-        });
+        return Err(BatchError::DeviceMismatch { header: header_device_id.to_owned(), body: batch.device_id.clone() });
     }
     if batch.records.is_empty() || batch.records.len() > MAX_BATCH_RECORDS {
         return Err(BatchError::RecordCount(batch.records.len()));
@@ -80,18 +77,17 @@ impl Rejection {
 /// Checks one record: first that every field is in range (`invalid`), then that the
 /// device may record for this employee, then that it is not too old.
 pub fn check_record(record: wire::Record, rules: &RecordRules) -> Result<ValidRecord, Rejection> {
-    let seq = u64::try_from(record.seq).ok().filter(|&seq| seq >= 1)
+    let seq = u64::try_from(record.seq)
+        .ok()
+        .filter(|&seq| seq >= 1)
         .ok_or_else(|| Rejection::invalid("seq: must be at least 1"))?;
     if uuid::Uuid::try_parse(&record.record_id).is_err() {
         return Err(Rejection::invalid("record_id: must be a UUID"));
     }
-    let kind = RecordKind::parse(&record.kind).ok_or_else(|| {
-        Rejection::invalid(format!("kind: {:?} is not one of {}", record.kind, RecordKind::NAMES))
-    })?;
+    let kind = RecordKind::parse(&record.kind)
+        .ok_or_else(|| Rejection::invalid(format!("kind: {:?} is not one of {}", record.kind, RecordKind::NAMES)))?;
     check_id("employee_id", &record.employee_id)?;
-    if record.recorded_at < EARLIEST_RECORDED_AT_MS
-        || record.recorded_at > rules.now_ms + LATEST_RECORDED_AT_AHEAD_MS
-    {
+    if record.recorded_at < EARLIEST_RECORDED_AT_MS || record.recorded_at > rules.now_ms + LATEST_RECORDED_AT_AHEAD_MS {
         return Err(Rejection::invalid(
             "recorded_at: must be unix ms after 2000-01-01 and within a year of the server clock",
         ));
@@ -117,9 +113,7 @@ pub fn check_record(record: wire::Record, rules: &RecordRules) -> Result<ValidRe
     check_length("note", record.note.as_deref(), MAX_NOTE_CHARS)?;
     let leave = match (kind, record.leave) {
         (RecordKind::LeaveRequest, Some(leave)) => Some(check_leave(leave)?),
-        (RecordKind::LeaveRequest, None) => {
-            return Err(Rejection::invalid("leave: required for a leave_request"))
-        }
+        (RecordKind::LeaveRequest, None) => return Err(Rejection::invalid("leave: required for a leave_request")),
         (_, Some(_)) => return Err(Rejection::invalid("leave: only a leave_request carries one")),
         (_, None) => None,
     };
@@ -169,10 +163,8 @@ fn check_length(field: &str, value: Option<&str>, max_chars: usize) -> Result<()
 }
 
 fn check_leave(leave: wire::Leave) -> Result<LeaveSpan, Rejection> {
-    let from = UtcDay::parse(&leave.from)
-        .ok_or_else(|| Rejection::invalid("leave.from: must be a date YYYY-MM-DD"))?;
-    let to = UtcDay::parse(&leave.to)
-        .ok_or_else(|| Rejection::invalid("leave.to: must be a date YYYY-MM-DD"))?;
+    let from = UtcDay::parse(&leave.from).ok_or_else(|| Rejection::invalid("leave.from: must be a date YYYY-MM-DD"))?;
+    let to = UtcDay::parse(&leave.to).ok_or_else(|| Rejection::invalid("leave.to: must be a date YYYY-MM-DD"))?;
     if to < from {
         return Err(Rejection::invalid("leave.to: must not be before leave.from"));
     }
@@ -234,7 +226,8 @@ mod tests {
 
     #[test]
     fn leave_is_required_exactly_for_leave_requests() {
-        let leave = Leave { from: "2025-12-01".into(), to: "2025-12-03".into(), leave_type: "sick".into(), reason: None };
+        let leave =
+            Leave { from: "2025-12-01".into(), to: "2025-12-03".into(), leave_type: "sick".into(), reason: None };
         let request = Record { kind: "leave_request".into(), leave: Some(leave.clone()), ..record() };
         assert_eq!(check_record(request, &rules()).unwrap().leave.unwrap().to, UtcDay::parse("2025-12-03").unwrap());
         assert!(detail_of(Record { kind: "leave_request".into(), ..record() }).starts_with("leave"));

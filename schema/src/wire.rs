@@ -68,7 +68,13 @@ pub struct Record {
 
 impl Record {
     /// A record with only the required keys; set the optional ones with `..`.
-    pub fn new(seq: i64, record_id: impl Into<String>, kind: &str, employee_id: impl Into<String>, recorded_at: i64) -> Self {
+    pub fn new(
+        seq: i64,
+        record_id: impl Into<String>,
+        kind: &str,
+        employee_id: impl Into<String>,
+        recorded_at: i64,
+    ) -> Self {
         Record {
             seq,
             record_id: record_id.into(),
@@ -169,8 +175,7 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 4] =
-        [Self::TooOld, Self::Invalid, Self::SeqReused, Self::EmployeeMismatch];
+    pub const ALL: [RejectReason; 4] = [Self::TooOld, Self::Invalid, Self::SeqReused, Self::EmployeeMismatch];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -223,7 +228,11 @@ fn explain<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> DecodeError {
         Ok(_) => DecodeError("the value does not decode".into()),
         Err(error) => {
             let path = error.path().to_string();
-            DecodeError(if path == "." { error.into_inner().to_string() } else { format!("{path}: {}", error.into_inner()) })
+            DecodeError(if path == "." {
+                error.into_inner().to_string()
+            } else {
+                format!("{path}: {}", error.into_inner())
+            })
         }
     }
 }

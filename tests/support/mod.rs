@@ -167,7 +167,8 @@ impl Reply {
     }
 
     pub fn msgpack<T: serde::de::DeserializeOwned>(&self) -> T {
-        wire::decode(&self.body).unwrap_or_else(|error| panic!("not the expected MessagePack ({error}): {:?}", self.body))
+        wire::decode(&self.body)
+            .unwrap_or_else(|error| panic!("not the expected MessagePack ({error}): {:?}", self.body))
     }
 
     /// The `error` code of a JSON error body.

@@ -81,7 +81,8 @@ async fn devices_enrol_once_and_revoke(store: &dyn Store) {
 }
 
 async fn commits_are_readable_by_seq_and_by_timeline(store: &dyn Store) {
-    let mut progress = DeviceProgress { last_sync_at: Some(DAY_START), reported_pending: Some(3), ..Default::default() };
+    let mut progress =
+        DeviceProgress { last_sync_at: Some(DAY_START), reported_pending: Some(3), ..Default::default() };
     for seq in [1, 2, 4] {
         progress.received.insert(seq);
     }
@@ -89,12 +90,7 @@ async fn commits_are_readable_by_seq_and_by_timeline(store: &dyn Store) {
     let late = stored("conf-dev-2", record(1, "emp-2", DAY_START + 3_000));
     let early = stored("conf-dev-2", record(4, "emp-2", DAY_START + 2_000));
     let next_day = stored("conf-dev-2", record(5, "emp-2", DAY_START + 86_400_000));
-    let rejected = SeqEntry::Rejected {
-        seq: 2,
-        record_id: "r-2".into(),
-        reason: RejectReason::TooOld,
-        detail: None,
-    };
+    let rejected = SeqEntry::Rejected { seq: 2, record_id: "r-2".into(), reason: RejectReason::TooOld, detail: None };
     progress.received.insert(5);
     let entries = vec![late.clone(), rejected.clone(), early.clone(), next_day];
     store.commit(&device_commit("conf-dev-2", entries, progress.clone())).await.unwrap();
@@ -150,19 +146,39 @@ async fn audit_trail_and_statistics(store: &dyn Store) {
     let hour = 3_600_000;
     let commit = Commit {
         audit: vec![event(DAY_START + 3, "audit-a"), event(DAY_START + 1, "audit-a"), event(DAY_START + 2, "audit-b")],
-        stats: vec![counts(DAY_START, "audit-a", 5), counts(DAY_START + 10, "audit-b", 7), counts(DAY_START + 2 * hour, "audit-a", 1)],
+        stats: vec![
+            counts(DAY_START, "audit-a", 5),
+            counts(DAY_START + 10, "audit-b", 7),
+            counts(DAY_START + 2 * hour, "audit-a", 1),
+        ],
         ..Commit::default()
     };
     store.commit(&commit).await.unwrap();
 
-    let device_a = store.audit(AuditScope::Device("audit-a"), DAY_START, DAY_START + 10, Page { after: None, limit: 10 }).await.unwrap();
+    let device_a = store
+        .audit(AuditScope::Device("audit-a"), DAY_START, DAY_START + 10, Page { after: None, limit: 10 })
+        .await
+        .unwrap();
     let times: Vec<i64> = device_a.iter().map(|(event, _)| event.at).collect();
     assert_eq!(times, vec![DAY_START + 1, DAY_START + 3], "a device's trail, oldest first");
-    let org = store.audit(AuditScope::Org("audit-org"), DAY_START, DAY_START + 10, Page { after: None, limit: 2 }).await.unwrap();
+    let org = store
+        .audit(AuditScope::Org("audit-org"), DAY_START, DAY_START + 10, Page { after: None, limit: 2 })
+        .await
+        .unwrap();
     assert_eq!(org.len(), 2);
-    let rest = store.audit(AuditScope::Org("audit-org"), DAY_START, DAY_START + 10, Page { after: Some(&org[1].1), limit: 2 }).await.unwrap();
-    assert_eq!(rest.iter().map(|(event, _)| event.at).collect::<Vec<_>>(), vec![DAY_START + 3], "the next page goes on after the cursor");
-    let window = store.audit(AuditScope::Device("audit-a"), DAY_START + 2, DAY_START + 2, Page { after: None, limit: 10 }).await.unwrap();
+    let rest = store
+        .audit(AuditScope::Org("audit-org"), DAY_START, DAY_START + 10, Page { after: Some(&org[1].1), limit: 2 })
+        .await
+        .unwrap();
+    assert_eq!(
+        rest.iter().map(|(event, _)| event.at).collect::<Vec<_>>(),
+        vec![DAY_START + 3],
+        "the next page goes on after the cursor"
+    );
+    let window = store
+        .audit(AuditScope::Device("audit-a"), DAY_START + 2, DAY_START + 2, Page { after: None, limit: 10 })
+        .await
+        .unwrap();
     assert!(window.is_empty());
 
     let all = store.sync_totals("audit-org", DAY_START).await.unwrap();
@@ -196,11 +212,23 @@ async fn live_commits_are_readable_once_acked(store: &dyn Store) {
     let mut progress = DeviceProgress::default();
     for seq in 1..=20u64 {
         progress.received.insert(seq);
-        let SeqEntry::Stored(stored) = stored(&device, record(seq, "emp-live", DAY_START + seq as i64 * 60_000)) else { unreachable!() };
+        let SeqEntry::Stored(stored) = stored(&device, record(seq, "emp-live", DAY_START + seq as i64 * 60_000)) else {
+            unreachable!()
+        };
         let commit = Commit {
             timeline: vec![TimelineEntry::of(&stored, &org, &device, RecordStatus::Active)],
-            audit: vec![AuditEvent { at: DAY_START + seq as i64, org_id: org.to_string(), device_id: device.to_string(), event: AuditKind::DeviceRevoked }],
-            stats: vec![SyncCounts { org_id: org.to_string(), device_id: device.to_string(), at: DAY_START, totals: SyncTotals { accepted: 1, ..SyncTotals::default() } }],
+            audit: vec![AuditEvent {
+                at: DAY_START + seq as i64,
+                org_id: org.to_string(),
+                device_id: device.to_string(),
+                event: AuditKind::DeviceRevoked,
+            }],
+            stats: vec![SyncCounts {
+                org_id: org.to_string(),
+                device_id: device.to_string(),
+                at: DAY_START,
+                totals: SyncTotals { accepted: 1, ..SyncTotals::default() },
+            }],
             live: true,
             ..device_commit(&device, vec![SeqEntry::Stored(stored)], progress.clone())
         };
@@ -209,7 +237,10 @@ async fn live_commits_are_readable_once_acked(store: &dyn Store) {
         assert!(store.seq_entries(&device, &[seq]).await.unwrap()[0].is_some(), "seq {seq} is readable once acked");
         assert_eq!(store.timeline(&org, "emp-live", UtcDay::of_unix_ms(DAY_START)).await.unwrap().len(), seq as usize);
         assert_eq!(store.device_totals(&device).await.unwrap().accepted, seq);
-        let trail = store.audit(AuditScope::Device(&device), DAY_START, DAY_START + 100, Page { after: None, limit: 100 }).await.unwrap();
+        let trail = store
+            .audit(AuditScope::Device(&device), DAY_START, DAY_START + 100, Page { after: None, limit: 100 })
+            .await
+            .unwrap();
         assert_eq!(trail.len(), seq as usize);
     }
 }

@@ -69,14 +69,25 @@ pub trait Store: Send + Sync + 'static {
 
     /// An org's conflicts in detection order, only open or only resolved ones if
     /// `open` says so, each with the cursor that continues after it.
-    async fn conflicts(&self, org_id: &str, open: Option<bool>, page: Page<'_>) -> Result<Vec<(ConflictRecord, Cursor)>, StoreError>;
+    async fn conflicts(
+        &self,
+        org_id: &str,
+        open: Option<bool>,
+        page: Page<'_>,
+    ) -> Result<Vec<(ConflictRecord, Cursor)>, StoreError>;
 
     /// The conflicts a device's records take part in, open ones only.
     async fn open_conflicts_of_device(&self, device_id: &str) -> Result<Vec<ConflictRecord>, StoreError>;
 
     /// A device's audit trail (or, with `org_id`, the org's) between two times, oldest
     /// first, each entry with the cursor that continues after it.
-    async fn audit(&self, scope: AuditScope<'_>, since: i64, until: i64, page: Page<'_>) -> Result<Vec<(AuditEvent, Cursor)>, StoreError>;
+    async fn audit(
+        &self,
+        scope: AuditScope<'_>,
+        since: i64,
+        until: i64,
+        page: Page<'_>,
+    ) -> Result<Vec<(AuditEvent, Cursor)>, StoreError>;
 
     /// The org's sync statistics summed over the UTC hours from `since` on.
     async fn sync_totals(&self, org_id: &str, since: i64) -> Result<SyncTotals, StoreError>;

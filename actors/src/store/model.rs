@@ -64,6 +64,9 @@ pub struct StoredRecord {
 /// What a (device, seq) slot holds once received: the record, or why it was refused.
 /// A refused seq is kept too, so it leaves no gap and a resend gets the same answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Nearly every entry is `Stored`: boxing it would cost an allocation per record on the
+// ingest path to shrink the rare `Rejected`.
+#[allow(clippy::large_enum_variant)]
 pub enum SeqEntry {
     Stored(StoredRecord),
     Rejected { seq: u64, record_id: String, reason: RejectReason, detail: Option<String> },
@@ -124,9 +127,15 @@ pub enum AuditKind {
         records: u32,
         acks: Vec<AuditAck>,
     },
-    DeviceEnrolled { employee_id: Option<String> },
+    DeviceEnrolled {
+        employee_id: Option<String>,
+    },
     DeviceRevoked,
-    ConflictResolved { conflict_id: String, resolution: Resolution, note: String },
+    ConflictResolved {
+        conflict_id: String,
+        resolution: Resolution,
+        note: String,
+    },
 }
 
 /// One record's ack, as the audit trail keeps it.
@@ -330,7 +339,6 @@ pub struct Page<'a> {
     pub after: Option<&'a [u8]>,
     pub limit: usize,
 }
-
 
 /// Whose audit trail to read.
 #[derive(Debug, Clone, Copy)]

@@ -154,7 +154,10 @@ mod tests {
     fn high_memory_slows_backlog_and_full_memory_stops_everything() {
         let budget = Budget::new(1_000, 80);
         assert!(memory_admits(Memory::Normal, Some(Priority::Backlog), 790, &budget));
-        assert!(memory_admits(Memory::High, Some(Priority::Backlog), 199, &budget), "backlog goes on below a quarter of its 800");
+        assert!(
+            memory_admits(Memory::High, Some(Priority::Backlog), 199, &budget),
+            "backlog goes on below a quarter of its 800"
+        );
         assert!(!memory_admits(Memory::High, Some(Priority::Backlog), 200, &budget));
         assert!(!memory_admits(Memory::High, None, 200, &budget), "no hint counts as backlog");
         assert!(memory_admits(Memory::High, Some(Priority::Live), 990, &budget));

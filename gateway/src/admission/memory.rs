@@ -15,7 +15,11 @@ pub struct MemoryWatch {
 
 impl MemoryWatch {
     pub fn new(limit_bytes: u64) -> Self {
-        let watch = MemoryWatch { rss: AtomicU64::new(0), high: limit_bytes / 100 * HIGH_WATERMARK_PERCENT, limit: limit_bytes };
+        let watch = MemoryWatch {
+            rss: AtomicU64::new(0),
+            high: limit_bytes / 100 * HIGH_WATERMARK_PERCENT,
+            limit: limit_bytes,
+        };
         watch.sample();
         watch
     }

@@ -23,12 +23,12 @@ use decide::{Budget, Priority};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use memory::MemoryWatch;
 use meter::{DrainMeter, RecentCount};
+use otg_schema::wire::MAX_BATCH_RECORDS;
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use otg_schema::wire::MAX_BATCH_RECORDS;
 use tokio::sync::Notify;
 
 #[derive(Clone)]
@@ -95,8 +95,10 @@ impl Admission {
     /// Sets up the gates from the config and starts their upkeep (memory samples, the
     /// drain rate, forgetting idle devices' rate state) on the current runtime.
     pub fn start(config: &Config, registry: &Registry) -> anyhow::Result<Self> {
-        let device_quota = Quota::per_second(nonzero(config.device_batches_per_s)).allow_burst(nonzero(config.device_batch_burst));
-        let org_quota = Quota::per_second(nonzero(config.org_records_per_s)).allow_burst(nonzero(config.org_record_burst));
+        let device_quota =
+            Quota::per_second(nonzero(config.device_batches_per_s)).allow_burst(nonzero(config.device_batch_burst));
+        let org_quota =
+            Quota::per_second(nonzero(config.org_records_per_s)).allow_burst(nonzero(config.org_record_burst));
         let shared = Arc::new(Shared {
             budget: Budget::new(config.max_in_flight_records, config.backlog_share_percent),
             max_bytes: config.max_in_flight_bytes,
@@ -203,13 +205,23 @@ impl Admission {
     /// Admits a decoded batch of `records` for `org_id`: 429 if the org is over its
     /// record rate, 503 if the records budget has no room at this priority. Room taken
     /// in the backlog queue counts towards it.
-    pub fn admit(&self, mut reserved: Reserved, org_id: &str, records: u64, priority: Priority) -> Result<Admitted, ApiError> {
+    pub fn admit(
+        &self,
+        mut reserved: Reserved,
+        org_id: &str,
+        records: u64,
+        priority: Priority,
+    ) -> Result<Admitted, ApiError> {
         let shared = &self.shared;
         // Room taken in the backlog queue becomes the batch's own count.
         let provisional = reserved.records;
         let fits = |held: u64| {
             let others = held.saturating_sub(provisional);
-            let room = if provisional > 0 { shared.budget.fits_waited(others, records) } else { shared.budget.fits(others, records, priority) };
+            let room = if provisional > 0 {
+                shared.budget.fits_waited(others, records)
+            } else {
+                shared.budget.fits(others, records, priority)
+            };
             room.then(|| others + records)
         };
         if shared.records.fetch_update(Ordering::AcqRel, Ordering::Acquire, fits).is_err() {
@@ -251,7 +263,10 @@ impl Admission {
         shared.refused.add(records.unwrap_or_else(|| shared.average_batch()));
         shared.metrics.count_refused(reason, priority);
         let ahead = shared.records.load(Ordering::Acquire) + shared.refused.get();
-        ApiError::Overloaded { reason, retry_after: decide::retry_after(ahead, shared.drain.per_second(), rand::random()) }
+        ApiError::Overloaded {
+            reason,
+            retry_after: decide::retry_after(ahead, shared.drain.per_second(), rand::random()),
+        }
     }
 
     /// A 429 for a `scope` ("device" or "org") over its rate, counted as `<scope>_rate`.
@@ -343,16 +358,37 @@ struct AdmissionMetrics {
 impl AdmissionMetrics {
     fn register(registry: &Registry) -> prometheus::Result<Self> {
         let metrics = AdmissionMetrics {
-            queue_waiting: IntGauge::new("otg_admission_backlog_waiting", "Backlog batches waiting, bodies unread, for the backlog's share to have room.")?,
+            queue_waiting: IntGauge::new(
+                "otg_admission_backlog_waiting",
+                "Backlog batches waiting, bodies unread, for the backlog's share to have room.",
+            )?,
             refused: IntCounterVec::new(
-                Opts::new("otg_admission_refused_total", "Batches refused with 429 or 503, by gate and priority (unknown before decoding)."),
+                Opts::new(
+                    "otg_admission_refused_total",
+                    "Batches refused with 429 or 503, by gate and priority (unknown before decoding).",
+                ),
                 &["reason", "priority"],
             )?,
-            admitted: IntCounterVec::new(Opts::new("otg_admission_admitted_total", "Batches admitted, by priority."), &["priority"])?,
-            in_flight_records: IntGauge::new("otg_admission_in_flight_records", "Records admitted and not yet answered.")?,
-            in_flight_bytes: IntGauge::new("otg_admission_in_flight_bytes", "Request bytes reserved: being read or in work.")?,
-            drain_rate: IntGauge::new("otg_admission_drain_records_per_second", "The drain rate Retry-After is computed from.")?,
-            rss: IntGauge::new("otg_process_resident_memory_bytes", "The gateway's resident memory, as the memory cap sees it.")?,
+            admitted: IntCounterVec::new(
+                Opts::new("otg_admission_admitted_total", "Batches admitted, by priority."),
+                &["priority"],
+            )?,
+            in_flight_records: IntGauge::new(
+                "otg_admission_in_flight_records",
+                "Records admitted and not yet answered.",
+            )?,
+            in_flight_bytes: IntGauge::new(
+                "otg_admission_in_flight_bytes",
+                "Request bytes reserved: being read or in work.",
+            )?,
+            drain_rate: IntGauge::new(
+                "otg_admission_drain_records_per_second",
+                "The drain rate Retry-After is computed from.",
+            )?,
+            rss: IntGauge::new(
+                "otg_process_resident_memory_bytes",
+                "The gateway's resident memory, as the memory cap sees it.",
+            )?,
         };
         registry.register(Box::new(metrics.queue_waiting.clone()))?;
         registry.register(Box::new(metrics.refused.clone()))?;

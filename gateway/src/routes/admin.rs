@@ -1,8 +1,8 @@
 //! Admin endpoints (JSON, bearer token): enrol, show and revoke devices.
 
 use crate::auth::authenticate_admin;
-use crate::error::ApiError;
 use crate::clock::now_ms;
+use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use otg_actors::store::{AuditEvent, AuditKind, Commit, DeviceEnrolment, StoreError};
@@ -56,7 +56,11 @@ impl From<DeviceEnrolment> for DeviceView {
     }
 }
 
-async fn enrol_device(request: HttpRequest, enrol: web::Json<EnrolRequest>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn enrol_device(
+    request: HttpRequest,
+    enrol: web::Json<EnrolRequest>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     authenticate_admin(&request, &state.admin_token)?;
     let EnrolRequest { device_id, org_id, employee_id } = enrol.into_inner();
     let ids = [("device_id", Some(&device_id)), ("org_id", Some(&org_id)), ("employee_id", employee_id.as_ref())];
@@ -80,18 +84,28 @@ async fn enrol_device(request: HttpRequest, enrol: web::Json<EnrolRequest>, stat
             audit(&state, &enrolment, event).await?;
             Ok(HttpResponse::Created().json(Enrolled { device_id, secret: secret.to_base64() }))
         }
-        Err(StoreError::AlreadyExists) => Err(ApiError::AlreadyExists(format!("device {device_id:?} is already enrolled"))),
+        Err(StoreError::AlreadyExists) => {
+            Err(ApiError::AlreadyExists(format!("device {device_id:?} is already enrolled")))
+        }
         Err(error) => Err(error.into()),
     }
 }
 
-async fn show_device(request: HttpRequest, device_id: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn show_device(
+    request: HttpRequest,
+    device_id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     authenticate_admin(&request, &state.admin_token)?;
     let device = state.store.device(&device_id).await?.ok_or_else(|| unknown(&device_id))?;
     Ok(HttpResponse::Ok().json(DeviceView::from(device)))
 }
 
-async fn revoke_device(request: HttpRequest, device_id: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn revoke_device(
+    request: HttpRequest,
+    device_id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     authenticate_admin(&request, &state.admin_token)?;
     let was_active = state.store.device(&device_id).await?.is_some_and(|device| device.revoked_at.is_none());
     let device = state.store.revoke_device(&device_id, now_ms()).await?.ok_or_else(|| unknown(&device_id))?;

@@ -55,7 +55,11 @@ async fn attendance(
 
 /// The shifts begun on `day`: each active check-in with the next active check-out,
 /// if it comes before another check-in and within `max_shift_ms`.
-fn effective_shifts<'a>(entries: impl Iterator<Item = &'a TimelineEntry>, day: UtcDay, max_shift_ms: i64) -> Vec<Shift> {
+fn effective_shifts<'a>(
+    entries: impl Iterator<Item = &'a TimelineEntry>,
+    day: UtcDay,
+    max_shift_ms: i64,
+) -> Vec<Shift> {
     let mut seen = HashSet::new();
     let mut effective: Vec<&TimelineEntry> = entries
         .filter(|entry| entry.status == RecordStatus::Active && entry.leave.is_none())
@@ -68,9 +72,9 @@ fn effective_shifts<'a>(entries: impl Iterator<Item = &'a TimelineEntry>, day: U
         if check_in.kind != RecordKind::CheckIn || UtcDay::of_unix_ms(check_in.recorded_at) != day {
             continue;
         }
-        let check_out = effective[index + 1..]
-            .first()
-            .filter(|next| next.kind == RecordKind::CheckOut && next.recorded_at - check_in.recorded_at <= max_shift_ms);
+        let check_out = effective[index + 1..].first().filter(|next| {
+            next.kind == RecordKind::CheckOut && next.recorded_at - check_in.recorded_at <= max_shift_ms
+        });
         shifts.push(Shift {
             check_in: check_in.record_id.to_string(),
             from: check_in.recorded_at,
@@ -115,7 +119,8 @@ mod tests {
             entry("out-2", CheckOut, DAY0 + 30 * HOUR, Active),
         ];
         let shifts = effective_shifts(entries.iter(), UtcDay::of_unix_ms(DAY0), 16 * HOUR);
-        let pairs: Vec<(&str, Option<&str>)> = shifts.iter().map(|shift| (shift.check_in.as_str(), shift.check_out.as_deref())).collect();
+        let pairs: Vec<(&str, Option<&str>)> =
+            shifts.iter().map(|shift| (shift.check_in.as_str(), shift.check_out.as_deref())).collect();
         assert_eq!(pairs, vec![("in-1", Some("out-1")), ("in-2", Some("out-2"))]);
     }
 }

@@ -2,9 +2,9 @@
 //! and filtered by status, and resolve one.
 
 use crate::auth::authenticate_admin;
+use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::routes::paging::{next_cursor, PageQuery};
-use crate::clock::now_ms;
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use otg_actors::employee_timeline::ResolveError;
@@ -72,12 +72,19 @@ async fn resolve_conflict(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     authenticate_admin(&request, &state.admin_token)?;
-    let conflict = state.store.conflict(&conflict_id).await?.ok_or_else(|| ApiError::NotFound(format!("no conflict {conflict_id}")))?;
+    let conflict = state
+        .store
+        .conflict(&conflict_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no conflict {conflict_id}")))?;
     let ResolveBody { resolution, note } = body.into_inner();
-    let resolved = state.devices.resolve_conflict(&conflict, resolution, note, now_ms()).await.map_err(|error| match error {
-        ResolveError::NotFound(id) => ApiError::NotFound(format!("no conflict {id}")),
-        ResolveError::AlreadyResolved(id) => ApiError::AlreadyResolved(format!("conflict {id} is already resolved")),
-        ResolveError::Store(error) => error.into(),
-    })?;
+    let resolved =
+        state.devices.resolve_conflict(&conflict, resolution, note, now_ms()).await.map_err(|error| match error {
+            ResolveError::NotFound(id) => ApiError::NotFound(format!("no conflict {id}")),
+            ResolveError::AlreadyResolved(id) => {
+                ApiError::AlreadyResolved(format!("conflict {id} is already resolved"))
+            }
+            ResolveError::Store(error) => error.into(),
+        })?;
     Ok(HttpResponse::Ok().json(ConflictView::from(&resolved)))
 }

@@ -28,7 +28,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
             }
             .into()
         }))
-        .app_data(web::QueryConfig::default().error_handler(|error, _| ApiError::BadRequest(format!("invalid query: {error}")).into()))
+        .app_data(
+            web::QueryConfig::default()
+                .error_handler(|error, _| ApiError::BadRequest(format!("invalid query: {error}")).into()),
+        )
         .configure(sync::routes)
         .configure(admin::routes)
         .configure(orgs::routes)
@@ -36,5 +39,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .configure(attendance::routes)
         .configure(reports::routes)
         .configure(ops::routes)
-        .default_service(web::to(|| async { Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such endpoint".into())) }));
+        .default_service(web::to(|| async {
+            Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such endpoint".into()))
+        }));
 }

@@ -28,8 +28,6 @@ async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let mut text = Vec::new();
-    TextEncoder::new()
-        .encode(&state.metrics_registry.gather(), &mut text)
-        .expect("metric families always encode");
+    TextEncoder::new().encode(&state.metrics_registry.gather(), &mut text).expect("metric families always encode");
     HttpResponse::Ok().content_type(prometheus::TEXT_FORMAT).body(text)
 }

@@ -14,7 +14,11 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/v1/admin/orgs/{org_id}/settings", web::put().to(replace_settings));
 }
 
-async fn show_settings(request: HttpRequest, org_id: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn show_settings(
+    request: HttpRequest,
+    org_id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     authenticate_admin(&request, &state.admin_token)?;
     Ok(HttpResponse::Ok().json(state.store.org_settings(&org_id).await?))
 }

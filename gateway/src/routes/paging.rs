@@ -26,7 +26,11 @@ impl PageQuery {
     pub fn after(&self) -> Result<Option<Vec<u8>>, ApiError> {
         self.cursor
             .as_deref()
-            .map(|cursor| URL_SAFE_NO_PAD.decode(cursor).map_err(|_| ApiError::BadRequest("cursor: not one this gateway gave".into())))
+            .map(|cursor| {
+                URL_SAFE_NO_PAD
+                    .decode(cursor)
+                    .map_err(|_| ApiError::BadRequest("cursor: not one this gateway gave".into()))
+            })
             .transpose()
     }
 }

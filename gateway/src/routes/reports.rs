@@ -2,9 +2,9 @@
 //! statistics over a window, and the audit trail.
 
 use crate::auth::authenticate_admin;
+use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::routes::paging::{next_cursor, PageQuery};
-use crate::clock::now_ms;
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use otg_actors::store::{AuditScope, Page, SyncTotals};
@@ -24,7 +24,12 @@ struct OrgQuery {
 }
 
 /// Per device of the org: last sync, next_seq, reported pending, failures, open conflicts.
-async fn sync_status(request: HttpRequest, query: web::Query<OrgQuery>, page: web::Query<PageQuery>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn sync_status(
+    request: HttpRequest,
+    query: web::Query<OrgQuery>,
+    page: web::Query<PageQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     authenticate_admin(&request, &state.admin_token)?;
     let (limit, after) = (page.limit()?, page.after()?);
     let devices = state.store.devices_of_org(&query.org_id, Page { after: after.as_deref(), limit }).await?;
@@ -57,7 +62,11 @@ struct StatsQuery {
 
 /// Batches succeeded and failed, records by ack status and the success rate, over the
 /// last 1h, 24h or 7d (whole UTC hours: the current one and those before it).
-async fn sync_stats(request: HttpRequest, query: web::Query<StatsQuery>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn sync_stats(
+    request: HttpRequest,
+    query: web::Query<StatsQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     authenticate_admin(&request, &state.admin_token)?;
     let window = query.window.as_deref().unwrap_or("24h");
     let hours = match window {
@@ -91,7 +100,12 @@ struct AuditQuery {
 
 /// A device's (or, with `org_id`, an org's) audit trail between `since` and `until`
 /// (unix ms, both inclusive), oldest first.
-async fn audit(request: HttpRequest, query: web::Query<AuditQuery>, page: web::Query<PageQuery>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn audit(
+    request: HttpRequest,
+    query: web::Query<AuditQuery>,
+    page: web::Query<PageQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     authenticate_admin(&request, &state.admin_token)?;
     let scope = match (&query.device_id, &query.org_id) {
         (Some(device_id), _) => AuditScope::Device(device_id),

@@ -5,21 +5,21 @@
 //! batch's priority, record checks, then to the device's actor, and is answered once
 //! the actor says durable. What admission reserved is released with the answer.
 
-use crate::auth::authenticate_device;
 use crate::admission::decide::Priority;
 use crate::admission::Reserved;
+use crate::auth::authenticate_device;
 use crate::body::{drain, read_limited};
 use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::http::header;
+use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
 use otg_actors::dedupe::Incoming;
-use otg_actors::Upload;
-use otg_schema::validate::{check_batch, check_record, RecordRules};
-use actix_web::web::Bytes;
 use otg_actors::store::{ConflictRecord, DeviceEnrolment, PolicyOutcome};
+use otg_actors::Upload;
 use otg_schema::signing::PRIORITY_HEADER;
+use otg_schema::validate::{check_batch, check_record, RecordRules};
 use otg_schema::wire::{self, Batch, BatchResponse, DeviceStatus, OpenConflict};
 use serde::Serialize;
 use std::time::Instant;
@@ -32,7 +32,11 @@ pub fn routes(config: &mut web::ServiceConfig) {
 }
 
 #[tracing::instrument(skip_all, fields(device_id))]
-async fn upload_batch(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+async fn upload_batch(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let (started, received_at) = (Instant::now(), now_ms());
     let mut priority = None;
     let result = match authenticated(&request, payload, &state).await {
@@ -57,7 +61,11 @@ async fn upload_batch(request: HttpRequest, payload: web::Payload, state: web::D
 
 /// The body of a well-formed, signed request within its device's rate, the device that
 /// signed it, and the bytes admission reserved for it.
-async fn authenticated(request: &HttpRequest, payload: web::Payload, state: &AppState) -> Result<(DeviceEnrolment, Bytes, Reserved), ApiError> {
+async fn authenticated(
+    request: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<(DeviceEnrolment, Bytes, Reserved), ApiError> {
     if !is_msgpack(request) {
         return Err(ApiError::UnsupportedMediaType);
     }
@@ -107,11 +115,23 @@ async fn ingest(
     let Batch { batch_id, pending, records, .. } = batch;
     let records = records
         .into_iter()
-        .map(|record| Incoming { seq: record.seq, record_id: record.record_id.clone(), verdict: check_record(record, &rules) })
+        .map(|record| Incoming {
+            seq: record.seq,
+            record_id: record.record_id.clone(),
+            verdict: check_record(record, &rules),
+        })
         .collect();
 
     let live = admitted.priority == Priority::Live;
-    let upload = Upload { org_id: device.org_id.clone(), batch_id: batch_id.clone(), received_at, reported_pending: pending, records, settings, live };
+    let upload = Upload {
+        org_id: device.org_id.clone(),
+        batch_id: batch_id.clone(),
+        received_at,
+        reported_pending: pending,
+        records,
+        settings,
+        live,
+    };
     let durable = state.devices.ingest(&device.device_id, upload)?;
     let outcome = durable.await.map_err(|_| ApiError::StoreUnavailable("the device actor stopped".into()))??;
     state.admission.drained(outcome.acks.len() as u64);
@@ -131,7 +151,10 @@ async fn device_status(request: HttpRequest, state: web::Data<AppState>) -> Resu
     Ok(msgpack(&DeviceStatus {
         next_seq: progress.received.next_seq(),
         last_sync_at: progress.last_sync_at,
-        open_conflicts: open_conflicts.iter().filter_map(|conflict| open_conflict(conflict, &device.device_id)).collect(),
+        open_conflicts: open_conflicts
+            .iter()
+            .filter_map(|conflict| open_conflict(conflict, &device.device_id))
+            .collect(),
     }))
 }
 

@@ -142,7 +142,9 @@ impl Committer {
     /// one fsync.
     pub fn run(self, mut queues: Queues) {
         // Only to wait on two queues at once from this thread.
-        let waiter = tokio::runtime::Builder::new_current_thread().build().expect("a current-thread runtime without drivers builds");
+        let waiter = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a current-thread runtime without drivers builds");
         let caps = GroupCaps { commits: self.max_group, records: self.max_group_records };
         let mut waiting = Waiting::new();
         let mut answers = Vec::with_capacity(self.max_group);
@@ -201,7 +203,12 @@ impl Committer {
     /// live log entry, the mark that it is applied, atomically: a crash leaves all of
     /// it or none of it, so the statistics always count exactly the records stored.
     /// Durable only after the group's fsync.
-    pub fn write(&self, mut batch: OwnedWriteBatch, stats: Vec<SyncCounts>, lsn: Option<u64>) -> Result<(), StoreError> {
+    pub fn write(
+        &self,
+        mut batch: OwnedWriteBatch,
+        stats: Vec<SyncCounts>,
+        lsn: Option<u64>,
+    ) -> Result<(), StoreError> {
         if self.failed.load(Ordering::Relaxed) {
             return Err(failed_earlier());
         }
@@ -218,7 +225,9 @@ impl Committer {
         // Summed first: the batch's own writes are not read back.
         let mut sums: std::collections::HashMap<(bool, Vec<u8>), SyncTotals> = std::collections::HashMap::new();
         for counts in stats {
-            sums.entry((true, keys::timed_from(&counts.org_id, super::hour_of(counts.at)))).or_default().add(&counts.totals);
+            sums.entry((true, keys::timed_from(&counts.org_id, super::hour_of(counts.at))))
+                .or_default()
+                .add(&counts.totals);
             sums.entry((false, counts.device_id.into_bytes())).or_default().add(&counts.totals);
         }
         for ((by_org, key), sum) in sums {
@@ -258,7 +267,12 @@ mod tests {
     fn an_apply_is_taken_before_backlog_and_past_the_waiting_cap() {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::builder(dir.path()).open().unwrap();
-        let commit = |origin| PendingCommit { batch: OwnedWriteBatch::with_capacity(db.clone(), 0), records: 0, stats: vec![], origin };
+        let commit = |origin| PendingCommit {
+            batch: OwnedWriteBatch::with_capacity(db.clone(), 0),
+            records: 0,
+            stats: vec![],
+            origin,
+        };
         let ((backlog_sender, backlog), (applies_sender, applies)) = (mpsc::channel(8), mpsc::channel(8));
         let mut queues = Queues { applies, backlog };
         backlog_sender.try_send(commit(Origin::Caller(oneshot::channel().0))).unwrap();
@@ -268,9 +282,16 @@ mod tests {
         assert!(matches!(queues.next(&waiter).unwrap().origin, Origin::LiveLog(1)), "an apply first");
         let mut waiting = Waiting::new();
         queues.take_queued(&mut waiting, 0);
-        assert_eq!((waiting.live.len(), waiting.backlog.len()), (1, 0), "applies pass the cap on waiting commits, backlog does not");
+        assert_eq!(
+            (waiting.live.len(), waiting.backlog.len()),
+            (1, 0),
+            "applies pass the cap on waiting commits, backlog does not"
+        );
         drop((backlog_sender, applies_sender));
-        assert!(matches!(queues.next(&waiter).unwrap().origin, Origin::Caller(_)), "what was queued is taken after the queues close");
+        assert!(
+            matches!(queues.next(&waiter).unwrap().origin, Origin::Caller(_)),
+            "what was queued is taken after the queues close"
+        );
         assert!(queues.next(&waiter).is_none());
     }
 
@@ -283,13 +304,23 @@ mod tests {
 
     #[test]
     fn groups_stop_at_the_caps_and_a_large_commit_goes_alone() {
-        let mut queue = waiting(&[("big", 5_000, false), ("b1", 300, false), ("b2", 300, false), ("b3", 300, false), ("b4", 300, false)]);
+        let mut queue = waiting(&[
+            ("big", 5_000, false),
+            ("b1", 300, false),
+            ("b2", 300, false),
+            ("b3", 300, false),
+            ("b4", 300, false),
+        ]);
         let caps = GroupCaps { commits: 100, records: 600 };
         assert_eq!(group_of(&mut queue, caps), vec!["big"]);
         assert_eq!(group_of(&mut queue, caps), vec!["b1", "b2"]);
         let caps = GroupCaps { commits: 1, records: 600 };
         assert_eq!(group_of(&mut queue, caps), vec!["b3"]);
         let mut live = waiting(&[("l1", 400, true), ("l2", 400, true), ("l3", 400, true)]);
-        assert_eq!(group_of(&mut live, GroupCaps { commits: 100, records: 600 }), vec!["l1", "l2"], "live applies are capped too");
+        assert_eq!(
+            group_of(&mut live, GroupCaps { commits: 100, records: 600 }),
+            vec!["l1", "l2"],
+            "live applies are capped too"
+        );
     }
 }

@@ -58,7 +58,10 @@ pub(super) struct LiveCommit {
 
 impl LiveLog {
     /// Hands every entry in `dir` to `apply`, in order, up to a torn frame at the end.
-    pub fn recover(dir: &Path, mut apply: impl FnMut(u64, Vec<u8>) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    pub fn recover(
+        dir: &Path,
+        mut apply: impl FnMut(u64, Vec<u8>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let segments = segments(dir)?;
         let mut previous: Option<u64> = None;
         for (index, segment) in segments.iter().enumerate() {
@@ -155,7 +158,9 @@ impl LiveWriter {
             self.metrics.observe_live_log(started.elapsed());
             match logged {
                 Ok(first_lsn) => {
-                    for (lsn, LiveCommit { batch, records, stats, touched, done, .. }) in (first_lsn..).zip(group.drain(..)) {
+                    for (lsn, LiveCommit { batch, records, stats, touched, done, .. }) in
+                        (first_lsn..).zip(group.drain(..))
+                    {
                         // Known to the barrier and queued for the committer before the
                         // ack, so every later read and commit comes after it.
                         self.barrier.acked(lsn, touched);
@@ -321,7 +326,10 @@ mod tests {
         let damaged = tempfile::tempdir().unwrap();
         segment(damaged.path(), &[(1, b"a")], &[1, 2, 3]);
         segment(damaged.path(), &[(2, b"b")], &[]);
-        assert!(matches!(entries(damaged.path()), Err(StoreError::Corrupt(_))), "a damaged frame with entries after it");
+        assert!(
+            matches!(entries(damaged.path()), Err(StoreError::Corrupt(_))),
+            "a damaged frame with entries after it"
+        );
         let gap = tempfile::tempdir().unwrap();
         segment(gap.path(), &[(1, b"a")], &[]);
         segment(gap.path(), &[(3, b"c")], &[]);

@@ -14,7 +14,10 @@ mod live_log;
 mod read_barrier;
 
 use super::keys;
-use super::{AuditEvent, AuditScope, Commit, ConflictRecord, Cursor, DeviceEnrolment, DeviceProgress, Page, SeqEntry, Store, StoreError, SyncCounts, SyncTotals, TimelineEntry};
+use super::{
+    AuditEvent, AuditScope, Commit, ConflictRecord, Cursor, DeviceEnrolment, DeviceProgress, Page, SeqEntry, Store,
+    StoreError, SyncCounts, SyncTotals, TimelineEntry,
+};
 use crate::metrics::StoreMetrics;
 use async_trait::async_trait;
 use committer::{Committer, Origin, PendingCommit, Queues as CommitterQueues};
@@ -188,7 +191,11 @@ impl EmbeddedStore {
         // Options apply when a keyspace is created; existing ones keep theirs.
         let compression = fjall::config::CompressionPolicy::all(fjall::CompressionType::Lz4);
         let keyspace = |name: &str| {
-            let options = || KeyspaceCreateOptions::default().max_memtable_size(memtable_bytes).data_block_compression_policy(compression.clone());
+            let options = || {
+                KeyspaceCreateOptions::default()
+                    .max_memtable_size(memtable_bytes)
+                    .data_block_compression_policy(compression.clone())
+            };
             db.keyspace(name, options).map_err(unavailable)
         };
         let tables = Tables {
@@ -229,11 +236,24 @@ impl EmbeddedStore {
         let (backlog, backlog_queue) = mpsc::channel(options.commit_queue_capacity);
         let (applies, applies_queue) = mpsc::channel(options.commit_queue_capacity);
         let (live, live_queue) = mpsc::channel(LIVE_QUEUE);
-        let writer = LiveWriter { log: LiveLog::create(&log_dir, last + 1)?, applies, barrier: barrier.clone(), durable_lsn, failed: failed.clone(), metrics };
+        let writer = LiveWriter {
+            log: LiveLog::create(&log_dir, last + 1)?,
+            applies,
+            barrier: barrier.clone(),
+            durable_lsn,
+            failed: failed.clone(),
+            metrics,
+        };
         let committer_queues = CommitterQueues { applies: applies_queue, backlog: backlog_queue };
         let threads = vec![
-            std::thread::Builder::new().name("otg-live-log".into()).spawn(move || writer.run(live_queue)).map_err(unavailable)?,
-            std::thread::Builder::new().name("otg-committer".into()).spawn(move || committer.run(committer_queues)).map_err(unavailable)?,
+            std::thread::Builder::new()
+                .name("otg-live-log".into())
+                .spawn(move || writer.run(live_queue))
+                .map_err(unavailable)?,
+            std::thread::Builder::new()
+                .name("otg-committer".into())
+                .spawn(move || committer.run(committer_queues))
+                .map_err(unavailable)?,
         ];
         Ok(EmbeddedStore {
             db,
@@ -243,7 +263,11 @@ impl EmbeddedStore {
             barrier,
             live_log_max_records: options.live_log_max_records,
             admin_writes: tokio::sync::Mutex::new(()),
-            audit_sequence: std::sync::atomic::AtomicU64::new(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_nanos() as u64)),
+            audit_sequence: std::sync::atomic::AtomicU64::new(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| since.as_nanos() as u64),
+            ),
             failed,
         })
     }
@@ -252,7 +276,10 @@ impl EmbeddedStore {
     /// adds), built on the caller's thread.
     fn writes_of(&self, commit: &Commit) -> Vec<Write> {
         let Commit { device, timeline, conflicts, audit, .. } = commit;
-        let capacity = device.as_ref().map_or(0, |device| device.entries.len() + 1) + timeline.len() * 2 + conflicts.len() * 4 + audit.len() * 2;
+        let capacity = device.as_ref().map_or(0, |device| device.entries.len() + 1)
+            + timeline.len() * 2
+            + conflicts.len() * 4
+            + audit.len() * 2;
         let mut writes = Vec::with_capacity(capacity);
         if let Some(device) = device {
             for entry in &device.entries {
@@ -275,15 +302,25 @@ impl EmbeddedStore {
         for conflict in conflicts {
             let id = fjall::UserValue::from(conflict.id.as_bytes());
             writes.push(Write(Table::Conflicts, conflict.id.as_bytes().to_vec(), encode(conflict).into()));
-            writes.push(Write(Table::ConflictsByOrg, keys::conflict_of_org(&conflict.org_id, conflict.detected_at, &conflict.id), id.clone()));
+            writes.push(Write(
+                Table::ConflictsByOrg,
+                keys::conflict_of_org(&conflict.org_id, conflict.detected_at, &conflict.id),
+                id.clone(),
+            ));
             let device = &conflict.device_record.device_id;
-            let other_device = conflict.server_record.as_ref().map(|record| &record.device_id).filter(|other| *other != device);
+            let other_device =
+                conflict.server_record.as_ref().map(|record| &record.device_id).filter(|other| *other != device);
             for device_id in std::iter::once(device).chain(other_device) {
-                writes.push(Write(Table::ConflictsByDevice, keys::conflict_of_device(device_id, &conflict.id), id.clone()));
+                writes.push(Write(
+                    Table::ConflictsByDevice,
+                    keys::conflict_of_device(device_id, &conflict.id),
+                    id.clone(),
+                ));
             }
         }
         for event in audit {
-            let (value, unique) = (fjall::UserValue::from(encode(event)), self.audit_sequence.fetch_add(1, Ordering::Relaxed));
+            let (value, unique) =
+                (fjall::UserValue::from(encode(event)), self.audit_sequence.fetch_add(1, Ordering::Relaxed));
             writes.push(Write(Table::AuditByDevice, keys::timed(&event.device_id, event.at, unique), value.clone()));
             writes.push(Write(Table::AuditByOrg, keys::timed(&event.org_id, event.at, unique), value));
         }
@@ -371,17 +408,27 @@ impl Store for EmbeddedStore {
         }
         let writes = self.writes_of(commit);
         let records = commit.device.as_ref().map_or(0, |device| device.entries.len());
-        let senders = self.senders.lock().expect("senders lock").as_ref().map(|senders| (senders.backlog.clone(), senders.live.clone()));
+        let senders = self
+            .senders
+            .lock()
+            .expect("senders lock")
+            .as_ref()
+            .map(|senders| (senders.backlog.clone(), senders.live.clone()));
         let (backlog, live) = senders.ok_or_else(closed)?;
         let (done, durable) = oneshot::channel();
         if self.takes_live_log(commit) {
             let entry = LiveEntry { writes, stats: commit.stats.clone() };
             let payload = encode(&entry);
             let (batch, touched) = (batch_of(&self.db, &self.tables, entry.writes), touched_by(commit));
-            live.send(LiveCommit { payload, batch, records, stats: entry.stats, touched, done }).await.map_err(|_| closed())?;
+            live.send(LiveCommit { payload, batch, records, stats: entry.stats, touched, done })
+                .await
+                .map_err(|_| closed())?;
         } else {
             let batch = batch_of(&self.db, &self.tables, writes);
-            backlog.send(PendingCommit { batch, records, stats: commit.stats.clone(), origin: Origin::Caller(done) }).await.map_err(|_| closed())?;
+            backlog
+                .send(PendingCommit { batch, records, stats: commit.stats.clone(), origin: Origin::Caller(done) })
+                .await
+                .map_err(|_| closed())?;
         }
         durable.await.map_err(|_| closed())?
     }
@@ -392,11 +439,7 @@ impl Store for EmbeddedStore {
         if !self.tables.timeline_days.contains_key(&partition).map_err(unavailable)? {
             return Ok(Vec::new());
         }
-        self.tables
-            .timeline
-            .prefix(partition)
-            .map(|item| decode(&item.into_inner().map_err(unavailable)?.1))
-            .collect()
+        self.tables.timeline.prefix(partition).map(|item| decode(&item.into_inner().map_err(unavailable)?.1)).collect()
     }
 
     async fn timeline_days(&self, org_id: &str, employee_id: &str) -> Result<Vec<UtcDay>, StoreError> {
@@ -406,7 +449,8 @@ impl Store for EmbeddedStore {
             .prefix(keys::employee(org_id, employee_id))
             .map(|item| {
                 let partition = item.key().map_err(unavailable)?;
-                keys::day_of_partition(&partition).ok_or_else(|| StoreError::Corrupt("a timeline day marker is too short".into()))
+                keys::day_of_partition(&partition)
+                    .ok_or_else(|| StoreError::Corrupt("a timeline day marker is too short".into()))
             })
             .collect()
     }
@@ -416,13 +460,22 @@ impl Store for EmbeddedStore {
         read(&self.tables.conflicts, conflict_id.as_bytes())
     }
 
-    async fn conflicts(&self, org_id: &str, open: Option<bool>, page: Page<'_>) -> Result<Vec<(ConflictRecord, Cursor)>, StoreError> {
+    async fn conflicts(
+        &self,
+        org_id: &str,
+        open: Option<bool>,
+        page: Page<'_>,
+    ) -> Result<Vec<(ConflictRecord, Cursor)>, StoreError> {
         self.barrier.wait(None).await?;
         let mut found = Vec::with_capacity(page.limit);
         for item in scan_after(&self.tables.conflicts_by_org, &keys::text_prefix(org_id), page.after) {
             let (key, conflict_id) = item.into_inner().map_err(unavailable)?;
-            let conflict: ConflictRecord = read(&self.tables.conflicts, &conflict_id)?
-                .ok_or_else(|| StoreError::Corrupt(format!("conflict {} is listed but not stored", String::from_utf8_lossy(&conflict_id))))?;
+            let conflict: ConflictRecord = read(&self.tables.conflicts, &conflict_id)?.ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "conflict {} is listed but not stored",
+                    String::from_utf8_lossy(&conflict_id)
+                ))
+            })?;
             if open.is_none_or(|open| open == conflict.is_open()) {
                 found.push((conflict, key.to_vec()));
                 if found.len() == page.limit {
@@ -438,14 +491,22 @@ impl Store for EmbeddedStore {
         let mut open = Vec::new();
         for item in self.tables.conflicts_by_device.prefix(keys::text_prefix(device_id)) {
             let (_, conflict_id) = item.into_inner().map_err(unavailable)?;
-            if let Some(conflict) = read::<ConflictRecord>(&self.tables.conflicts, &conflict_id)?.filter(ConflictRecord::is_open) {
+            if let Some(conflict) =
+                read::<ConflictRecord>(&self.tables.conflicts, &conflict_id)?.filter(ConflictRecord::is_open)
+            {
                 open.push(conflict);
             }
         }
         Ok(open)
     }
 
-    async fn audit(&self, scope: AuditScope<'_>, since: i64, until: i64, page: Page<'_>) -> Result<Vec<(AuditEvent, Cursor)>, StoreError> {
+    async fn audit(
+        &self,
+        scope: AuditScope<'_>,
+        since: i64,
+        until: i64,
+        page: Page<'_>,
+    ) -> Result<Vec<(AuditEvent, Cursor)>, StoreError> {
         self.barrier.wait(None).await?;
         let (keyspace, partition) = match scope {
             AuditScope::Device(device_id) => (&self.tables.audit_by_device, device_id),
@@ -456,7 +517,11 @@ impl Store for EmbeddedStore {
         // must not read someone else's trail.
         let after = page.after.filter(|after| *after >= from.as_slice() && *after < end.as_slice());
         let start = after.map(<[u8]>::to_vec).unwrap_or(from);
-        let bound = if after.is_some() { std::ops::Bound::Excluded(fjall::UserKey::from(start)) } else { std::ops::Bound::Included(fjall::UserKey::from(start)) };
+        let bound = if after.is_some() {
+            std::ops::Bound::Excluded(fjall::UserKey::from(start))
+        } else {
+            std::ops::Bound::Included(fjall::UserKey::from(start))
+        };
         let mut found = Vec::with_capacity(page.limit);
         for item in keyspace.range((bound, std::ops::Bound::Excluded(fjall::UserKey::from(end)))).take(page.limit) {
             let (key, value) = item.into_inner().map_err(unavailable)?;
@@ -538,8 +603,10 @@ fn batch_of(db: &Database, tables: &Tables, writes: Vec<Write>) -> OwnedWriteBat
 
 /// What a live commit touches that a read may wait for: its device and employees.
 fn touched_by(commit: &Commit) -> Vec<Touched> {
-    let employees = commit.timeline.iter().map(|entry| Touched::Employee(entry.org_id.to_string(), entry.employee_id.to_string()));
-    let touched: std::collections::HashSet<Touched> = commit.device.iter().map(|device| Touched::Device(device.device_id.clone())).chain(employees).collect();
+    let employees =
+        commit.timeline.iter().map(|entry| Touched::Employee(entry.org_id.to_string(), entry.employee_id.to_string()));
+    let touched: std::collections::HashSet<Touched> =
+        commit.device.iter().map(|device| Touched::Device(device.device_id.clone())).chain(employees).collect();
     touched.into_iter().collect()
 }
 
@@ -641,8 +708,15 @@ mod tests {
         let store = open(&dir);
         super::super::conformance::commit_one_record(&store, "dev-reopen").await;
         store.close().await.unwrap();
-        let write = super::super::DeviceWrite { device_id: "dev-reopen".into(), entries: vec![], progress: DeviceProgress::default() };
-        assert!(store.commit(&Commit { device: Some(write), ..Commit::default() }).await.is_err(), "a closed store refuses writes");
+        let write = super::super::DeviceWrite {
+            device_id: "dev-reopen".into(),
+            entries: vec![],
+            progress: DeviceProgress::default(),
+        };
+        assert!(
+            store.commit(&Commit { device: Some(write), ..Commit::default() }).await.is_err(),
+            "a closed store refuses writes"
+        );
         drop(store);
         let reopened = open(&dir);
         assert_eq!(reopened.device_progress("dev-reopen").await.unwrap().received.next_seq(), 2);
@@ -650,7 +724,12 @@ mod tests {
 
     /// A live commit counted once, with its device's progress and seq.
     async fn live_commit(store: &EmbeddedStore, device_id: &str) {
-        let counts = SyncCounts { org_id: "acme".into(), device_id: device_id.into(), at: 0, totals: SyncTotals { accepted: 1, ..SyncTotals::default() } };
+        let counts = SyncCounts {
+            org_id: "acme".into(),
+            device_id: device_id.into(),
+            at: 0,
+            totals: SyncTotals { accepted: 1, ..SyncTotals::default() },
+        };
         store.commit(&Commit { stats: vec![counts], ..live_commit_of(device_id, 1) }).await.unwrap();
     }
 
@@ -667,7 +746,10 @@ mod tests {
         let entries = (1..=records)
             .map(|seq| {
                 progress.received.insert(seq);
-                super::super::conformance::stored(device_id, super::super::conformance::record(seq, "emp-1", 1_764_028_800_000))
+                super::super::conformance::stored(
+                    device_id,
+                    super::super::conformance::record(seq, "emp-1", 1_764_028_800_000),
+                )
             })
             .collect();
         Commit { live: true, ..super::super::conformance::device_commit(device_id, entries, progress) }
@@ -683,7 +765,11 @@ mod tests {
             assert_eq!(live_log_groups(&registry), small_logged, "two records, at most {max} through the log");
             store.commit(&live_commit_of("dev-large", 3)).await.unwrap();
             assert_eq!(live_log_groups(&registry), small_logged, "three records are more than the live log takes");
-            assert_eq!(store.device_progress("dev-large").await.unwrap().received.next_seq(), 4, "and it was stored all the same");
+            assert_eq!(
+                store.device_progress("dev-large").await.unwrap().received.next_seq(),
+                4,
+                "and it was stored all the same"
+            );
         }
     }
 
@@ -708,7 +794,11 @@ mod tests {
         copy_log(&logged, &crashed);
 
         let reopened = open(&crashed);
-        assert_eq!(reopened.device_progress("dev-live").await.unwrap().received.next_seq(), 2, "the acked entry was applied");
+        assert_eq!(
+            reopened.device_progress("dev-live").await.unwrap().received.next_seq(),
+            2,
+            "the acked entry was applied"
+        );
         assert!(reopened.seq_entries("dev-live", &[1]).await.unwrap()[0].is_some());
         assert_eq!(reopened.device_totals("dev-live").await.unwrap().accepted, 1);
         live_commit(&reopened, "dev-after").await;
@@ -718,6 +808,10 @@ mod tests {
         copy_log(&logged, &crashed);
         let again = open(&crashed);
         assert_eq!(again.device_totals("dev-live").await.unwrap().accepted, 1, "an applied entry is not applied again");
-        assert_eq!(again.device_totals("dev-after").await.unwrap().accepted, 1, "entries after the replay keep their own numbers");
+        assert_eq!(
+            again.device_totals("dev-after").await.unwrap().accepted,
+            1,
+            "entries after the replay keep their own numbers"
+        );
     }
 }

@@ -39,7 +39,10 @@ struct Pending {
 impl ReadBarrier {
     /// A barrier whose entries up to `applied` are in the tables.
     pub fn new(applied: u64) -> Self {
-        ReadBarrier { pending: Mutex::new(Pending { acked: applied, ..Pending::default() }), applied: watch::Sender::new(Some(applied)) }
+        ReadBarrier {
+            pending: Mutex::new(Pending { acked: applied, ..Pending::default() }),
+            applied: watch::Sender::new(Some(applied)),
+        }
     }
 
     /// Entry `lsn` is about to be acked: reads of what it touches wait for its apply.
@@ -95,7 +98,9 @@ impl ReadBarrier {
         let reached = applied.wait_for(|applied| applied.is_none_or(|applied| applied >= target)).await;
         match reached.map(|applied| *applied) {
             Ok(Some(_)) => Ok(()),
-            _ => Err(StoreError::Failed("applying acked live commits failed; restart the gateway once the disk is fixed".into())),
+            _ => Err(StoreError::Failed(
+                "applying acked live commits failed; restart the gateway once the disk is fixed".into(),
+            )),
         }
     }
 }
