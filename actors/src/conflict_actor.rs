@@ -380,11 +380,11 @@ mod tests {
         EmployeeRecords { employee: ("acme".into(), employee_id.into()), records: vec![(entry, true)] }
     }
 
+    /// Where a placement's answer comes: each employee's placed records, or the store's error.
+    type PlacementAnswer = oneshot::Receiver<Result<Vec<Vec<Placed>>, StoreError>>;
+
     /// Sends a placement; returns where its answer comes and the sender of its commit's outcome.
-    fn place(
-        actor: &Addr<ConflictActor>,
-        employees: Vec<EmployeeRecords>,
-    ) -> (oneshot::Receiver<Result<Vec<Vec<Placed>>, StoreError>>, oneshot::Sender<bool>) {
+    fn place(actor: &Addr<ConflictActor>, employees: Vec<EmployeeRecords>) -> (PlacementAnswer, oneshot::Sender<bool>) {
         let ((reply, answer), (commit_known, committed)) = (oneshot::channel(), oneshot::channel());
         actor.do_send(PlaceRecords::new(employees, CHECK_IN_AT + 60_000, &OrgSettings::default(), reply, committed));
         (answer, commit_known)

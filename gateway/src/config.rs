@@ -209,6 +209,8 @@ fn or_cores(configured: usize) -> usize {
     }
 }
 
+// `figment::Jail` fixes its closures' error type to `figment::Error`, which is large.
+#[allow(clippy::result_large_err)]
 #[cfg(test)]
 mod tests {
     use super::*;

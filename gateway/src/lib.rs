@@ -27,6 +27,7 @@ use otg_actors::{DeviceActorOptions, DeviceRegistry};
 use state::AppState;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
@@ -75,16 +76,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = listen(config.listen_addr).with_context(|| format!("binding {}", config.listen_addr))?;
     let address = listener.local_addr()?;
     let (workers, shutdown_timeout) = (config.http_workers(), config.shutdown_timeout_s);
-    let state = web::Data::new(AppState::new(
+    let state = web::Data::new(AppState {
         config,
         admin_token,
-        store.clone(),
-        devices.clone(),
+        store: store.clone(),
+        devices: devices.clone(),
         metrics,
         metrics_registry,
         failed_batches,
         admission,
-    ));
+        draining: AtomicBool::new(false),
+    });
 
     let server = {
         let state = state.clone();

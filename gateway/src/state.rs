@@ -19,33 +19,10 @@ pub struct AppState {
     pub failed_batches: FailedBatches,
     pub admission: Admission,
     /// Set once shutdown begins: `/readyz` turns 503 so load balancers move away.
-    draining: AtomicBool,
+    pub(crate) draining: AtomicBool,
 }
 
 impl AppState {
-    pub fn new(
-        config: Config,
-        admin_token: String,
-        store: Arc<dyn Store>,
-        devices: DeviceRegistry,
-        metrics: GatewayMetrics,
-        metrics_registry: prometheus::Registry,
-        failed_batches: FailedBatches,
-        admission: Admission,
-    ) -> Self {
-        AppState {
-            config,
-            admin_token,
-            store,
-            devices,
-            metrics,
-            metrics_registry,
-            failed_batches,
-            admission,
-            draining: AtomicBool::new(false),
-        }
-    }
-
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }

@@ -151,7 +151,7 @@ pub async fn live_kiosk(
             break;
         }
         let employee = turn % EMPLOYEES;
-        let kind = if (turn / EMPLOYEES) % 2 == 0 { "check_in" } else { "check_out" };
+        let kind = if (turn / EMPLOYEES).is_multiple_of(2) { "check_in" } else { "check_out" };
         device.record(kind, employee, now_ms());
         if let SyncOutcome::RetryIn(wait) = device.sync(&stats, &connections).await {
             tokio::time::sleep(wait).await;
