@@ -175,9 +175,16 @@ fn covers(from: UtcDay, to: UtcDay, event: &Event) -> bool {
     }
 }
 
-/// The id of a conflict: the same kind and records give the same id everywhere.
+/// The id of a conflict: the same kind and records give the same id everywhere,
+/// whichever of two records was evaluated first (two gateways, or a re-evaluation
+/// after a cut commit, may see them in either order).
 pub fn conflict_id(kind: ConflictKind, newcomer_record_id: &str, other_record_id: Option<&str>) -> String {
-    let name = format!("{}/{newcomer_record_id}/{}", kind.as_str(), other_record_id.unwrap_or(""));
+    let (first, second) = match other_record_id {
+        Some(other) if other < newcomer_record_id => (other, newcomer_record_id),
+        Some(other) => (newcomer_record_id, other),
+        None => (newcomer_record_id, ""),
+    };
+    let name = format!("{}/{first}/{second}", kind.as_str());
     uuid::Uuid::new_v5(&CONFLICT_NAMESPACE, name.as_bytes()).to_string()
 }
 
@@ -301,7 +308,8 @@ mod tests {
         let id = conflict_id(ConflictKind::DuplicateEvent, "a", Some("b"));
         assert_eq!(id, conflict_id(ConflictKind::DuplicateEvent, "a", Some("b")));
         assert_ne!(id, conflict_id(ConflictKind::Overlap, "a", Some("b")));
-        assert_ne!(id, conflict_id(ConflictKind::DuplicateEvent, "b", Some("a")));
+        assert_eq!(id, conflict_id(ConflictKind::DuplicateEvent, "b", Some("a")), "in either order");
+        assert_ne!(id, conflict_id(ConflictKind::DuplicateEvent, "a", None));
     }
 
     /// The reference model: replays the whole timeline to find whether a shift is open.

@@ -477,12 +477,7 @@ impl Ingest {
                     .collect(),
             },
         };
-        let stats = SyncCounts {
-            org_id: self.org_id.to_string(),
-            device_id: self.device_id.to_string(),
-            at: self.received_at,
-            totals,
-        };
+        let stats = SyncCounts::of(&audit, totals);
         (vec![audit], vec![stats])
     }
 

@@ -8,7 +8,7 @@
 use crate::conflict_rules::{self, ConflictKind, Event, RuleSettings};
 use crate::store::{
     AdminResolution, AuditEvent, AuditKind, Commit, ConflictRecord, PolicyOutcome, RecordRef, RecordStatus, Resolution,
-    Store, StoreError, TimelineEntry,
+    Resolved, Store, StoreError, TimelineEntry,
 };
 use otg_schema::{ConflictResolution, UtcDay};
 use std::collections::{BTreeMap, BTreeSet};
@@ -123,7 +123,7 @@ impl CachedTimeline {
     /// Records the decision and sets the records' statuses, in one durable commit;
     /// nothing is deleted.
     pub(crate) async fn resolve(&mut self, resolve: Decision) -> Result<ConflictRecord, ResolveError> {
-        let mut conflict = self
+        let conflict = self
             .store
             .conflict(&resolve.conflict_id)
             .await?
@@ -162,21 +162,23 @@ impl CachedTimeline {
                 },
             })
             .collect();
-        conflict.resolution = Some(AdminResolution {
-            resolution: resolve.resolution,
-            note: resolve.note,
-            resolved_at: resolve.resolved_at,
-        });
-        let commit =
-            Commit { timeline: timeline.clone(), conflicts: vec![conflict.clone()], audit, ..Commit::default() };
-        if let Err(error) = self.store.commit(&commit).await {
-            self.cache = Cache::default();
-            return Err(error.into());
+        let decision =
+            AdminResolution { resolution: resolve.resolution, note: resolve.note, resolved_at: resolve.resolved_at };
+        let effects = Commit { timeline: timeline.clone(), audit, ..Commit::default() };
+        match self.store.resolve_conflict(&conflict.id, &decision, &effects).await {
+            Ok(Resolved::Now(resolved)) => {
+                for entry in &timeline {
+                    self.put(entry);
+                }
+                Ok(resolved)
+            }
+            Ok(Resolved::Already(resolved)) => Err(ResolveError::AlreadyResolved(resolved.id)),
+            Ok(Resolved::NotFound) => Err(ResolveError::NotFound(conflict.id)),
+            Err(error) => {
+                self.cache = Cache::default();
+                Err(error.into())
+            }
         }
-        for entry in &timeline {
-            self.put(entry);
-        }
-        Ok(conflict)
     }
 
     /// The stored timeline entry of a record of a conflict.

@@ -70,8 +70,7 @@ impl FailedBatches {
             },
         };
         let totals = SyncTotals { batches_failed: 1, ..SyncTotals::default() };
-        let counts =
-            SyncCounts { org_id: device.org_id.clone(), device_id: device.device_id.clone(), at: received_at, totals };
+        let counts = SyncCounts::of(&event, totals);
         let queue = self.queue.lock().expect("audit queue lock");
         if queue.as_ref().is_none_or(|queue| queue.try_send((event, counts)).is_err()) {
             self.dropped.inc();

@@ -4,6 +4,7 @@
 //! This crate has no runtime and no storage, so the gateway, the device client and the
 //! loadtest all speak exactly the same protocol.
 
+pub mod cql;
 pub mod record;
 pub mod settings;
 pub mod signing;

@@ -1,26 +1,53 @@
 //! The behaviour every `Store` must show, run against each implementation.
 //!
-//! The embedded store runs it in every test run; the ScyllaDB store runs it whenever
-//! `OTG_SCYLLA_NODES` names a live cluster.
+//! The embedded store runs it in every test run, and the ScyllaDB store against the
+//! CQL cluster the test command starts. Other crates reach it through the
+//! `conformance` cargo feature. Every run uses ids of its own (a fresh prefix), so it
+//! can run again and again against one long-lived cluster.
+//!
+//! `FlakyStore` wraps a store so that a write lands and the call then reports the
+//! store unavailable, as a timed-out write does; the caller's retry must change
+//! nothing: records, audit entries and statistics counted once.
 
 use super::*;
 use otg_schema::wire::RejectReason;
-use otg_schema::{OrgSettings, RecordKind, ValidRecord};
+use otg_schema::{ConflictResolution, OrgSettings, RecordKind, ValidRecord};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-const DAY_START: i64 = 1_764_028_800_000; // 2025-11-25T00:00:00Z
+pub const DAY_START: i64 = 1_764_028_800_000; // 2025-11-25T00:00:00Z
+const HOUR: i64 = 3_600_000;
+
+/// Runs every case against `store`, with ids no earlier run used.
+pub async fn run_all(store: &dyn Store) {
+    let ids = Ids::fresh();
+    devices_enrol_once_and_revoke_once(store, &ids).await;
+    commits_are_readable_by_seq_and_by_timeline(store, &ids).await;
+    a_new_device_has_received_nothing(store, &ids).await;
+    org_settings_default_until_replaced(store, &ids).await;
+    audit_trail_and_statistics(store, &ids).await;
+    live_commits_are_readable_once_acked(store, &ids).await;
+    conflicts_are_listed_and_resolved_once(store, &ids).await;
+    waiting_devices_are_listed(store, &ids).await;
+    retried_writes_count_once(store, &ids).await;
+}
+
+/// Ids unique to one run of the suite.
+pub struct Ids(String);
+
+impl Ids {
+    pub fn fresh() -> Self {
+        Ids(format!("c{}", &uuid::Uuid::new_v4().simple().to_string()[..12]))
+    }
+
+    /// `name`, made unique to this run.
+    pub fn of(&self, name: &str) -> String {
+        format!("{}-{name}", self.0)
+    }
+}
 
 pub fn device_commit(device_id: &str, entries: Vec<SeqEntry>, progress: DeviceProgress) -> Commit {
     Commit::of_device(DeviceWrite { device_id: device_id.into(), entries, progress })
-}
-
-pub async fn run_all(store: &dyn Store) {
-    devices_enrol_once_and_revoke(store).await;
-    commits_are_readable_by_seq_and_by_timeline(store).await;
-    a_new_device_has_received_nothing(store).await;
-    org_settings_default_until_replaced(store).await;
-    audit_trail_and_statistics(store).await;
-    live_commits_are_readable_once_acked(store).await;
 }
 
 pub fn record(seq: u64, employee_id: &str, recorded_at: i64) -> ValidRecord {
@@ -41,9 +68,13 @@ pub fn record(seq: u64, employee_id: &str, recorded_at: i64) -> ValidRecord {
 }
 
 pub fn stored(device_id: &str, record: ValidRecord) -> SeqEntry {
+    stored_in("acme", device_id, record)
+}
+
+fn stored_in(org_id: &str, device_id: &str, record: ValidRecord) -> SeqEntry {
     SeqEntry::Stored(StoredRecord {
         device_id: device_id.into(),
-        org_id: "acme".into(),
+        org_id: org_id.into(),
         batch_id: "b-1".into(),
         received_at: DAY_START,
         record,
@@ -58,177 +89,216 @@ pub async fn commit_one_record(store: &dyn Store, device_id: &str) {
     store.commit(&device_commit(device_id, entries, progress)).await.unwrap();
 }
 
-async fn devices_enrol_once_and_revoke(store: &dyn Store) {
-    let enrolment = DeviceEnrolment {
-        device_id: "conf-dev-1".into(),
-        org_id: "acme".into(),
+fn enrolment(device_id: &str, org_id: &str) -> DeviceEnrolment {
+    DeviceEnrolment {
+        device_id: device_id.into(),
+        org_id: org_id.into(),
         employee_id: Some("emp-1".into()),
         secret: [7; 32],
         enrolled_at: DAY_START,
         revoked_at: None,
-    };
-    store.enrol_device(&enrolment).await.unwrap();
-    assert!(matches!(store.enrol_device(&enrolment).await, Err(StoreError::AlreadyExists)));
-    assert_eq!(store.device("conf-dev-1").await.unwrap(), Some(enrolment.clone()));
-    assert_eq!(store.device("conf-unknown").await.unwrap(), None);
-
-    let revoked = store.revoke_device("conf-dev-1", DAY_START + 5).await.unwrap().unwrap();
-    assert_eq!(revoked.revoked_at, Some(DAY_START + 5));
-    let again = store.revoke_device("conf-dev-1", DAY_START + 9).await.unwrap().unwrap();
-    assert_eq!(again.revoked_at, Some(DAY_START + 5), "the first revocation time stands");
-    assert_eq!(store.device("conf-dev-1").await.unwrap().unwrap().revoked_at, Some(DAY_START + 5));
-    assert_eq!(store.revoke_device("conf-unknown", DAY_START).await.unwrap(), None);
+    }
 }
 
-async fn commits_are_readable_by_seq_and_by_timeline(store: &dyn Store) {
+async fn trail(store: &dyn Store, scope: AuditScope<'_>) -> Vec<AuditEvent> {
+    let page = Page { after: None, limit: 1000 };
+    store.audit(scope, 0, i64::MAX - 1, page).await.unwrap().into_iter().map(|(event, _)| event).collect()
+}
+
+async fn devices_enrol_once_and_revoke_once(store: &dyn Store, ids: &Ids) {
+    let (device, org) = (ids.of("dev-1"), ids.of("org"));
+    let enrolled = enrolment(&device, &org);
+    store.enrol_device(&enrolled).await.unwrap();
+    store.enrol_device(&enrolled).await.expect("the same enrolment again is a retry, and succeeds");
+    let other = DeviceEnrolment { secret: [8; 32], ..enrolled.clone() };
+    assert!(matches!(store.enrol_device(&other).await, Err(StoreError::AlreadyExists)));
+    assert_eq!(store.device(&device).await.unwrap(), Some(enrolled.clone()));
+    assert_eq!(store.device(&ids.of("unknown")).await.unwrap(), None);
+
+    let revoked = store.revoke_device(&device, DAY_START + 5).await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_at, Some(DAY_START + 5));
+    let again = store.revoke_device(&device, DAY_START + 9).await.unwrap().unwrap();
+    assert_eq!(again.revoked_at, Some(DAY_START + 5), "the first revocation time stands");
+    assert_eq!(store.device(&device).await.unwrap().unwrap().revoked_at, Some(DAY_START + 5));
+    assert_eq!(store.revoke_device(&ids.of("unknown"), DAY_START).await.unwrap(), None);
+
+    let events: Vec<AuditKind> = trail(store, AuditScope::Device(&device)).await.into_iter().map(|e| e.event).collect();
+    assert_eq!(
+        events,
+        vec![AuditKind::DeviceEnrolled { employee_id: Some("emp-1".into()) }, AuditKind::DeviceRevoked],
+        "one entry for the enrolment and one for the revocation, however often each was asked for"
+    );
+}
+
+async fn commits_are_readable_by_seq_and_by_timeline(store: &dyn Store, ids: &Ids) {
+    let (device, employee) = (ids.of("dev-2"), ids.of("emp-2"));
     let mut progress =
         DeviceProgress { last_sync_at: Some(DAY_START), reported_pending: Some(3), ..Default::default() };
-    for seq in [1, 2, 4] {
+    for seq in [1, 2, 4, 5] {
         progress.received.insert(seq);
     }
     // Out of time order across a midnight, with a rejected seq in between.
-    let late = stored("conf-dev-2", record(1, "emp-2", DAY_START + 3_000));
-    let early = stored("conf-dev-2", record(4, "emp-2", DAY_START + 2_000));
-    let next_day = stored("conf-dev-2", record(5, "emp-2", DAY_START + 86_400_000));
+    let late = stored(&device, record(1, &employee, DAY_START + 3_000));
+    let early = stored(&device, record(4, &employee, DAY_START + 2_000));
+    let next_day = stored(&device, record(5, &employee, DAY_START + 86_400_000));
     let rejected = SeqEntry::Rejected { seq: 2, record_id: "r-2".into(), reason: RejectReason::TooOld, detail: None };
-    progress.received.insert(5);
     let entries = vec![late.clone(), rejected.clone(), early.clone(), next_day];
-    store.commit(&device_commit("conf-dev-2", entries, progress.clone())).await.unwrap();
+    store.commit(&device_commit(&device, entries, progress.clone())).await.unwrap();
 
-    assert_eq!(store.device_progress("conf-dev-2").await.unwrap(), progress);
-    let entries = store.seq_entries("conf-dev-2", &[1, 2, 3, 4]).await.unwrap();
+    assert_eq!(store.device_progress(&device).await.unwrap(), progress);
+    let entries = store.seq_entries(&device, &[1, 2, 3, 4]).await.unwrap();
     assert_eq!(entries, vec![Some(late), Some(rejected), None, Some(early)]);
 
-    let day = store.timeline("acme", "emp-2", UtcDay::of_unix_ms(DAY_START)).await.unwrap();
+    let first_day = UtcDay::of_unix_ms(DAY_START);
+    let day = store.timeline("acme", &employee, first_day).await.unwrap();
     let seqs: Vec<u64> = day.iter().map(|entry| entry.seq).collect();
     assert_eq!(seqs, vec![4, 1], "one UTC day, in recorded_at order, no other day");
     assert_eq!(&*day[0].record_id, "00000000-0000-4000-8000-000000000004");
-    assert!(store.timeline("acme", "emp-2x", UtcDay::of_unix_ms(DAY_START)).await.unwrap().is_empty());
-    let first_day = UtcDay::of_unix_ms(DAY_START);
-    assert_eq!(store.timeline_days("acme", "emp-2").await.unwrap(), vec![first_day, first_day.next()]);
-    assert!(store.timeline_days("acme", "emp-2x").await.unwrap().is_empty(), "no other employee's days");
+    assert!(store.timeline("acme", &ids.of("emp-2x"), first_day).await.unwrap().is_empty());
+    assert_eq!(store.timeline_days("acme", &employee).await.unwrap(), vec![first_day, first_day.next()]);
+    assert!(store.timeline_days("acme", &ids.of("emp-2x")).await.unwrap().is_empty(), "no other employee's days");
 
     // Writing the same commit again changes nothing: writes are idempotent.
-    let entries = store.seq_entries("conf-dev-2", &[1]).await.unwrap();
-    let again = device_commit("conf-dev-2", entries.into_iter().flatten().collect(), progress.clone());
+    let entries = store.seq_entries(&device, &[1]).await.unwrap();
+    let again = device_commit(&device, entries.into_iter().flatten().collect(), progress.clone());
     store.commit(&again).await.unwrap();
-    assert_eq!(store.timeline("acme", "emp-2", UtcDay::of_unix_ms(DAY_START)).await.unwrap().len(), 2);
+    assert_eq!(store.timeline("acme", &employee, first_day).await.unwrap().len(), 2);
+    assert_eq!(store.device_progress(&device).await.unwrap(), progress);
+
+    // A seq beyond a device's first 4096 lands in another partition and reads the same.
+    let far = stored(&device, record(10_000, &employee, DAY_START + 4_000));
+    progress.received.insert(10_000);
+    store.commit(&device_commit(&device, vec![far.clone()], progress.clone())).await.unwrap();
+    assert_eq!(store.seq_entries(&device, &[4, 10_000]).await.unwrap()[1], Some(far));
 }
 
-async fn a_new_device_has_received_nothing(store: &dyn Store) {
-    let progress = store.device_progress("conf-never-seen").await.unwrap();
+async fn a_new_device_has_received_nothing(store: &dyn Store, ids: &Ids) {
+    let progress = store.device_progress(&ids.of("never-seen")).await.unwrap();
     assert_eq!(progress.received.next_seq(), 1);
     assert_eq!(progress.last_sync_at, None);
+    assert_eq!(store.seq_entries(&ids.of("never-seen"), &[1, 2]).await.unwrap(), vec![None, None]);
     store.ping().await.unwrap();
 }
 
-async fn org_settings_default_until_replaced(store: &dyn Store) {
-    assert_eq!(store.org_settings("conf-org").await.unwrap(), OrgSettings::default());
+async fn org_settings_default_until_replaced(store: &dyn Store, ids: &Ids) {
+    let org = ids.of("settings-org");
+    assert_eq!(store.org_settings(&org).await.unwrap(), OrgSettings::default());
     let strict = OrgSettings { max_offline_days: 2, duplicate_window_s: 30, ..OrgSettings::default() };
-    store.put_org_settings("conf-org", &strict).await.unwrap();
-    assert_eq!(store.org_settings("conf-org").await.unwrap(), strict);
-    assert_eq!(store.org_settings("conf-org-2").await.unwrap(), OrgSettings::default());
+    store.put_org_settings(&org, &strict).await.unwrap();
+    assert_eq!(store.org_settings(&org).await.unwrap(), strict);
+    assert_eq!(store.org_settings(&ids.of("settings-org-2")).await.unwrap(), OrgSettings::default());
 }
 
-async fn audit_trail_and_statistics(store: &dyn Store) {
+async fn audit_trail_and_statistics(store: &dyn Store, ids: &Ids) {
+    let org = ids.of("audit-org");
+    let (device_a, device_b) = (ids.of("audit-a"), ids.of("audit-b"));
     let event = |at: i64, device_id: &str| AuditEvent {
         at,
-        org_id: "audit-org".into(),
+        org_id: org.clone(),
         device_id: device_id.into(),
-        event: AuditKind::DeviceRevoked,
+        event: AuditKind::BatchReceived {
+            batch_id: Some(format!("b-{at}")),
+            outcome: "ok".into(),
+            http_status: 200,
+            latency_ms: 1,
+            records: 1,
+            acks: Vec::new(),
+        },
     };
-    let counts = |at: i64, device_id: &str, accepted: u64| SyncCounts {
-        org_id: "audit-org".into(),
-        device_id: device_id.into(),
-        at,
-        totals: SyncTotals { batches_succeeded: 1, accepted, ..SyncTotals::default() },
+    let counts = |event: &AuditEvent, accepted: u64| {
+        SyncCounts::of(event, SyncTotals { batches_succeeded: 1, accepted, ..SyncTotals::default() })
     };
-    let hour = 3_600_000;
+    let events = [
+        event(DAY_START + 3, &device_a),
+        event(DAY_START + 1, &device_a),
+        event(DAY_START + 2, &device_b),
+        event(DAY_START + 2 * HOUR, &device_a),
+        // Another day: a trail read across days in one listing.
+        event(DAY_START + 30 * HOUR, &device_b),
+    ];
     let commit = Commit {
-        audit: vec![event(DAY_START + 3, "audit-a"), event(DAY_START + 1, "audit-a"), event(DAY_START + 2, "audit-b")],
-        stats: vec![
-            counts(DAY_START, "audit-a", 5),
-            counts(DAY_START + 10, "audit-b", 7),
-            counts(DAY_START + 2 * hour, "audit-a", 1),
-        ],
+        audit: events.to_vec(),
+        stats: vec![counts(&events[0], 5), counts(&events[2], 7), counts(&events[3], 1), counts(&events[4], 2)],
         ..Commit::default()
     };
     store.commit(&commit).await.unwrap();
 
-    let device_a = store
-        .audit(AuditScope::Device("audit-a"), DAY_START, DAY_START + 10, Page { after: None, limit: 10 })
-        .await
-        .unwrap();
-    let times: Vec<i64> = device_a.iter().map(|(event, _)| event.at).collect();
-    assert_eq!(times, vec![DAY_START + 1, DAY_START + 3], "a device's trail, oldest first");
-    let org = store
-        .audit(AuditScope::Org("audit-org"), DAY_START, DAY_START + 10, Page { after: None, limit: 2 })
-        .await
-        .unwrap();
-    assert_eq!(org.len(), 2);
-    let rest = store
-        .audit(AuditScope::Org("audit-org"), DAY_START, DAY_START + 10, Page { after: Some(&org[1].1), limit: 2 })
-        .await
-        .unwrap();
-    assert_eq!(
-        rest.iter().map(|(event, _)| event.at).collect::<Vec<_>>(),
-        vec![DAY_START + 3],
-        "the next page goes on after the cursor"
-    );
-    let window = store
-        .audit(AuditScope::Device("audit-a"), DAY_START + 2, DAY_START + 2, Page { after: None, limit: 10 })
-        .await
-        .unwrap();
-    assert!(window.is_empty());
-
-    let all = store.sync_totals("audit-org", DAY_START).await.unwrap();
-    assert_eq!((all.batches_succeeded, all.accepted), (3, 13));
-    let last_hour = store.sync_totals("audit-org", DAY_START + 2 * hour).await.unwrap();
-    assert_eq!((last_hour.batches_succeeded, last_hour.accepted), (1, 1));
-    assert_eq!(store.device_totals("audit-a").await.unwrap().accepted, 6);
-
-    let enrolment = |device_id: &str| DeviceEnrolment {
-        device_id: device_id.into(),
-        org_id: "audit-org".into(),
-        employee_id: None,
-        secret: [1; 32],
-        enrolled_at: DAY_START,
-        revoked_at: None,
-    };
-    for device_id in ["audit-z", "audit-y", "audit-x"] {
-        store.enrol_device(&enrolment(device_id)).await.unwrap();
+    let page = |limit| Page { after: None, limit };
+    let device_a_trail = store.audit(AuditScope::Device(&device_a), DAY_START, DAY_START + 10, page(10)).await.unwrap();
+    let times: Vec<i64> = device_a_trail.iter().map(|(event, _)| event.at).collect();
+    assert_eq!(times, vec![DAY_START + 1, DAY_START + 3], "a device's trail, oldest first, in the window");
+    let org_trail = store.audit(AuditScope::Org(&org), DAY_START, DAY_START + 40 * HOUR, page(2)).await.unwrap();
+    assert_eq!(org_trail.len(), 2);
+    let mut rest = Vec::new();
+    let mut after = org_trail[1].1.clone();
+    loop {
+        let next = store
+            .audit(AuditScope::Org(&org), DAY_START, DAY_START + 40 * HOUR, Page { after: Some(&after), limit: 2 })
+            .await
+            .unwrap();
+        let Some((_, cursor)) = next.last() else { break };
+        after = cursor.clone();
+        rest.extend(next.into_iter().map(|(event, _)| event.at));
     }
-    let first = store.devices_of_org("audit-org", Page { after: None, limit: 2 }).await.unwrap();
-    let ids: Vec<&str> = first.iter().map(|(device, _)| device.device_id.as_str()).collect();
-    assert_eq!(ids, vec!["audit-x", "audit-y"]);
-    let rest = store.devices_of_org("audit-org", Page { after: Some(&first[1].1), limit: 2 }).await.unwrap();
-    assert_eq!(rest.len(), 1);
+    assert_eq!(
+        rest,
+        vec![DAY_START + 3, DAY_START + 2 * HOUR, DAY_START + 30 * HOUR],
+        "the next pages go on after the cursor, across days"
+    );
+    let window = store.audit(AuditScope::Device(&device_a), DAY_START + 2, DAY_START + 2, page(10)).await.unwrap();
+    assert!(window.is_empty());
+    let foreign = store
+        .audit(
+            AuditScope::Device(&device_b),
+            DAY_START,
+            DAY_START + 10,
+            Page { after: Some(&org_trail[0].1), limit: 10 },
+        )
+        .await
+        .unwrap();
+    assert_eq!(foreign.len(), 1, "a cursor of another listing reads from the start, never another's trail");
+
+    let all = store.sync_totals(&org, DAY_START).await.unwrap();
+    assert_eq!((all.batches_succeeded, all.accepted), (4, 15));
+    let from_hour_two = store.sync_totals(&org, DAY_START + 2 * HOUR + 5).await.unwrap();
+    assert_eq!((from_hour_two.batches_succeeded, from_hour_two.accepted), (2, 3), "whole UTC hours from `since` on");
+    assert_eq!(store.device_totals(&device_a).await.unwrap().accepted, 6);
+    assert_eq!(store.device_totals(&device_b).await.unwrap().accepted, 9);
+    assert_eq!(store.device_totals(&ids.of("audit-none")).await.unwrap(), SyncTotals::default());
+
+    for device_id in ["audit-z", "audit-y", "audit-x"] {
+        store.enrol_device(&enrolment(&ids.of(device_id), &org)).await.unwrap();
+    }
+    let first = store.devices_of_org(&org, page(2)).await.unwrap();
+    let listed: Vec<&str> = first.iter().map(|(device, _)| device.device_id.as_str()).collect();
+    assert_eq!(listed, vec![ids.of("audit-x"), ids.of("audit-y")]);
+    let rest = store.devices_of_org(&org, Page { after: Some(&first[1].1), limit: 2 }).await.unwrap();
+    assert_eq!(rest.iter().map(|(device, _)| device.device_id.clone()).collect::<Vec<_>>(), vec![ids.of("audit-z")]);
+    assert!(store.devices_of_org(&ids.of("no-org"), page(2)).await.unwrap().is_empty());
 }
 
 /// A live commit is read back in full the moment it is acked, by every read, however
 /// the store makes it durable.
-async fn live_commits_are_readable_once_acked(store: &dyn Store) {
-    let (org, device): (Arc<str>, Arc<str>) = ("live-org".into(), "conf-live".into());
+async fn live_commits_are_readable_once_acked(store: &dyn Store, ids: &Ids) {
+    let (org, device): (Arc<str>, Arc<str>) = (ids.of("live-org").into(), ids.of("live").into());
     let mut progress = DeviceProgress::default();
     for seq in 1..=20u64 {
         progress.received.insert(seq);
-        let SeqEntry::Stored(stored) = stored(&device, record(seq, "emp-live", DAY_START + seq as i64 * 60_000)) else {
+        let SeqEntry::Stored(stored) =
+            stored_in(&org, &device, record(seq, "emp-live", DAY_START + seq as i64 * 60_000))
+        else {
             unreachable!()
+        };
+        let audit = AuditEvent {
+            at: DAY_START + seq as i64,
+            org_id: org.to_string(),
+            device_id: device.to_string(),
+            event: AuditKind::DeviceRevoked,
         };
         let commit = Commit {
             timeline: vec![TimelineEntry::of(&stored, &org, &device, RecordStatus::Active)],
-            audit: vec![AuditEvent {
-                at: DAY_START + seq as i64,
-                org_id: org.to_string(),
-                device_id: device.to_string(),
-                event: AuditKind::DeviceRevoked,
-            }],
-            stats: vec![SyncCounts {
-                org_id: org.to_string(),
-                device_id: device.to_string(),
-                at: DAY_START,
-                totals: SyncTotals { accepted: 1, ..SyncTotals::default() },
-            }],
+            stats: vec![SyncCounts::of(&audit, SyncTotals { accepted: 1, ..SyncTotals::default() })],
+            audit: vec![audit],
             live: true,
             ..device_commit(&device, vec![SeqEntry::Stored(stored)], progress.clone())
         };
@@ -237,10 +307,195 @@ async fn live_commits_are_readable_once_acked(store: &dyn Store) {
         assert!(store.seq_entries(&device, &[seq]).await.unwrap()[0].is_some(), "seq {seq} is readable once acked");
         assert_eq!(store.timeline(&org, "emp-live", UtcDay::of_unix_ms(DAY_START)).await.unwrap().len(), seq as usize);
         assert_eq!(store.device_totals(&device).await.unwrap().accepted, seq);
-        let trail = store
-            .audit(AuditScope::Device(&device), DAY_START, DAY_START + 100, Page { after: None, limit: 100 })
+        assert_eq!(trail(store, AuditScope::Device(&device)).await.len(), seq as usize);
+    }
+}
+
+/// A conflict between two records of two devices, as a conflict actor writes it.
+fn conflict_between(ids: &Ids, n: u64, detected_at: i64) -> (ConflictRecord, [TimelineEntry; 2]) {
+    let (org, employee): (Arc<str>, Arc<str>) = (ids.of("conflict-org").into(), ids.of("emp-c").into());
+    let at = DAY_START + n as i64 * HOUR;
+    let entry = |device: &str, seq: u64| {
+        let device: Arc<str> = ids.of(device).into();
+        let SeqEntry::Stored(stored) = stored_in(&org, &device, record(seq, &employee, at)) else { unreachable!() };
+        TimelineEntry::of(&stored, &org, &device, RecordStatus::Active)
+    };
+    let (server, newcomer) = (entry("kiosk", n), entry("phone", n));
+    let conflict = ConflictRecord {
+        id: crate::conflict_rules::conflict_id(
+            crate::conflict_rules::ConflictKind::DuplicateEvent,
+            &newcomer.record_id,
+            Some(&server.record_id),
+        ),
+        org_id: org.to_string(),
+        employee_id: employee.to_string(),
+        kind: crate::conflict_rules::ConflictKind::DuplicateEvent,
+        device_record: newcomer.reference(),
+        server_record: Some(server.reference()),
+        policy: ConflictResolution::Manual,
+        outcome: PolicyOutcome::BothStand,
+        detected_at,
+        resolution: None,
+    };
+    (conflict, [server, newcomer])
+}
+
+async fn conflicts_are_listed_and_resolved_once(store: &dyn Store, ids: &Ids) {
+    let org = ids.of("conflict-org");
+    let mut conflicts = Vec::new();
+    for n in 1..=3 {
+        let (conflict, timeline) = conflict_between(ids, n, DAY_START + 10 * HOUR - n as i64);
+        store
+            .commit(&Commit { timeline: timeline.to_vec(), conflicts: vec![conflict.clone()], ..Commit::default() })
             .await
             .unwrap();
-        assert_eq!(trail.len(), seq as usize);
+        conflicts.push(conflict);
     }
+    assert_eq!(store.conflict(&conflicts[0].id).await.unwrap().as_ref(), Some(&conflicts[0]));
+    assert_eq!(store.conflict(&ids.of("no-conflict")).await.unwrap(), None);
+    let listed = store.conflicts(&org, None, Page { after: None, limit: 2 }).await.unwrap();
+    let order: Vec<&str> = listed.iter().map(|(conflict, _)| conflict.id.as_str()).collect();
+    assert_eq!(order, vec![conflicts[2].id.as_str(), conflicts[1].id.as_str()], "in detection order");
+    let rest = store.conflicts(&org, None, Page { after: Some(&listed[1].1), limit: 2 }).await.unwrap();
+    assert_eq!(rest.iter().map(|(conflict, _)| conflict.id.clone()).collect::<Vec<_>>(), vec![conflicts[0].id.clone()]);
+    let phone = ids.of("phone");
+    assert_eq!(store.open_conflicts_of_device(&phone).await.unwrap().len(), 3);
+
+    let decision = |resolution, note: &str, at| AdminResolution { resolution, note: note.into(), resolved_at: at };
+    let keep_server = decision(Resolution::KeepServer, "the kiosk saw them", DAY_START + 20 * HOUR);
+    let [server, newcomer] = conflict_between(ids, 1, 0).1;
+    let effects = Commit {
+        timeline: vec![TimelineEntry { status: RecordStatus::Superseded, ..newcomer }],
+        audit: vec![AuditEvent {
+            at: keep_server.resolved_at,
+            org_id: org.clone(),
+            device_id: phone.clone(),
+            event: AuditKind::ConflictResolved {
+                conflict_id: conflicts[0].id.clone(),
+                resolution: Resolution::KeepServer,
+                note: keep_server.note.clone(),
+            },
+        }],
+        ..Commit::default()
+    };
+    let Resolved::Now(resolved) = store.resolve_conflict(&conflicts[0].id, &keep_server, &effects).await.unwrap()
+    else {
+        panic!("the first decision on an open conflict stands")
+    };
+    assert_eq!(resolved.resolution.as_ref(), Some(&keep_server));
+    let day = UtcDay::of_unix_ms(server.recorded_at);
+    let statuses: Vec<RecordStatus> = store
+        .timeline(&org, &server.employee_id, day)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|entry| entry.recorded_at == server.recorded_at)
+        .map(|entry| entry.status)
+        .collect();
+    assert_eq!(statuses.len(), 2);
+    assert!(statuses.contains(&RecordStatus::Superseded) && statuses.contains(&RecordStatus::Active));
+
+    let retried = decision(Resolution::KeepServer, "the kiosk saw them", DAY_START + 21 * HOUR);
+    assert!(
+        matches!(store.resolve_conflict(&conflicts[0].id, &retried, &effects).await.unwrap(), Resolved::Now(_)),
+        "the same decision again is a retry"
+    );
+    let other = decision(Resolution::DiscardBoth, "", DAY_START + 22 * HOUR);
+    let Resolved::Already(standing) =
+        store.resolve_conflict(&conflicts[0].id, &other, &Commit::default()).await.unwrap()
+    else {
+        panic!("a second, different decision loses")
+    };
+    assert_eq!(standing.resolution, Some(keep_server.clone()));
+    assert_eq!(
+        store.resolve_conflict(&ids.of("no-conflict"), &other, &Commit::default()).await.unwrap(),
+        Resolved::NotFound
+    );
+    assert_eq!(trail(store, AuditScope::Device(&phone)).await.len(), 1, "the retried decision filed no second entry");
+
+    // Detected again (a cut commit's device resends): the resolution stands.
+    store.commit(&Commit { conflicts: vec![conflicts[0].clone()], ..Commit::default() }).await.unwrap();
+    assert_eq!(store.conflict(&conflicts[0].id).await.unwrap().unwrap().resolution, Some(keep_server));
+
+    let open = store.conflicts(&org, Some(true), Page { after: None, limit: 10 }).await.unwrap();
+    assert_eq!(open.len(), 2);
+    let resolved = store.conflicts(&org, Some(false), Page { after: None, limit: 10 }).await.unwrap();
+    assert_eq!(
+        resolved.iter().map(|(conflict, _)| conflict.id.clone()).collect::<Vec<_>>(),
+        vec![conflicts[0].id.clone()]
+    );
+    assert_eq!(store.open_conflicts_of_device(&phone).await.unwrap().len(), 2);
+}
+
+async fn waiting_devices_are_listed(store: &dyn Store, ids: &Ids) {
+    let device = ids.of("waiting");
+    let mut progress = DeviceProgress::default();
+    progress.received.insert(3);
+    progress.evaluation.waiting_since = Some(DAY_START);
+    store.commit(&device_commit(&device, Vec::new(), progress.clone())).await.unwrap();
+    assert!(store.devices_waiting_for_evaluation().await.unwrap().contains(&device));
+    progress.evaluation.waiting_since = None;
+    store.commit(&device_commit(&device, Vec::new(), progress)).await.unwrap();
+    assert!(!store.devices_waiting_for_evaluation().await.unwrap().contains(&device), "no longer once evaluated");
+}
+
+/// A store whose next write lands and then reports the store unavailable.
+pub struct FlakyStore<'a> {
+    pub inner: &'a dyn Store,
+    pub fail_after_write: AtomicBool,
+}
+
+impl FlakyStore<'_> {
+    fn landed<T>(&self, outcome: Result<T, StoreError>) -> Result<T, StoreError> {
+        let value = outcome?;
+        if self.fail_after_write.swap(false, Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("injected: the write landed, the answer was lost".into()));
+        }
+        Ok(value)
+    }
+
+    /// Calls `write` with the next write failing after it landed, then again: the retry.
+    async fn twice<T, F: std::future::Future<Output = Result<T, StoreError>>>(&self, write: impl Fn() -> F) -> T {
+        self.fail_after_write.store(true, Ordering::SeqCst);
+        assert!(matches!(write().await, Err(StoreError::Unavailable(_))), "the injected failure is reported");
+        write().await.expect("the retry succeeds")
+    }
+}
+
+async fn retried_writes_count_once(store: &dyn Store, ids: &Ids) {
+    let flaky = FlakyStore { inner: store, fail_after_write: AtomicBool::new(false) };
+    let (org, device) = (ids.of("retry-org"), ids.of("retry-dev"));
+    let enrolled = enrolment(&device, &org);
+    flaky.twice(|| async { flaky.landed(flaky.inner.enrol_device(&enrolled).await) }).await;
+    flaky.twice(|| async { flaky.landed(flaky.inner.revoke_device(&device, DAY_START + 1).await) }).await;
+
+    let mut progress = DeviceProgress::default();
+    progress.received.insert(1);
+    let audit = AuditEvent {
+        at: DAY_START + 2,
+        org_id: org.clone(),
+        device_id: device.clone(),
+        event: AuditKind::BatchReceived {
+            batch_id: Some("b-1".into()),
+            outcome: "ok".into(),
+            http_status: 200,
+            latency_ms: 3,
+            records: 1,
+            acks: Vec::new(),
+        },
+    };
+    let commit = Commit {
+        stats: vec![SyncCounts::of(&audit, SyncTotals { batches_succeeded: 1, accepted: 1, ..SyncTotals::default() })],
+        audit: vec![audit],
+        ..device_commit(&device, vec![stored_in(&org, &device, record(1, "emp-r", DAY_START))], progress)
+    };
+    flaky.twice(|| async { flaky.landed(flaky.inner.commit(&commit).await) }).await;
+
+    let totals = store.device_totals(&device).await.unwrap();
+    assert_eq!((totals.batches_succeeded, totals.accepted), (1, 1), "a retried commit counts once");
+    let org_totals = store.sync_totals(&org, DAY_START).await.unwrap();
+    assert_eq!((org_totals.batches_succeeded, org_totals.accepted), (1, 1));
+    assert_eq!(trail(store, AuditScope::Device(&device)).await.len(), 3, "enrolled, revoked, one batch");
+    assert_eq!(trail(store, AuditScope::Org(&org)).await.len(), 3);
+    assert_eq!(store.timeline(&org, "emp-r", UtcDay::of_unix_ms(DAY_START)).await.unwrap().len(), 1);
 }

@@ -45,6 +45,13 @@ pub fn timed(partition: &str, at: i64, unique: u64) -> Vec<u8> {
     key
 }
 
+/// `stats_counted`: (device) partition, clustered by the key of an event counted.
+pub fn event(device_id: &str, key: u64) -> Vec<u8> {
+    let mut key_bytes = text_prefix(device_id);
+    key_bytes.extend_from_slice(&key.to_be_bytes());
+    key_bytes
+}
+
 /// The first key at or after `at` in a `timed` partition.
 pub fn timed_from(partition: &str, at: i64) -> Vec<u8> {
     let mut key = text_prefix(partition);

@@ -3,16 +3,37 @@
 //! Records are keyed by (device, seq), which makes every write idempotent, and listed
 //! by (org, employee, UTC day) ordered by time, which is what conflict detection reads.
 //! Nothing above this trait knows which store it talks to; both pass `conformance`.
+//!
+//! The contract holds for a store that is not atomic across partitions (ScyllaDB):
+//! - **A commit has one commit point: its device's progress, written last.** Its other
+//!   writes (seqs, timeline, conflicts, audit, statistics) land first, in any order;
+//!   only once each is durable is the progress written, and only then does `commit`
+//!   return. A gateway that dies in between has acked nothing: the device sends the
+//!   batch again, its seqs are not in the progress, so they are decided anew and every
+//!   row is written again to the same key. So readers take the progress as the truth
+//!   of what a device has sent, and tolerate rows that a cut commit left: a seq row
+//!   that the progress does not cover is not received; a timeline entry of a record
+//!   being placed again is that record (evaluation skips its own record id); a
+//!   conflict detected again gets the same id.
+//! - **Writing again changes nothing.** Every row is keyed from its data: seqs by
+//!   (device, seq), audit entries by (device or org, time, `AuditEvent::key`),
+//!   statistics by the key of the event they count, conflicts by an id derived from
+//!   their kind and records.
+//! - **Where two writers race for one outcome, one wins** (a conditional write):
+//!   enrolment, revocation and a conflict's resolution.
 
+mod codec;
 mod embedded;
 mod keys;
 mod model;
+mod scylladb;
 
-#[cfg(test)]
-pub(crate) mod conformance;
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 
 pub use embedded::{EmbeddedStore, EmbeddedStoreOptions};
 pub use model::*;
+pub use scylladb::{migrate as migrate_scylla, Replication, ScyllaStore, ScyllaStoreOptions};
 
 use async_trait::async_trait;
 use otg_schema::{OrgSettings, UtcDay};
@@ -36,12 +57,16 @@ pub enum StoreError {
 /// Where otg keeps everything. Writes return only once durable.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Enrols a device; `AlreadyExists` if the id was ever enrolled.
+    /// Enrols a device if its id was never enrolled, and files the `DeviceEnrolled`
+    /// audit entry with it; `AlreadyExists` if another enrolment holds the id. Enrolling
+    /// the very same enrolment again (a retry) succeeds and completes its audit entry.
     async fn enrol_device(&self, enrolment: &DeviceEnrolment) -> Result<(), StoreError>;
 
     async fn device(&self, device_id: &str) -> Result<Option<DeviceEnrolment>, StoreError>;
 
-    /// Marks a device revoked (keeping the first revocation time); `None` if unknown.
+    /// Marks a device revoked if it is not yet (the first revocation time stands), and
+    /// files one `DeviceRevoked` audit entry at that time however often it is called;
+    /// `None` if the device is unknown.
     async fn revoke_device(&self, device_id: &str, at: i64) -> Result<Option<DeviceEnrolment>, StoreError>;
 
     /// The device's progress; the default (nothing received) for a new device.
@@ -53,9 +78,21 @@ pub trait Store: Send + Sync + 'static {
     /// What each of `seqs` holds, in the same order.
     async fn seq_entries(&self, device_id: &str, seqs: &[u64]) -> Result<Vec<Option<SeqEntry>>, StoreError>;
 
-    /// Writes everything in `commit` atomically (embedded) or idempotently
-    /// (ScyllaDB); returns once durable.
+    /// Writes everything in `commit`, its device's progress last (the commit point),
+    /// and returns once all of it is durable. Calling it again with the same commit,
+    /// after an error or not, changes nothing that the first call wrote.
     async fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
+
+    /// Records an administrator's decision on a conflict if the conflict is still open
+    /// (of two racing decisions one wins), then writes `effects`: the records' new
+    /// statuses and the audit entries. A decision equal to the one that stands (the
+    /// same resolution and note: a retry) writes its effects again and counts as won.
+    async fn resolve_conflict(
+        &self,
+        conflict_id: &str,
+        resolution: &AdminResolution,
+        effects: &Commit,
+    ) -> Result<Resolved, StoreError>;
 
     /// One UTC day of an employee's timeline, in `recorded_at` order: the records
     /// of that day, and the leave requests that cover it.

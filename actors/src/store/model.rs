@@ -20,6 +20,13 @@ pub struct DeviceEnrolment {
     pub revoked_at: Option<i64>,
 }
 
+impl DeviceEnrolment {
+    /// An entry of this device's audit trail.
+    pub fn audit(&self, at: i64, event: AuditKind) -> AuditEvent {
+        AuditEvent { at, org_id: self.org_id.clone(), device_id: self.device_id.clone(), event }
+    }
+}
+
 /// How far a device has synced: the seqs received and evaluated, and what it last
 /// reported.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,13 +102,14 @@ pub struct Commit {
     pub device: Option<DeviceWrite>,
     /// New timeline entries, or stored ones with a new status.
     pub timeline: Vec<TimelineEntry>,
-    /// New conflicts, or stored ones with a new resolution.
+    /// Conflicts detected: written if absent. Writing one again never undoes its
+    /// resolution, which only `Store::resolve_conflict` writes.
     pub conflicts: Vec<ConflictRecord>,
     pub audit: Vec<AuditEvent>,
     /// Counts to add to the org's hourly sync statistics and the device's totals.
     pub stats: Vec<SyncCounts>,
-    /// A live batch's commit: the embedded store makes it durable in its live log,
-    /// apart from the backlog it is writing.
+    /// A hint that a live check-in waits for this commit: a store may make it durable
+    /// on a faster path (the embedded store's live log). It changes nothing stored.
     pub live: bool,
 }
 
@@ -112,6 +120,18 @@ pub struct AuditEvent {
     pub org_id: String,
     pub device_id: String,
     pub event: AuditKind,
+}
+
+impl AuditEvent {
+    /// What tells this entry apart from the device's others at the same millisecond,
+    /// derived from the entry itself (a name-based UUID of its encoding): a write that
+    /// is retried, by this gateway or another, files the same entry again, not a
+    /// second one. Two entries alike in every field are one event.
+    pub fn key(&self) -> u64 {
+        const AUDIT_NAMESPACE: uuid::Uuid = uuid::uuid!("0b6f3a52-2f1e-4c8e-9d57-5a3c9e1f7d40");
+        let encoded = rmp_serde::to_vec(self).expect("audit events always encode");
+        uuid::Uuid::new_v5(&AUDIT_NAMESPACE, &encoded).as_u64_pair().0
+    }
 }
 
 /// What happened.
@@ -169,14 +189,31 @@ impl SyncTotals {
     }
 }
 
-/// Counts to add for an org's hour and a device.
+/// One event's counts (a batch acked or refused) for its org's hour and its device.
+/// Counts of one (device, key) are counted once however often they are written, so a
+/// commit retried after a timeout never counts twice.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SyncCounts {
     pub org_id: String,
     pub device_id: String,
     /// Unix ms of the event; counted in its UTC hour.
     pub at: i64,
+    /// The event's audit entry key (`AuditEvent::key`).
+    pub key: u64,
     pub totals: SyncTotals,
+}
+
+impl SyncCounts {
+    /// The counts of the event its audit entry records.
+    pub fn of(event: &AuditEvent, totals: SyncTotals) -> Self {
+        SyncCounts {
+            org_id: event.org_id.clone(),
+            device_id: event.device_id.clone(),
+            at: event.at,
+            key: event.key(),
+            totals,
+        }
+    }
 }
 
 impl Commit {
@@ -257,6 +294,20 @@ impl TimelineEntry {
         }
     }
 
+    /// The partitions the entry is written to, with its clustering time in each: its
+    /// own day at `recorded_at`, and for a leave request also every day it covers.
+    pub fn positions(&self) -> Vec<(UtcDay, i64)> {
+        let mut positions = vec![(UtcDay::of_unix_ms(self.recorded_at), self.recorded_at)];
+        if let Some((from, to)) = self.leave {
+            let mut day = from;
+            while day <= to {
+                positions.push((day, day.start_unix_ms()));
+                day = day.next();
+            }
+        }
+        positions
+    }
+
     pub fn reference(&self) -> RecordRef {
         RecordRef {
             record_id: self.record_id.to_string(),
@@ -307,6 +358,13 @@ pub struct AdminResolution {
     pub resolved_at: i64,
 }
 
+impl AdminResolution {
+    /// Whether `other` decides the same (whenever it was made): a retried decision.
+    pub fn same_decision(&self, other: &AdminResolution) -> bool {
+        self.resolution == other.resolution && self.note == other.note
+    }
+}
+
 /// A conflict: its kind, the newcomer (`device_record`), the record stored before it
 /// (`server_record`, for conflicts between two), and what has been decided.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -322,6 +380,16 @@ pub struct ConflictRecord {
     pub outcome: PolicyOutcome,
     pub detected_at: i64,
     pub resolution: Option<AdminResolution>,
+}
+
+/// What became of an administrator's decision.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resolved {
+    /// The decision stands; the conflict as resolved.
+    Now(ConflictRecord),
+    /// Another decision was there first; the conflict as it stands.
+    Already(ConflictRecord),
+    NotFound,
 }
 
 impl ConflictRecord {

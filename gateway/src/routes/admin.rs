@@ -5,7 +5,7 @@ use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
-use otg_actors::store::{AuditEvent, AuditKind, Commit, DeviceEnrolment, StoreError};
+use otg_actors::store::{DeviceEnrolment, StoreError};
 use otg_schema::validate::check_id;
 use otg_schema::DeviceSecret;
 use serde::{Deserialize, Serialize};
@@ -79,11 +79,7 @@ async fn enrol_device(
         revoked_at: None,
     };
     match state.store.enrol_device(&enrolment).await {
-        Ok(()) => {
-            let event = AuditKind::DeviceEnrolled { employee_id: enrolment.employee_id.clone() };
-            audit(&state, &enrolment, event).await?;
-            Ok(HttpResponse::Created().json(Enrolled { device_id, secret: secret.to_base64() }))
-        }
+        Ok(()) => Ok(HttpResponse::Created().json(Enrolled { device_id, secret: secret.to_base64() })),
         Err(StoreError::AlreadyExists) => {
             Err(ApiError::AlreadyExists(format!("device {device_id:?} is already enrolled")))
         }
@@ -107,19 +103,8 @@ async fn revoke_device(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     authenticate_admin(&request, &state.admin_token)?;
-    let was_active = state.store.device(&device_id).await?.is_some_and(|device| device.revoked_at.is_none());
     let device = state.store.revoke_device(&device_id, now_ms()).await?.ok_or_else(|| unknown(&device_id))?;
-    if was_active {
-        audit(&state, &device, AuditKind::DeviceRevoked).await?;
-    }
     Ok(HttpResponse::Ok().json(DeviceView::from(device)))
-}
-
-/// Files an enrolment or revocation in the device's audit trail, durably.
-async fn audit(state: &AppState, device: &DeviceEnrolment, event: AuditKind) -> Result<(), ApiError> {
-    let event = AuditEvent { at: now_ms(), org_id: device.org_id.clone(), device_id: device.device_id.clone(), event };
-    state.store.commit(&Commit { audit: vec![event], ..Commit::default() }).await?;
-    Ok(())
 }
 
 fn unknown(device_id: &str) -> ApiError {

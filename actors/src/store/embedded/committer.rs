@@ -219,12 +219,20 @@ impl Committer {
         batch.commit().map_err(unavailable)
     }
 
-    /// Adds a commit's counts to the hourly org totals and the device totals. The
-    /// committer is their only writer, so reading and adding loses nothing.
+    /// Adds a commit's counts to the hourly org totals and the device totals, each
+    /// event's once: an event already counted (a retried commit) is skipped, and the
+    /// event is marked counted in the same atomic batch. The committer is the only
+    /// writer of all three, so reading and adding loses nothing.
     fn add_stats(&self, stats: Vec<SyncCounts>, batch: &mut OwnedWriteBatch) -> Result<(), StoreError> {
         // Summed first: the batch's own writes are not read back.
         let mut sums: std::collections::HashMap<(bool, Vec<u8>), SyncTotals> = std::collections::HashMap::new();
+        let mut counted = std::collections::HashSet::new();
         for counts in stats {
+            let event = keys::event(&counts.device_id, counts.key);
+            if !counted.insert(event.clone()) || self.tables.stats_counted.contains_key(&event).map_err(unavailable)? {
+                continue;
+            }
+            batch.insert(&self.tables.stats_counted, event, []);
             sums.entry((true, keys::timed_from(&counts.org_id, super::hour_of(counts.at))))
                 .or_default()
                 .add(&counts.totals);

@@ -13,10 +13,11 @@ mod committer;
 mod live_log;
 mod read_barrier;
 
+use super::codec::{decode, encode};
 use super::keys;
 use super::{
-    AuditEvent, AuditScope, Commit, ConflictRecord, Cursor, DeviceEnrolment, DeviceProgress, Page, SeqEntry, Store,
-    StoreError, SyncCounts, SyncTotals, TimelineEntry,
+    AdminResolution, AuditEvent, AuditKind, AuditScope, Commit, ConflictRecord, Cursor, DeviceEnrolment,
+    DeviceProgress, Page, Resolved, SeqEntry, Store, StoreError, SyncCounts, SyncTotals, TimelineEntry,
 };
 use crate::metrics::StoreMetrics;
 use async_trait::async_trait;
@@ -81,6 +82,9 @@ struct Tables {
     seqs: Keyspace,
     timeline: Keyspace,
     conflicts: Keyspace,
+    /// A conflict's resolution, apart from its detection, so that writing a detection
+    /// again can never undo a resolution.
+    conflict_resolutions: Keyspace,
     conflicts_by_org: Keyspace,
     conflicts_by_device: Keyspace,
     /// One empty value per timeline partition that holds anything: a point read with a
@@ -90,6 +94,9 @@ struct Tables {
     audit_by_org: Keyspace,
     stats_by_org_hour: Keyspace,
     stats_by_device: Keyspace,
+    /// The (device, event key) of every event the statistics count: counts written
+    /// again are not added again.
+    stats_counted: Keyspace,
     org_devices: Keyspace,
     /// The store's own bookkeeping: how far the live log is applied.
     meta: Keyspace,
@@ -168,10 +175,9 @@ pub struct EmbeddedStore {
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     barrier: Arc<ReadBarrier>,
     live_log_max_records: usize,
-    /// Serialises enrolment and revocation, whose read-then-write must not interleave.
+    /// Serialises enrolment, revocation and resolution, whose read-then-write must not
+    /// interleave.
     admin_writes: tokio::sync::Mutex<()>,
-    /// Makes audit keys unique: seeded from the clock at open, then counted up.
-    audit_sequence: std::sync::atomic::AtomicU64,
     /// Set by the first failed write: fjall refuses every write after one (it poisons
     /// itself), so the store stays unavailable until the gateway restarts.
     failed: Arc<AtomicBool>,
@@ -205,6 +211,7 @@ impl EmbeddedStore {
             seqs: keyspace("seqs")?,
             timeline: keyspace("timeline")?,
             conflicts: keyspace("conflicts")?,
+            conflict_resolutions: keyspace("conflict_resolutions")?,
             conflicts_by_org: keyspace("conflicts_by_org")?,
             conflicts_by_device: keyspace("conflicts_by_device")?,
             timeline_days: keyspace("timeline_days")?,
@@ -212,6 +219,7 @@ impl EmbeddedStore {
             audit_by_org: keyspace("audit_by_org")?,
             stats_by_org_hour: keyspace("stats_by_org_hour")?,
             stats_by_device: keyspace("stats_by_device")?,
+            stats_counted: keyspace("stats_counted")?,
             org_devices: keyspace("org_devices")?,
             meta: keyspace("meta")?,
         };
@@ -263,18 +271,13 @@ impl EmbeddedStore {
             barrier,
             live_log_max_records: options.live_log_max_records,
             admin_writes: tokio::sync::Mutex::new(()),
-            audit_sequence: std::sync::atomic::AtomicU64::new(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |since| since.as_nanos() as u64),
-            ),
             failed,
         })
     }
 
     /// Every key and value `commit` writes (the statistics aside, which the committer
     /// adds), built on the caller's thread.
-    fn writes_of(&self, commit: &Commit) -> Vec<Write> {
+    fn writes_of(commit: &Commit) -> Vec<Write> {
         let Commit { device, timeline, conflicts, audit, .. } = commit;
         let capacity = device.as_ref().map_or(0, |device| device.entries.len() + 1)
             + timeline.len() * 2
@@ -290,7 +293,7 @@ impl EmbeddedStore {
         let mut partitions = std::collections::HashSet::new();
         for entry in timeline {
             let value = fjall::UserValue::from(encode(entry));
-            for (day, at) in timeline_positions(entry) {
+            for (day, at) in entry.positions() {
                 let key = keys::timeline(&entry.org_id, &entry.employee_id, day, at, &entry.device_id, entry.seq);
                 writes.push(Write(Table::Timeline, key, value.clone()));
                 partitions.insert(keys::timeline_partition(&entry.org_id, &entry.employee_id, day));
@@ -318,12 +321,7 @@ impl EmbeddedStore {
                 ));
             }
         }
-        for event in audit {
-            let (value, unique) =
-                (fjall::UserValue::from(encode(event)), self.audit_sequence.fetch_add(1, Ordering::Relaxed));
-            writes.push(Write(Table::AuditByDevice, keys::timed(&event.device_id, event.at, unique), value.clone()));
-            writes.push(Write(Table::AuditByOrg, keys::timed(&event.org_id, event.at, unique), value));
-        }
+        writes.extend(audit.iter().flat_map(audit_writes));
         writes
     }
 
@@ -341,6 +339,17 @@ impl EmbeddedStore {
         self.write_durably(batch)
     }
 
+    /// A conflict as detected, with its resolution if it has one.
+    fn read_conflict(&self, conflict_id: &[u8]) -> Result<Option<ConflictRecord>, StoreError> {
+        let Some(mut conflict) = read::<ConflictRecord>(&self.tables.conflicts, conflict_id)? else {
+            return Ok(None);
+        };
+        if let Some(resolution) = read(&self.tables.conflict_resolutions, conflict_id)? {
+            conflict.resolution = Some(resolution);
+        }
+        Ok(Some(conflict))
+    }
+
     fn write_durably(&self, batch: OwnedWriteBatch) -> Result<(), StoreError> {
         let outcome = batch.commit().and_then(|()| self.db.persist(PersistMode::SyncAll)).map_err(unavailable);
         if outcome.is_err() {
@@ -355,12 +364,17 @@ impl Store for EmbeddedStore {
     async fn enrol_device(&self, enrolment: &DeviceEnrolment) -> Result<(), StoreError> {
         let _serialised = self.admin_writes.lock().await;
         let key = enrolment.device_id.as_bytes();
-        if self.tables.devices.contains_key(key).map_err(unavailable)? {
-            return Err(StoreError::AlreadyExists);
+        if let Some(stored) = read::<DeviceEnrolment>(&self.tables.devices, key)? {
+            // One atomic batch wrote it with its audit entry: a retry has nothing to add.
+            return if stored == *enrolment { Ok(()) } else { Err(StoreError::AlreadyExists) };
         }
         let mut batch = self.db.batch();
         batch.insert(&self.tables.devices, key, encode(enrolment));
         batch.insert(&self.tables.org_devices, keys::pair(&enrolment.org_id, &enrolment.device_id), key);
+        let event = AuditKind::DeviceEnrolled { employee_id: enrolment.employee_id.clone() };
+        for Write(table, key, value) in audit_writes(&enrolment.audit(enrolment.enrolled_at, event)) {
+            batch.insert(self.tables.of(table), key, value);
+        }
         self.write_durably(batch)
     }
 
@@ -375,7 +389,12 @@ impl Store for EmbeddedStore {
         };
         if enrolment.revoked_at.is_none() {
             enrolment.revoked_at = Some(at);
-            self.put_durably(&self.tables.devices, device_id.as_bytes(), encode(&enrolment))?;
+            let mut batch = self.db.batch();
+            batch.insert(&self.tables.devices, device_id.as_bytes(), encode(&enrolment));
+            for Write(table, key, value) in audit_writes(&enrolment.audit(at, AuditKind::DeviceRevoked)) {
+                batch.insert(self.tables.of(table), key, value);
+            }
+            self.write_durably(batch)?;
         }
         Ok(Some(enrolment))
     }
@@ -406,7 +425,7 @@ impl Store for EmbeddedStore {
         if self.failed.load(Ordering::Relaxed) {
             return Err(failed_earlier());
         }
-        let writes = self.writes_of(commit);
+        let writes = Self::writes_of(commit);
         let records = commit.device.as_ref().map_or(0, |device| device.entries.len());
         let senders = self
             .senders
@@ -455,9 +474,31 @@ impl Store for EmbeddedStore {
             .collect()
     }
 
+    async fn resolve_conflict(
+        &self,
+        conflict_id: &str,
+        resolution: &AdminResolution,
+        effects: &Commit,
+    ) -> Result<Resolved, StoreError> {
+        let _serialised = self.admin_writes.lock().await;
+        let Some(mut conflict) = self.conflict(conflict_id).await? else {
+            return Ok(Resolved::NotFound);
+        };
+        match &conflict.resolution {
+            Some(standing) if !standing.same_decision(resolution) => return Ok(Resolved::Already(conflict)),
+            Some(_) => {}
+            None => {
+                self.put_durably(&self.tables.conflict_resolutions, conflict_id.as_bytes(), encode(resolution))?;
+                conflict.resolution = Some(resolution.clone());
+            }
+        }
+        self.commit(effects).await?;
+        Ok(Resolved::Now(conflict))
+    }
+
     async fn conflict(&self, conflict_id: &str) -> Result<Option<ConflictRecord>, StoreError> {
         self.barrier.wait(None).await?;
-        read(&self.tables.conflicts, conflict_id.as_bytes())
+        self.read_conflict(conflict_id.as_bytes())
     }
 
     async fn conflicts(
@@ -470,7 +511,7 @@ impl Store for EmbeddedStore {
         let mut found = Vec::with_capacity(page.limit);
         for item in scan_after(&self.tables.conflicts_by_org, &keys::text_prefix(org_id), page.after) {
             let (key, conflict_id) = item.into_inner().map_err(unavailable)?;
-            let conflict: ConflictRecord = read(&self.tables.conflicts, &conflict_id)?.ok_or_else(|| {
+            let conflict = self.read_conflict(&conflict_id)?.ok_or_else(|| {
                 StoreError::Corrupt(format!(
                     "conflict {} is listed but not stored",
                     String::from_utf8_lossy(&conflict_id)
@@ -491,9 +532,7 @@ impl Store for EmbeddedStore {
         let mut open = Vec::new();
         for item in self.tables.conflicts_by_device.prefix(keys::text_prefix(device_id)) {
             let (_, conflict_id) = item.into_inner().map_err(unavailable)?;
-            if let Some(conflict) =
-                read::<ConflictRecord>(&self.tables.conflicts, &conflict_id)?.filter(ConflictRecord::is_open)
-            {
+            if let Some(conflict) = self.read_conflict(&conflict_id)?.filter(ConflictRecord::is_open) {
                 open.push(conflict);
             }
         }
@@ -601,6 +640,16 @@ fn batch_of(db: &Database, tables: &Tables, writes: Vec<Write>) -> OwnedWriteBat
     batch
 }
 
+/// The two keys of an audit entry, by device and by org, each ordered by time and told
+/// apart by the entry's own key, so writing it again writes the same keys.
+fn audit_writes(event: &AuditEvent) -> [Write; 2] {
+    let (value, key) = (fjall::UserValue::from(encode(event)), event.key());
+    [
+        Write(Table::AuditByDevice, keys::timed(&event.device_id, event.at, key), value.clone()),
+        Write(Table::AuditByOrg, keys::timed(&event.org_id, event.at, key), value),
+    ]
+}
+
 /// What a live commit touches that a read may wait for: its device and employees.
 fn touched_by(commit: &Commit) -> Vec<Touched> {
     let employees =
@@ -630,20 +679,6 @@ fn replay_live_log(committer: &Committer, dir: &std::path::Path, applied: u64) -
     Ok(last)
 }
 
-/// The partitions a timeline entry is written to, with its clustering time in each: its
-/// own day at `recorded_at`, and for a leave request also every day it covers, first.
-fn timeline_positions(entry: &TimelineEntry) -> Vec<(UtcDay, i64)> {
-    let mut positions = vec![(UtcDay::of_unix_ms(entry.recorded_at), entry.recorded_at)];
-    if let Some((from, to)) = entry.leave {
-        let mut day = from;
-        while day <= to {
-            positions.push((day, day.start_unix_ms()));
-            day = day.next();
-        }
-    }
-    positions
-}
-
 /// The items of a partition (`prefix`) that come after the key `after`.
 fn scan_after(keyspace: &Keyspace, prefix: &[u8], after: Option<&[u8]>) -> fjall::Iter {
     match after.filter(|after| after.starts_with(prefix)) {
@@ -658,17 +693,6 @@ fn scan_after(keyspace: &Keyspace, prefix: &[u8], after: Option<&[u8]>) -> fjall
 /// The first millisecond of the UTC hour of `at`.
 fn hour_of(at: i64) -> i64 {
     at.div_euclid(3_600_000) * 3_600_000
-}
-
-/// Stored values are MessagePack arrays (struct fields by position): half the bytes
-/// of named maps on the hottest path. A field may only ever be appended, with
-/// `#[serde(default)]`, so that values written before still read.
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    rmp_serde::to_vec(value).expect("stored types always encode")
-}
-
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
-    rmp_serde::from_slice(bytes).map_err(|error| StoreError::Corrupt(error.to_string()))
 }
 
 fn read<T: DeserializeOwned>(keyspace: &Keyspace, key: &[u8]) -> Result<Option<T>, StoreError> {
@@ -728,6 +752,7 @@ mod tests {
             org_id: "acme".into(),
             device_id: device_id.into(),
             at: 0,
+            key: 1,
             totals: SyncTotals { accepted: 1, ..SyncTotals::default() },
         };
         store.commit(&Commit { stats: vec![counts], ..live_commit_of(device_id, 1) }).await.unwrap();

@@ -1,0 +1,106 @@
+//! The keyspace and its schema version: `otg-gateway migrate` creates and upgrades
+//! them; a gateway refuses to start on an older version.
+
+use super::errors::cql_error;
+use crate::store::StoreError;
+use otg_schema::cql::{latest_version, MIGRATIONS};
+use scylla::client::session::Session;
+
+/// How the keyspace is replicated, as the operator configured it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replication {
+    /// `SimpleStrategy` with one replication factor: one data centre.
+    Simple(u32),
+    /// `NetworkTopologyStrategy`: a factor per data centre.
+    PerDataCentre(Vec<(String, u32)>),
+}
+
+impl Replication {
+    fn cql(&self) -> String {
+        match self {
+            Replication::Simple(factor) => {
+                format!("{{'class': 'SimpleStrategy', 'replication_factor': {factor}}}")
+            }
+            Replication::PerDataCentre(centres) => {
+                let factors: Vec<String> = centres.iter().map(|(dc, factor)| format!("'{dc}': {factor}")).collect();
+                format!("{{'class': 'NetworkTopologyStrategy', {}}}", factors.join(", "))
+            }
+        }
+    }
+}
+
+/// Whether `name` can be a keyspace: CQL accepts at most 48 word characters.
+pub fn valid_keyspace(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 48 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Creates the keyspace if absent and applies every schema version not yet applied, in
+/// order; returns the versions it applied. Safe to run again, and from two places at
+/// once (every statement is `IF NOT EXISTS`).
+pub async fn migrate(session: &Session, keyspace: &str, replication: &Replication) -> Result<Vec<i32>, StoreError> {
+    check_keyspace(keyspace)?;
+    let create = format!("CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {}", replication.cql());
+    session.query_unpaged(create.as_str(), ()).await.map_err(|error| cql_error(&error, "create keyspace"))?;
+    session.use_keyspace(keyspace, false).await.map_err(|error| StoreError::Unavailable(error.to_string()))?;
+    let bookkeeping = &MIGRATIONS[0].statements()[0];
+    session.query_unpaged(bookkeeping.as_str(), ()).await.map_err(|error| cql_error(&error, "schema_migrations"))?;
+    let applied = applied_version(session).await?;
+    let mut done = Vec::new();
+    for migration in MIGRATIONS.iter().filter(|migration| migration.version > applied) {
+        for statement in migration.statements() {
+            session.query_unpaged(statement.as_str(), ()).await.map_err(|error| cql_error(&error, &statement))?;
+        }
+        session
+            .query_unpaged(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, toTimestamp(now()))",
+                (migration.version, migration.name),
+            )
+            .await
+            .map_err(|error| cql_error(&error, "record the schema version"))?;
+        done.push(migration.version);
+    }
+    session.await_schema_agreement().await.map_err(|error| StoreError::Unavailable(error.to_string()))?;
+    Ok(done)
+}
+
+/// Refuses a keyspace whose schema is older than this build needs, naming the fix.
+pub async fn check_version(session: &Session, keyspace: &str) -> Result<(), StoreError> {
+    let applied = applied_version(session).await.map_err(|error| match error {
+        StoreError::Failed(_) => outdated(keyspace, 0),
+        other => other,
+    })?;
+    if applied < latest_version() {
+        return Err(outdated(keyspace, applied));
+    }
+    Ok(())
+}
+
+fn outdated(keyspace: &str, applied: i32) -> StoreError {
+    StoreError::Failed(format!(
+        "keyspace {keyspace} has schema version {applied}, this gateway needs {}: run `otg-gateway migrate` \
+         (with the same store settings) first",
+        latest_version()
+    ))
+}
+
+pub(super) fn check_keyspace(keyspace: &str) -> Result<(), StoreError> {
+    if valid_keyspace(keyspace) {
+        Ok(())
+    } else {
+        Err(StoreError::Failed(format!("keyspace {keyspace:?}: at most 48 letters, digits and underscores")))
+    }
+}
+
+/// The newest version applied to the session's keyspace; 0 if none.
+async fn applied_version(session: &Session) -> Result<i32, StoreError> {
+    let result = session
+        .query_unpaged("SELECT version FROM schema_migrations", ())
+        .await
+        .map_err(|error| cql_error(&error, "read the schema version"))?;
+    let rows = result.into_rows_result().map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    let mut newest = 0;
+    for row in rows.rows::<(i32,)>().map_err(|error| StoreError::Corrupt(error.to_string()))? {
+        newest = newest.max(row.map_err(|error| StoreError::Corrupt(error.to_string()))?.0);
+    }
+    Ok(newest)
+}

@@ -1,0 +1,257 @@
+//! Every CQL statement the ScyllaDB store runs, prepared once per session.
+//!
+//! Plain writes are keyed from their data, so they are marked idempotent and the
+//! driver may retry them; the conditional writes (LWT) are not, and their outcome is
+//! read back at serial consistency when one times out.
+
+use super::errors::cql_error;
+use crate::store::StoreError;
+use scylla::client::session::Session;
+use scylla::statement::prepared::PreparedStatement;
+use scylla::statement::{Consistency, SerialConsistency};
+
+pub(super) struct Statements {
+    pub insert_device: PreparedStatement,
+    pub select_device: PreparedStatement,
+    pub select_device_serial: PreparedStatement,
+    pub revoke_device: PreparedStatement,
+    pub insert_org_device: PreparedStatement,
+    pub select_org_devices: PreparedStatement,
+    pub insert_progress: PreparedStatement,
+    pub select_progress: PreparedStatement,
+    pub select_waiting: PreparedStatement,
+    pub insert_seq: PreparedStatement,
+    pub select_seqs: PreparedStatement,
+    pub insert_timeline: PreparedStatement,
+    pub select_timeline: PreparedStatement,
+    pub insert_timeline_day: PreparedStatement,
+    pub select_timeline_days: PreparedStatement,
+    pub insert_conflict: PreparedStatement,
+    pub select_conflict: PreparedStatement,
+    pub select_conflict_serial: PreparedStatement,
+    pub resolve_conflict: PreparedStatement,
+    pub insert_conflict_of_org: PreparedStatement,
+    pub select_conflicts_of_org: PreparedStatement,
+    pub insert_conflict_month: PreparedStatement,
+    pub select_conflict_months: PreparedStatement,
+    pub insert_conflict_of_device: PreparedStatement,
+    pub select_conflicts_of_device: PreparedStatement,
+    pub insert_audit_of_device: PreparedStatement,
+    pub insert_audit_of_org: PreparedStatement,
+    pub insert_audit_day: PreparedStatement,
+    pub select_audit_days: PreparedStatement,
+    pub select_audit_of_device_from: PreparedStatement,
+    pub select_audit_of_device_after: PreparedStatement,
+    pub select_audit_of_org_from: PreparedStatement,
+    pub select_audit_of_org_after: PreparedStatement,
+    pub insert_sync_stats: PreparedStatement,
+    pub select_sync_stats: PreparedStatement,
+    pub insert_device_stats: PreparedStatement,
+    pub select_device_stats: PreparedStatement,
+    pub insert_org_settings: PreparedStatement,
+    pub select_org_settings: PreparedStatement,
+}
+
+/// How a statement is run.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Keyed from its data: running it again changes nothing, the driver may retry it.
+    Idempotent,
+    /// A conditional write: one winner; never retried blindly.
+    Conditional,
+    /// A read at serial consistency: sees the outcome of every conditional write.
+    SerialRead,
+}
+
+impl Statements {
+    pub async fn prepare(session: &Session, consistency: Consistency) -> Result<Self, StoreError> {
+        let prepare = |cql: &'static str, kind: Kind| async move {
+            let mut statement = session.prepare(cql).await.map_err(|error| cql_error(&error, cql))?;
+            statement.set_consistency(consistency);
+            statement.set_serial_consistency(Some(SerialConsistency::LocalSerial));
+            match kind {
+                Kind::Idempotent => statement.set_is_idempotent(true),
+                Kind::Conditional => statement.set_is_idempotent(false),
+                Kind::SerialRead => {
+                    statement.set_is_idempotent(true);
+                    statement.set_consistency(Consistency::LocalSerial);
+                }
+            }
+            Ok::<_, StoreError>(statement)
+        };
+        use Kind::*;
+        Ok(Statements {
+            insert_device: prepare(
+                "INSERT INTO devices (device_id, org_id, employee_id, secret, enrolled_at) VALUES (?, ?, ?, ?, ?) \
+                 IF NOT EXISTS",
+                Conditional,
+            )
+            .await?,
+            select_device: prepare(
+                "SELECT org_id, employee_id, secret, enrolled_at, revoked_at FROM devices WHERE device_id = ?",
+                Idempotent,
+            )
+            .await?,
+            select_device_serial: prepare(
+                "SELECT org_id, employee_id, secret, enrolled_at, revoked_at FROM devices WHERE device_id = ?",
+                SerialRead,
+            )
+            .await?,
+            revoke_device: prepare(
+                "UPDATE devices SET revoked_at = ? WHERE device_id = ? IF revoked_at = null",
+                Conditional,
+            )
+            .await?,
+            insert_org_device: prepare("INSERT INTO devices_by_org (org_id, device_id) VALUES (?, ?)", Idempotent)
+                .await?,
+            select_org_devices: prepare(
+                "SELECT device_id FROM devices_by_org WHERE org_id = ? AND device_id > ? LIMIT ?",
+                Idempotent,
+            )
+            .await?,
+            insert_progress: prepare(
+                "INSERT INTO device_progress (device_id, progress, waiting) VALUES (?, ?, ?)",
+                Idempotent,
+            )
+            .await?,
+            select_progress: prepare("SELECT progress FROM device_progress WHERE device_id = ?", Idempotent).await?,
+            select_waiting: prepare(
+                "SELECT device_id FROM device_progress WHERE waiting = true ALLOW FILTERING",
+                Idempotent,
+            )
+            .await?,
+            insert_seq: prepare("INSERT INTO seqs (device_id, seq_bucket, seq, entry) VALUES (?, ?, ?, ?)", Idempotent)
+                .await?,
+            select_seqs: prepare(
+                "SELECT seq, entry FROM seqs WHERE device_id = ? AND seq_bucket = ? AND seq IN ?",
+                Idempotent,
+            )
+            .await?,
+            insert_timeline: prepare(
+                "INSERT INTO timeline (org_id, employee_id, day, recorded_at, device_id, seq, entry, status) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                Idempotent,
+            )
+            .await?,
+            select_timeline: prepare(
+                "SELECT entry FROM timeline WHERE org_id = ? AND employee_id = ? AND day = ?",
+                Idempotent,
+            )
+            .await?,
+            insert_timeline_day: prepare(
+                "INSERT INTO timeline_days (org_id, employee_id, day) VALUES (?, ?, ?)",
+                Idempotent,
+            )
+            .await?,
+            select_timeline_days: prepare(
+                "SELECT day FROM timeline_days WHERE org_id = ? AND employee_id = ?",
+                Idempotent,
+            )
+            .await?,
+            insert_conflict: prepare("INSERT INTO conflicts (conflict_id, conflict) VALUES (?, ?)", Idempotent).await?,
+            select_conflict: prepare("SELECT conflict, resolution FROM conflicts WHERE conflict_id = ?", Idempotent)
+                .await?,
+            select_conflict_serial: prepare(
+                "SELECT conflict, resolution FROM conflicts WHERE conflict_id = ?",
+                SerialRead,
+            )
+            .await?,
+            resolve_conflict: prepare(
+                "UPDATE conflicts SET resolution = ? WHERE conflict_id = ? IF resolution = null",
+                Conditional,
+            )
+            .await?,
+            insert_conflict_of_org: prepare(
+                "INSERT INTO conflicts_by_org (org_id, month, detected_at, conflict_id) VALUES (?, ?, ?, ?)",
+                Idempotent,
+            )
+            .await?,
+            select_conflicts_of_org: prepare(
+                "SELECT detected_at, conflict_id FROM conflicts_by_org WHERE org_id = ? AND month = ? \
+                 AND (detected_at, conflict_id) > (?, ?) LIMIT ?",
+                Idempotent,
+            )
+            .await?,
+            insert_conflict_month: prepare("INSERT INTO conflict_months (org_id, month) VALUES (?, ?)", Idempotent)
+                .await?,
+            select_conflict_months: prepare(
+                "SELECT month FROM conflict_months WHERE org_id = ? AND month >= ?",
+                Idempotent,
+            )
+            .await?,
+            insert_conflict_of_device: prepare(
+                "INSERT INTO conflicts_by_device (device_id, conflict_id) VALUES (?, ?)",
+                Idempotent,
+            )
+            .await?,
+            select_conflicts_of_device: prepare(
+                "SELECT conflict_id FROM conflicts_by_device WHERE device_id = ?",
+                Idempotent,
+            )
+            .await?,
+            insert_audit_of_device: prepare(
+                "INSERT INTO audit_by_device (device_id, day, at, event_key, event) VALUES (?, ?, ?, ?, ?)",
+                Idempotent,
+            )
+            .await?,
+            insert_audit_of_org: prepare(
+                "INSERT INTO audit_by_org (org_id, day, at, device_id, event_key, event) VALUES (?, ?, ?, ?, ?, ?)",
+                Idempotent,
+            )
+            .await?,
+            insert_audit_day: prepare("INSERT INTO audit_days (scope, owner, day) VALUES (?, ?, ?)", Idempotent)
+                .await?,
+            select_audit_days: prepare(
+                "SELECT day FROM audit_days WHERE scope = ? AND owner = ? AND day >= ? AND day <= ?",
+                Idempotent,
+            )
+            .await?,
+            select_audit_of_device_from: prepare(
+                "SELECT at, event_key, event FROM audit_by_device WHERE device_id = ? AND day = ? AND at >= ? LIMIT ?",
+                Idempotent,
+            )
+            .await?,
+            select_audit_of_device_after: prepare(
+                "SELECT at, event_key, event FROM audit_by_device WHERE device_id = ? AND day = ? \
+                 AND (at, event_key) > (?, ?) LIMIT ?",
+                Idempotent,
+            )
+            .await?,
+            select_audit_of_org_from: prepare(
+                "SELECT at, device_id, event_key, event FROM audit_by_org WHERE org_id = ? AND day = ? AND at >= ? \
+                 LIMIT ?",
+                Idempotent,
+            )
+            .await?,
+            select_audit_of_org_after: prepare(
+                "SELECT at, device_id, event_key, event FROM audit_by_org WHERE org_id = ? AND day = ? \
+                 AND (at, device_id, event_key) > (?, ?, ?) LIMIT ?",
+                Idempotent,
+            )
+            .await?,
+            insert_sync_stats: prepare(
+                "INSERT INTO sync_stats (org_id, day, hour, device_id, event_key, totals) VALUES (?, ?, ?, ?, ?, ?)",
+                Idempotent,
+            )
+            .await?,
+            select_sync_stats: prepare(
+                "SELECT totals FROM sync_stats WHERE org_id = ? AND day = ? AND hour >= ?",
+                Idempotent,
+            )
+            .await?,
+            insert_device_stats: prepare(
+                "INSERT INTO device_stats (device_id, year, at, event_key, totals) VALUES (?, ?, ?, ?, ?)",
+                Idempotent,
+            )
+            .await?,
+            select_device_stats: prepare(
+                "SELECT totals FROM device_stats WHERE device_id = ? AND year = ?",
+                Idempotent,
+            )
+            .await?,
+            insert_org_settings: prepare("INSERT INTO org_settings (org_id, settings) VALUES (?, ?)", Idempotent)
+                .await?,
+            select_org_settings: prepare("SELECT settings FROM org_settings WHERE org_id = ?", Idempotent).await?,
+        })
+    }
+}

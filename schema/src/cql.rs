@@ -1,0 +1,57 @@
+//! The CQL schema of the ScyllaDB store, versioned: the files of `schema/cql/`, built
+//! into the binary so that `otg-gateway migrate` needs nothing beside it.
+
+/// One version of the schema.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub cql: &'static str,
+}
+
+/// Every version, in order. A released file is never edited: a change is a new one.
+pub const MIGRATIONS: &[Migration] =
+    &[Migration { version: 1, name: "initial", cql: include_str!("../cql/V001__initial.cql") }];
+
+/// The version a gateway of this build needs.
+pub fn latest_version() -> i32 {
+    MIGRATIONS.last().map_or(0, |migration| migration.version)
+}
+
+impl Migration {
+    /// The file's statements: comments dropped, each statement ending at a line that
+    /// ends in `;`.
+    pub fn statements(&self) -> Vec<String> {
+        let mut statements = Vec::new();
+        let mut current = String::new();
+        for line in self.cql.lines() {
+            let line = line.split("--").next().unwrap_or("").trim_end();
+            if line.trim().is_empty() {
+                continue;
+            }
+            current.push_str(line);
+            current.push('\n');
+            if let Some(statement) = current.trim().strip_suffix(';') {
+                statements.push(statement.trim().to_string());
+                current.clear();
+            }
+        }
+        statements
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_file_splits_into_create_statements() {
+        let statements = MIGRATIONS[0].statements();
+        assert!(statements.len() >= 15, "{} statements", statements.len());
+        for statement in &statements {
+            assert!(statement.starts_with("CREATE TABLE IF NOT EXISTS"), "{statement}");
+            assert!(!statement.contains(';') && !statement.contains("--"), "{statement}");
+        }
+        assert_eq!(latest_version(), 1);
+    }
+}
