@@ -4,6 +4,7 @@
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use otg_actors::store::{Consistency, Replication, ScyllaStoreOptions};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,8 +16,26 @@ pub struct Config {
     pub listen_addr: SocketAddr,
     /// Bearer token of the admin API; generated and kept in `data_dir` when unset.
     pub admin_token: Option<String>,
+    /// Where records are kept: `embedded` (files in `data_dir`, one gateway, no set-up)
+    /// or `scylla` (a ScyllaDB cluster, or Apache Cassandra 5, shared by many gateways).
+    pub store: StoreKind,
     /// Where the embedded store keeps its files.
     pub data_dir: PathBuf,
+    /// The cluster's contact points, `host:port`, comma-separated (`store = "scylla"`).
+    pub scylla_nodes: String,
+    /// The keyspace otg's tables live in.
+    pub scylla_keyspace: String,
+    /// How `otg-gateway migrate` replicates a keyspace it creates: `simple:3`
+    /// (SimpleStrategy, factor 3) or `dc1:3,dc2:3` (NetworkTopologyStrategy).
+    pub scylla_replication: String,
+    /// Consistency of every read and write: `local_quorum` (default), `quorum`,
+    /// `each_quorum`, `all`, `local_one` or `one`. A batch is acked only once its
+    /// writes reached it.
+    pub scylla_consistency: String,
+    /// Send requests to this data centre's nodes only.
+    pub scylla_local_datacenter: Option<String>,
+    /// How long one CQL request may take before it fails (a 503 if no retry succeeds).
+    pub scylla_request_timeout_ms: u64,
     /// Largest request body; larger uploads get 413.
     pub body_limit_bytes: usize,
     /// HTTP worker threads; 0 means one per core.
@@ -91,7 +110,14 @@ impl Default for Config {
         Config {
             listen_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_token: None,
+            store: StoreKind::Embedded,
             data_dir: PathBuf::from("./data"),
+            scylla_nodes: "127.0.0.1:9042".into(),
+            scylla_keyspace: "otg".into(),
+            scylla_replication: "simple:3".into(),
+            scylla_consistency: "local_quorum".into(),
+            scylla_local_datacenter: None,
+            scylla_request_timeout_ms: 5_000,
             body_limit_bytes: 1024 * 1024,
             http_workers: 0,
             device_arbiters: 0,
@@ -127,8 +153,13 @@ impl Default for Config {
     }
 }
 
-/// Variables read from the environment that belong to other tools, not the gateway.
-const FOREIGN_VARIABLES: &[&str] = &["scylla_nodes"];
+/// Which store the gateway runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    Embedded,
+    Scylla,
+}
 
 impl Config {
     /// Defaults, then the TOML file if given, then `OTG_*` variables; then validated.
@@ -139,7 +170,7 @@ impl Config {
             figment = figment.merge(Toml::file(file));
         }
         let config: Config = figment
-            .merge(Env::prefixed("OTG_").ignore(FOREIGN_VARIABLES))
+            .merge(Env::prefixed("OTG_"))
             .extract()
             .map_err(|error| anyhow::anyhow!("invalid configuration: {error}"))?;
         config.validate()?;
@@ -182,6 +213,15 @@ impl Config {
             (self.drain_records_per_s >= 1, "drain_records_per_s must be at least 1"),
             (self.memory_limit_mib >= 64, "memory_limit_mib must be at least 64"),
             (
+                otg_actors::store::valid_keyspace(&self.scylla_keyspace),
+                "scylla_keyspace must be 1 to 48 letters, digits and underscores",
+            ),
+            (self.scylla_request_timeout_ms >= 100, "scylla_request_timeout_ms must be at least 100"),
+            (
+                self.store != StoreKind::Scylla || self.admin_token.is_some(),
+                "admin_token must be set with store = \"scylla\": every gateway of the cluster needs the same one",
+            ),
+            (
                 self.store_retry_base_ms <= self.store_retry_max_ms,
                 "store_retry_base_ms must not exceed store_retry_max_ms",
             ),
@@ -190,6 +230,56 @@ impl Config {
             anyhow::ensure!(ok, "invalid configuration: {message}");
         }
         Ok(())
+    }
+
+    /// How to reach the cluster, when `store = "scylla"`.
+    pub fn scylla_options(&self) -> anyhow::Result<ScyllaStoreOptions> {
+        let nodes: Vec<String> =
+            self.scylla_nodes.split(',').map(str::trim).filter(|node| !node.is_empty()).map(String::from).collect();
+        anyhow::ensure!(!nodes.is_empty(), "invalid configuration: scylla_nodes names no node");
+        let consistency = match self.scylla_consistency.as_str() {
+            "local_quorum" => Consistency::LocalQuorum,
+            "quorum" => Consistency::Quorum,
+            "each_quorum" => Consistency::EachQuorum,
+            "all" => Consistency::All,
+            "local_one" => Consistency::LocalOne,
+            "one" => Consistency::One,
+            other => anyhow::bail!(
+                "invalid configuration: scylla_consistency {other:?} is not local_quorum, quorum, each_quorum, all, \
+                 local_one or one"
+            ),
+        };
+        Ok(ScyllaStoreOptions {
+            consistency,
+            local_datacenter: self.scylla_local_datacenter.clone(),
+            request_timeout: std::time::Duration::from_millis(self.scylla_request_timeout_ms),
+            ..ScyllaStoreOptions::new(nodes, self.scylla_keyspace.clone())
+        })
+    }
+
+    /// The replication `otg-gateway migrate` gives a keyspace it creates.
+    pub fn scylla_replication(&self) -> anyhow::Result<Replication> {
+        let invalid = || {
+            anyhow::anyhow!(
+                "invalid configuration: scylla_replication {:?} is not simple:N or dc1:N,dc2:N",
+                self.scylla_replication
+            )
+        };
+        let factor = |text: &str| text.trim().parse::<u32>().ok().filter(|factor| *factor >= 1).ok_or_else(invalid);
+        if let Some(factor_text) = self.scylla_replication.strip_prefix("simple:") {
+            return Ok(Replication::Simple(factor(factor_text)?));
+        }
+        let centres = self
+            .scylla_replication
+            .split(',')
+            .map(|centre| {
+                let (name, factor_text) = centre.split_once(':').ok_or_else(invalid)?;
+                let name = name.trim();
+                anyhow::ensure!(otg_actors::store::valid_keyspace(name), invalid());
+                Ok((name.to_string(), factor(factor_text)?))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Replication::PerDataCentre(centres))
     }
 
     pub fn http_workers(&self) -> usize {
@@ -220,8 +310,9 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.create_file("otg.toml", "data_dir = \"/var/lib/otg\"\nbody_limit_bytes = 2048\n")?;
             jail.set_env("OTG_BODY_LIMIT_BYTES", "4096");
-            jail.set_env("OTG_SCYLLA_NODES", "10.0.0.1:9042");
+            jail.set_env("OTG_SCYLLA_NODES", "10.0.0.1:9042, 10.0.0.2:9042");
             let config = Config::load(Some(Path::new("otg.toml"))).unwrap();
+            assert_eq!(config.scylla_options().unwrap().nodes, vec!["10.0.0.1:9042", "10.0.0.2:9042"]);
             assert_eq!(config.data_dir, PathBuf::from("/var/lib/otg"));
             assert_eq!(config.body_limit_bytes, 4096);
             assert_eq!(config.listen_addr, Config::default().listen_addr);
@@ -240,5 +331,23 @@ mod tests {
             assert!(error.contains("device_mailbox_capacity"), "{error}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn scylla_settings_are_checked_with_their_name() {
+        let config = Config { scylla_replication: "dc1:3, dc2:2".into(), ..Config::default() };
+        assert_eq!(
+            config.scylla_replication().unwrap(),
+            Replication::PerDataCentre(vec![("dc1".into(), 3), ("dc2".into(), 2)])
+        );
+        assert_eq!(Config::default().scylla_replication().unwrap(), Replication::Simple(3));
+        for bad in ["simple:0", "three", "dc1:x"] {
+            let config = Config { scylla_replication: bad.into(), ..Config::default() };
+            assert!(config.scylla_replication().unwrap_err().to_string().contains("scylla_replication"), "{bad}");
+        }
+        let config = Config { scylla_consistency: "most".into(), ..Config::default() };
+        assert!(config.scylla_options().unwrap_err().to_string().contains("scylla_consistency"));
+        let config = Config { store: StoreKind::Scylla, ..Config::default() };
+        assert!(config.validate().unwrap_err().to_string().contains("admin_token"));
     }
 }

@@ -20,9 +20,10 @@ use anyhow::Context as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use config::Config;
+use config::StoreKind;
 use otg_actors::metrics::{DeviceMetrics, StoreMetrics};
 use otg_actors::retry::RetryPolicy;
-use otg_actors::store::{EmbeddedStore, EmbeddedStoreOptions, Store};
+use otg_actors::store::{migrate_scylla, EmbeddedStore, EmbeddedStoreOptions, ScyllaStore, Store};
 use otg_actors::{DeviceActorOptions, DeviceRegistry};
 use state::AppState;
 use std::net::{SocketAddr, TcpListener};
@@ -35,19 +36,7 @@ use tokio::signal::unix::{signal, SignalKind};
 /// Runs the gateway until a shutdown signal; must run inside an actix `System`.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics_registry = prometheus::Registry::new();
-    let store_options = EmbeddedStoreOptions {
-        commit_queue_capacity: config.commit_queue_capacity,
-        max_group_commits: config.max_group_commits,
-        max_group_records: config.max_group_records,
-        live_log_max_records: config.live_log_max_records,
-        cache_bytes: config.store_cache_mib * 1024 * 1024,
-        memtable_bytes: config.store_memtable_mib * 1024 * 1024,
-        ..EmbeddedStoreOptions::new(config.data_dir.join("store"))
-    };
-    let store: Arc<dyn Store> = Arc::new(
-        EmbeddedStore::open(store_options, StoreMetrics::register(&metrics_registry)?)
-            .with_context(|| format!("opening the embedded store in {}", config.data_dir.display()))?,
-    );
+    let store = open_store(&config, &metrics_registry).await?;
     let devices = DeviceRegistry::start(
         store.clone(),
         DeviceActorOptions {
@@ -126,6 +115,53 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// The configured admin token, or one kept in the data dir: made and printed once.
+/// The store the configuration names, opened.
+async fn open_store(config: &Config, metrics_registry: &prometheus::Registry) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match config.store {
+        StoreKind::Embedded => {
+            let options = EmbeddedStoreOptions {
+                commit_queue_capacity: config.commit_queue_capacity,
+                max_group_commits: config.max_group_commits,
+                max_group_records: config.max_group_records,
+                live_log_max_records: config.live_log_max_records,
+                cache_bytes: config.store_cache_mib * 1024 * 1024,
+                memtable_bytes: config.store_memtable_mib * 1024 * 1024,
+                ..EmbeddedStoreOptions::new(config.data_dir.join("store"))
+            };
+            Arc::new(
+                EmbeddedStore::open(options, StoreMetrics::register(metrics_registry)?)
+                    .with_context(|| format!("opening the embedded store in {}", config.data_dir.display()))?,
+            )
+        }
+        StoreKind::Scylla => {
+            let options = config.scylla_options()?;
+            Arc::new(
+                ScyllaStore::open(&options)
+                    .await
+                    .with_context(|| format!("opening the ScyllaDB store (nodes {})", config.scylla_nodes))?,
+            )
+        }
+    })
+}
+
+/// `otg-gateway migrate`: creates the keyspace if absent and applies every schema
+/// version it lacks; safe to run again.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        config.store == StoreKind::Scylla,
+        "migrate is for store = \"scylla\"; the embedded store needs none"
+    );
+    let options = config.scylla_options()?;
+    let applied = migrate_scylla(&options, &config.scylla_replication()?)
+        .await
+        .with_context(|| format!("migrating keyspace {} on {}", options.keyspace, config.scylla_nodes))?;
+    match applied.as_slice() {
+        [] => println!("keyspace {}: schema up to date", options.keyspace),
+        versions => println!("keyspace {}: applied schema versions {versions:?}", options.keyspace),
+    }
+    Ok(())
+}
+
 fn admin_token(config: &Config) -> anyhow::Result<String> {
     if let Some(token) = &config.admin_token {
         return Ok(token.clone());

@@ -1,4 +1,4 @@
-//! `otg-gateway`: runs the gateway on the embedded store.
+//! `otg-gateway`: runs the gateway; `otg-gateway migrate` prepares a ScyllaDB keyspace.
 
 use clap::Parser;
 use otg_gateway::config::Config;
@@ -15,8 +15,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(version)]
 struct Arguments {
     /// A TOML file of settings (see docs/configuration.md).
-    #[arg(long)]
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Creates the ScyllaDB keyspace if absent and applies every schema version it
+    /// lacks (store = "scylla"); safe to run again, and before every upgrade.
+    Migrate,
 }
 
 #[actix_web::main]
@@ -28,5 +37,8 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&config.log)?)
         .with_writer(std::io::stderr)
         .init();
-    otg_gateway::run(config).await
+    match arguments.command {
+        Some(Command::Migrate) => otg_gateway::migrate(&config).await,
+        None => otg_gateway::run(config).await,
+    }
 }

@@ -31,9 +31,11 @@ mod scylladb;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
+/// The consistency levels the ScyllaDB store can be configured with.
+pub use ::scylla::statement::Consistency;
 pub use embedded::{EmbeddedStore, EmbeddedStoreOptions};
 pub use model::*;
-pub use scylladb::{migrate as migrate_scylla, Replication, ScyllaStore, ScyllaStoreOptions};
+pub use scylladb::{migrate as migrate_scylla, valid_keyspace, Replication, ScyllaStore, ScyllaStoreOptions};
 
 use async_trait::async_trait;
 use otg_schema::{OrgSettings, UtcDay};

@@ -13,7 +13,7 @@ mod errors;
 mod schema;
 mod statements;
 
-pub use schema::Replication;
+pub use schema::{valid_keyspace, Replication};
 
 use super::codec::{decode, encode};
 use super::{
