@@ -21,31 +21,39 @@ struct Sent {
 
 #[test]
 fn kill_9_mid_ingest_loses_no_acked_record_and_half_writes_no_batch() {
-    kill_9_mid_ingest(Recorded::DaysAgo, |_| {});
+    kill_9_mid_ingest(Recorded::DaysAgo, &[], |_| {});
+}
+
+/// The same on a CQL cluster: an ack means the batch's writes reached the cluster.
+#[test]
+fn kill_9_mid_ingest_on_the_cql_store_loses_no_acked_record() {
+    let Some(keyspace) = ScyllaKeyspace::create() else { return };
+    kill_9_mid_ingest(Recorded::DaysAgo, &keyspace.settings(), |_| {});
 }
 
 /// Live batches are acked from the live log, before the tables have them: the restart
 /// must apply every acked one, once.
 #[test]
 fn kill_9_mid_live_ingest_loses_no_acked_record_and_half_writes_no_batch() {
-    kill_9_mid_ingest(Recorded::Now, |gateway| {
+    kill_9_mid_ingest(Recorded::Now, &[], |gateway| {
         let metrics = send(ureq::get(&gateway.url("/metrics")), b"").text();
         let logged = metrics.lines().find_map(|line| line.strip_prefix("otg_store_live_log_duration_seconds_count "));
         assert!(logged.is_some_and(|count| count != "0"), "the batches were acked from the live log");
     });
 }
 
-/// Kills the gateway with `-9` once 100 batches were acked (and `before_kill` looked at
-/// it), restarts it on the same data dir and checks every batch sent.
-fn kill_9_mid_ingest(recorded: Recorded, before_kill: impl FnOnce(&Gateway)) {
+/// Kills the gateway (started with `settings`) with `-9` once 100 batches were acked
+/// (and `before_kill` looked at it), restarts it on the same data dir and store, and
+/// checks every batch sent.
+fn kill_9_mid_ingest(recorded: Recorded, settings: &[(&str, &str)], before_kill: impl FnOnce(&Gateway)) {
     let dir = tempfile::tempdir().unwrap();
-    let mut gateway = Gateway::start(dir.path(), &[]);
+    let mut gateway = Gateway::start(dir.path(), settings);
     let devices: Vec<TestDevice> = (0..DEVICES).map(|n| gateway.enrol(&format!("crash-{n}"), "acme", None)).collect();
     let sent = upload_until(&gateway.base_url.clone(), &devices, 100, recorded, || {
         before_kill(&gateway);
         gateway.kill_hard()
     });
-    check_after_restart(&Gateway::start(dir.path(), &[]), &sent);
+    check_after_restart(&Gateway::start(dir.path(), settings), &sent);
 }
 
 #[test]

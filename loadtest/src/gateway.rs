@@ -26,6 +26,7 @@ impl LocalGateway {
         }
         let data_dir = tempfile::tempdir()?;
         let admin_token = format!("loadtest-{}", uuid::Uuid::new_v4());
+        let settings = prepare_cql_keyspace(binary, settings)?;
         let (child, base_url) = spawn(binary, data_dir.path(), "127.0.0.1:0", &admin_token, &settings)?;
         Ok(LocalGateway { binary: binary.to_owned(), data_dir, settings, child, base_url, admin_token })
     }
@@ -58,6 +59,29 @@ impl Drop for LocalGateway {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
     }
+}
+
+/// On the ScyllaDB store (`OTG_STORE=scylla`), a keyspace of its own for this run unless
+/// the settings name one (a fleet's device ids would collide with an earlier run's),
+/// made ready with `otg-gateway migrate`.
+fn prepare_cql_keyspace(binary: &Path, mut settings: Vec<(String, String)>) -> anyhow::Result<Vec<(String, String)>> {
+    if !settings.iter().any(|(name, value)| name == "OTG_STORE" && value == "scylla") {
+        return Ok(settings);
+    }
+    if !settings.iter().any(|(name, _)| name == "OTG_SCYLLA_KEYSPACE") {
+        let keyspace = format!("otg_loadtest_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        settings.push(("OTG_SCYLLA_KEYSPACE".into(), keyspace));
+    }
+    let mut command = Command::new(binary);
+    command.arg("migrate").env("OTG_LOG", "warn").env("OTG_ADMIN_TOKEN", "loadtest-migrate-token");
+    for (name, value) in &settings {
+        command.env(name, value);
+    }
+    let output = command.output().with_context(|| format!("running {} migrate", binary.display()))?;
+    if !output.status.success() {
+        bail!("{} migrate failed: {}", binary.display(), String::from_utf8_lossy(&output.stderr).trim());
+    }
+    Ok(settings)
 }
 
 fn spawn(

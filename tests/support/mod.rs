@@ -16,6 +16,58 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const HOUR_MS: i64 = 3_600_000;
 pub const MINUTE_MS: i64 = 60_000;
 
+/// A fresh keyspace on the CQL cluster (ScyllaDB or Cassandra) the test command names
+/// in `OTG_SCYLLA_NODES`, with otg's schema applied: one per test, so tests never see
+/// each other's devices, orgs or totals.
+pub struct ScyllaKeyspace {
+    nodes: String,
+    pub name: String,
+    /// One replica per node, up to three: every node of a three-node cluster holds
+    /// every row, so one of them can be killed under a quorum.
+    replication: String,
+}
+
+impl ScyllaKeyspace {
+    /// Makes one and applies the schema with the real `otg-gateway migrate`, as an
+    /// operator must before any gateway starts on it. `None` (with a note) when
+    /// `OTG_SCYLLA_NODES` is unset, except in CI, which must run the CQL tests.
+    pub fn create() -> Option<ScyllaKeyspace> {
+        let Ok(nodes) = std::env::var("OTG_SCYLLA_NODES") else {
+            assert!(std::env::var_os("CI").is_none(), "CI runs scripts/test, which starts a cluster");
+            eprintln!("OTG_SCYLLA_NODES is not set: skipped (scripts/test starts a Cassandra cluster and sets it)");
+            return None;
+        };
+        let name = format!("otg_e2e_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let replication = format!("simple:{}", nodes.split(',').count().min(3));
+        let keyspace = ScyllaKeyspace { nodes, name, replication };
+        let output = Command::new(env!("CARGO_BIN_EXE_otg-gateway"))
+            .arg("migrate")
+            .envs(keyspace.settings())
+            .env("OTG_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("OTG_LOG", "warn")
+            .output()
+            .expect("the gateway binary starts");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains(&format!("keyspace {}: applied", keyspace.name)),
+            "otg-gateway migrate: {}\n{stdout}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Some(keyspace)
+    }
+
+    /// The `OTG_*` settings that put a gateway on this keyspace, for [`Gateway::start`].
+    pub fn settings(&self) -> [(&str, &str); 4] {
+        [
+            ("OTG_STORE", "scylla"),
+            ("OTG_SCYLLA_NODES", &self.nodes),
+            ("OTG_SCYLLA_KEYSPACE", &self.name),
+            ("OTG_SCYLLA_REPLICATION", &self.replication),
+        ]
+    }
+}
+
 /// A running gateway process.
 pub struct Gateway {
     child: Child,
