@@ -128,7 +128,13 @@ impl CachedTimeline {
             .conflict(&resolve.conflict_id)
             .await?
             .ok_or_else(|| ResolveError::NotFound(resolve.conflict_id.clone()))?;
-        if !conflict.is_open() {
+        // Another decision stands: refused. The same one (a retry whose effects may not
+        // have been written) goes on, and the store writes its effects again.
+        if conflict
+            .resolution
+            .as_ref()
+            .is_some_and(|standing| standing.resolution != resolve.resolution || standing.note != resolve.note)
+        {
             return Err(ResolveError::AlreadyResolved(conflict.id));
         }
         let (device_status, server_status) = match resolve.resolution {

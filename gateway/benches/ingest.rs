@@ -2,24 +2,28 @@
 //! run so the two figures share the machine's mood.
 //!
 //! `cargo bench -p otg-gateway --bench ingest` (env: `BENCH_SECONDS`, default 10, per
-//! phase; `BENCH_ROUNDS`, default 3).
+//! phase; `BENCH_ROUNDS`, default 3; `BENCH_STORE`, `embedded` (default) or `scylla`,
+//! which measures the CQL cluster named by `OTG_SCYLLA_NODES`, each run on a fresh
+//! keyspace replicated to every node up to three).
 //!
-//! 1. ceiling: 64 concurrent writers commit 100-record device commits straight into
-//!    the embedded store (no HTTP, no decode, no signature, no conflict check);
+//! 1. ceiling: 64 concurrent writers commit 100-record device commits, each with its
+//!    audit entry and counts, straight into the store: the statements a batch's commit
+//!    makes, with no HTTP, no decode, no signature, no conflict check;
 //! 2. saturated, in `BENCH_ROUNDS` rounds: 64 site kiosks upload signed 100-record
 //!    batches back to back to the real `otg-gateway` binary (a day of 25 employees each:
 //!    check-in, break, check-out; 5% of the records conflicting), once with conflict
 //!    detection and once without; durably-acked records/s and batch latency. Alternating
 //!    the two spreads the shared machine's drift over both, and each round gives the
 //!    check's cost;
-//! 3. paced: the same load at a fixed 50,000 records/s, with detection and without, for
-//!    the latency at that rate.
+//! 3. paced: the same load at a fixed `BENCH_PACED_RATE` records/s (default 50,000),
+//!    with detection and without, for the latency at that rate.
 
 use hdrhistogram::Histogram;
 use otg_actors::metrics::StoreMetrics;
 use otg_actors::seq_ranges::SeqRanges;
 use otg_actors::store::{
-    Commit, DeviceProgress, DeviceWrite, EmbeddedStore, EmbeddedStoreOptions, SeqEntry, Store, StoredRecord,
+    AuditEvent, AuditKind, Commit, DeviceProgress, DeviceWrite, EmbeddedStore, EmbeddedStoreOptions, ScyllaStore,
+    ScyllaStoreOptions, SeqEntry, Store, StoredRecord, SyncCounts, SyncTotals,
 };
 use otg_schema::signing::{DEVICE_ID_HEADER, REQUEST_TIME_HEADER, SIGNATURE_HEADER};
 use otg_schema::validate::{check_record, RecordRules};
@@ -32,7 +36,6 @@ use std::time::{Duration, Instant};
 
 const CONCURRENT_DEVICES: usize = 64;
 const RECORDS_PER_BATCH: i64 = 100;
-const PACED_RECORDS_PER_SECOND: u64 = 50_000;
 const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 
 fn main() {
@@ -44,11 +47,14 @@ fn main() {
     let run_for = Duration::from_secs(setting("BENCH_SECONDS", 10));
     let rounds = setting("BENCH_ROUNDS", 3).max(1);
 
-    let ceiling = store_ceiling(run_for);
-    let saturated: Vec<(RunFigures, RunFigures)> =
-        (0..rounds).map(|_| (over_http(run_for, None, true), over_http(run_for, None, false))).collect();
-    let paced = over_http(run_for, Some(PACED_RECORDS_PER_SECOND), true);
-    let paced_unchecked = over_http(run_for, Some(PACED_RECORDS_PER_SECOND), false);
+    let store = BenchStore::from_environment();
+    let ceiling = store_ceiling(run_for, &store);
+    let saturated: Vec<(RunFigures, RunFigures)> = (0..rounds)
+        .map(|_| (over_http(run_for, None, true, &store), over_http(run_for, None, false, &store)))
+        .collect();
+    let paced_rate = setting("BENCH_PACED_RATE", 50_000);
+    let paced = over_http(run_for, Some(paced_rate), true, &store);
+    let paced_unchecked = over_http(run_for, Some(paced_rate), false, &store);
 
     println!("\n| measurement | records/s | batch p50 | batch p99 | gateway CPU | conflict acks |");
     println!("|---|---:|---:|---:|---:|---:|");
@@ -57,8 +63,8 @@ fn main() {
         runs.push((format!("round {}: end to end, 64 kiosks, saturated", round + 1), checked));
         runs.push((format!("round {}: the same, conflict detection off", round + 1), unchecked));
     }
-    runs.push(("end to end, paced at 50,000 records/s".to_owned(), &paced));
-    runs.push(("end to end, paced at 50,000 records/s, conflict detection off".to_owned(), &paced_unchecked));
+    runs.push((format!("end to end, paced at {paced_rate} records/s"), &paced));
+    runs.push((format!("end to end, paced at {paced_rate} records/s, conflict detection off"), &paced_unchecked));
     for (name, run) in runs {
         let cores = run.gateway_cores.map_or("-".into(), |cores| format!("{cores:.2} cores"));
         let conflicts = run.conflict_share.map_or("-".into(), |share| format!("{:.1}%", share * 100.0));
@@ -82,6 +88,63 @@ fn main() {
         100.0 * (1.0 - checked / unchecked),
         costs.join(", ")
     );
+}
+
+/// The store measured.
+enum BenchStore {
+    Embedded,
+    /// A CQL cluster: its contact points.
+    Scylla(String),
+}
+
+impl BenchStore {
+    fn from_environment() -> Self {
+        match std::env::var("BENCH_STORE").as_deref() {
+            Ok("scylla") => BenchStore::Scylla(
+                std::env::var("OTG_SCYLLA_NODES").expect("BENCH_STORE=scylla needs OTG_SCYLLA_NODES"),
+            ),
+            Ok("embedded") | Err(_) => BenchStore::Embedded,
+            Ok(other) => panic!("BENCH_STORE={other}: embedded or scylla"),
+        }
+    }
+
+    /// The `OTG_*` settings of a gateway on this store; for the CQL one, a fresh
+    /// keyspace, migrated.
+    fn gateway_settings(&self) -> Vec<(String, String)> {
+        let BenchStore::Scylla(nodes) = self else { return Vec::new() };
+        let keyspace = format!("otg_bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let settings = vec![
+            ("OTG_STORE".to_owned(), "scylla".to_owned()),
+            ("OTG_SCYLLA_NODES".to_owned(), nodes.clone()),
+            ("OTG_SCYLLA_KEYSPACE".to_owned(), keyspace),
+            ("OTG_SCYLLA_REPLICATION".to_owned(), format!("simple:{}", nodes.split(',').count().min(3))),
+        ];
+        let status = Command::new(env!("CARGO_BIN_EXE_otg-gateway"))
+            .arg("migrate")
+            .envs(settings.iter().map(|(name, value)| (name, value)))
+            .env("OTG_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("OTG_LOG", "warn")
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "otg-gateway migrate");
+        settings
+    }
+
+    async fn open(&self, dir: &std::path::Path) -> Arc<dyn Store> {
+        match self {
+            BenchStore::Embedded => {
+                let metrics = StoreMetrics::register(&prometheus::Registry::new()).unwrap();
+                Arc::new(EmbeddedStore::open(EmbeddedStoreOptions::new(dir), metrics).unwrap())
+            }
+            BenchStore::Scylla(nodes) => {
+                let settings = self.gateway_settings();
+                let keyspace = &settings[2].1;
+                let options = ScyllaStoreOptions::new(nodes.split(',').map(String::from).collect(), keyspace.clone());
+                Arc::new(ScyllaStore::open(&options).await.unwrap())
+            }
+        }
+    }
 }
 
 struct RunFigures {
@@ -154,12 +217,10 @@ fn records(first_seq: i64, now: i64) -> Vec<Record> {
 }
 
 /// The same 100-record commits, written by 64 concurrent writers straight to the store.
-fn store_ceiling(run_for: Duration) -> RunFigures {
+fn store_ceiling(run_for: Duration, bench_store: &BenchStore) -> RunFigures {
     let dir = tempfile::tempdir().unwrap();
     actix_web::rt::System::new().block_on(async move {
-        let metrics = StoreMetrics::register(&prometheus::Registry::new()).unwrap();
-        let store: Arc<dyn Store> =
-            Arc::new(EmbeddedStore::open(EmbeddedStoreOptions::new(dir.path()), metrics).unwrap());
+        let store = bench_store.open(dir.path()).await;
         let now = chrono::Utc::now().timestamp_millis();
         let rules = RecordRules { now_ms: now, max_offline_days: 7, enrolled_employee: None };
         let started = Instant::now();
@@ -190,8 +251,31 @@ fn store_ceiling(run_for: Duration) -> RunFigures {
                             ..DeviceProgress::default()
                         };
                         let device = DeviceWrite { device_id: device_id.clone(), entries, progress };
+                        let audit = AuditEvent {
+                            at: now + first_seq,
+                            org_id: "acme".into(),
+                            device_id: device_id.clone(),
+                            event: AuditKind::BatchReceived {
+                                batch_id: Some(format!("b-{first_seq}")),
+                                outcome: "ok".into(),
+                                http_status: 200,
+                                latency_ms: 5,
+                                records: RECORDS_PER_BATCH as u32,
+                                acks: Vec::new(),
+                            },
+                        };
+                        let totals = SyncTotals {
+                            batches_succeeded: 1,
+                            accepted: RECORDS_PER_BATCH as u64,
+                            ..SyncTotals::default()
+                        };
+                        let commit = Commit {
+                            stats: vec![SyncCounts::of(&audit, totals)],
+                            audit: vec![audit],
+                            ..Commit::of_device(device)
+                        };
                         let commit_started = Instant::now();
-                        store.commit(&Commit::of_device(device)).await.unwrap();
+                        store.commit(&commit).await.unwrap();
                         latencies.record(commit_started.elapsed().as_micros() as u64).unwrap();
                         written += RECORDS_PER_BATCH as u64;
                     }
@@ -212,9 +296,10 @@ fn store_ceiling(run_for: Duration) -> RunFigures {
 }
 
 /// Kiosks upload over HTTP to a fresh gateway; paced to `rate` records/s when given.
-fn over_http(run_for: Duration, rate: Option<u64>, detect_conflicts: bool) -> RunFigures {
+fn over_http(run_for: Duration, rate: Option<u64>, detect_conflicts: bool, store: &BenchStore) -> RunFigures {
     let dir = tempfile::tempdir().unwrap();
     let mut gateway = Command::new(env!("CARGO_BIN_EXE_otg-gateway"))
+        .envs(store.gateway_settings())
         .env("OTG_LISTEN_ADDR", "127.0.0.1:0")
         .env("OTG_DATA_DIR", dir.path())
         .env("OTG_ADMIN_TOKEN", ADMIN_TOKEN)

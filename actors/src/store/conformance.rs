@@ -316,8 +316,9 @@ fn conflict_between(ids: &Ids, n: u64, detected_at: i64) -> (ConflictRecord, [Ti
     let (org, employee): (Arc<str>, Arc<str>) = (ids.of("conflict-org").into(), ids.of("emp-c").into());
     let at = DAY_START + n as i64 * HOUR;
     let entry = |device: &str, seq: u64| {
+        let record = ValidRecord { record_id: ids.of(&format!("{device}-record-{seq}")), ..record(seq, &employee, at) };
         let device: Arc<str> = ids.of(device).into();
-        let SeqEntry::Stored(stored) = stored_in(&org, &device, record(seq, &employee, at)) else { unreachable!() };
+        let SeqEntry::Stored(stored) = stored_in(&org, &device, record) else { unreachable!() };
         TimelineEntry::of(&stored, &org, &device, RecordStatus::Active)
     };
     let (server, newcomer) = (entry("kiosk", n), entry("phone", n));
@@ -342,13 +343,20 @@ fn conflict_between(ids: &Ids, n: u64, detected_at: i64) -> (ConflictRecord, [Ti
 
 async fn conflicts_are_listed_and_resolved_once(store: &dyn Store, ids: &Ids) {
     let org = ids.of("conflict-org");
-    let mut conflicts = Vec::new();
+    let (mut conflicts, mut progress) = (Vec::new(), DeviceProgress::default());
     for n in 1..=3 {
+        // The phone's commit of seq n, as its device actor makes it: the record, the
+        // conflict it is in, and the progress that commits them.
         let (conflict, timeline) = conflict_between(ids, n, DAY_START + 10 * HOUR - n as i64);
-        store
-            .commit(&Commit { timeline: timeline.to_vec(), conflicts: vec![conflict.clone()], ..Commit::default() })
-            .await
-            .unwrap();
+        progress.received.insert(n);
+        let phone = ids.of("phone");
+        let entries = vec![stored_in(&org, &phone, record(n, &ids.of("emp-c"), DAY_START + n as i64 * HOUR))];
+        let commit = Commit {
+            timeline: timeline.to_vec(),
+            conflicts: vec![conflict.clone()],
+            ..device_commit(&phone, entries, progress.clone())
+        };
+        store.commit(&commit).await.unwrap();
         conflicts.push(conflict);
     }
     assert_eq!(store.conflict(&conflicts[0].id).await.unwrap().as_ref(), Some(&conflicts[0]));
@@ -416,6 +424,18 @@ async fn conflicts_are_listed_and_resolved_once(store: &dyn Store, ids: &Ids) {
     // Detected again (a cut commit's device resends): the resolution stands.
     store.commit(&Commit { conflicts: vec![conflicts[0].clone()], ..Commit::default() }).await.unwrap();
     assert_eq!(store.conflict(&conflicts[0].id).await.unwrap().unwrap().resolution, Some(keep_server));
+
+    // A commit cut short before its progress: its conflict is not one yet, anywhere.
+    let (cut, timeline) = conflict_between(ids, 4, DAY_START + 11 * HOUR);
+    let entries = vec![stored_in(&org, &phone, record(4, &ids.of("emp-c"), DAY_START + 4 * HOUR))];
+    let mut cut_commit = Commit {
+        timeline: timeline.to_vec(),
+        conflicts: vec![cut.clone()],
+        ..device_commit(&phone, entries, DeviceProgress::default())
+    };
+    cut_commit.device = None;
+    store.commit(&cut_commit).await.unwrap();
+    assert_eq!(store.conflict(&cut.id).await.unwrap(), None, "not committed: the progress does not cover it");
 
     let open = store.conflicts(&org, Some(true), Page { after: None, limit: 10 }).await.unwrap();
     assert_eq!(open.len(), 2);

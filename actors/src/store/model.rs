@@ -128,9 +128,14 @@ impl AuditEvent {
     /// is retried, by this gateway or another, files the same entry again, not a
     /// second one. Two entries alike in every field are one event.
     pub fn key(&self) -> u64 {
+        Self::key_of_encoded(&super::codec::encode(self))
+    }
+
+    /// The key of an entry from its stored encoding, for a store that has encoded it
+    /// already.
+    pub fn key_of_encoded(encoded: &[u8]) -> u64 {
         const AUDIT_NAMESPACE: uuid::Uuid = uuid::uuid!("0b6f3a52-2f1e-4c8e-9d57-5a3c9e1f7d40");
-        let encoded = rmp_serde::to_vec(self).expect("audit events always encode");
-        uuid::Uuid::new_v5(&AUDIT_NAMESPACE, &encoded).as_u64_pair().0
+        uuid::Uuid::new_v5(&AUDIT_NAMESPACE, encoded).as_u64_pair().0
     }
 }
 
@@ -393,6 +398,14 @@ pub enum Resolved {
 }
 
 impl ConflictRecord {
+    /// The devices whose records take part in it, each once.
+    pub fn device_ids(&self) -> impl Iterator<Item = &str> {
+        let device = self.device_record.device_id.as_str();
+        let other =
+            self.server_record.as_ref().map(|record| record.device_id.as_str()).filter(|other| *other != device);
+        std::iter::once(device).chain(other)
+    }
+
     pub fn is_open(&self) -> bool {
         self.resolution.is_none()
     }

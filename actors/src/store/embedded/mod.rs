@@ -310,10 +310,7 @@ impl EmbeddedStore {
                 keys::conflict_of_org(&conflict.org_id, conflict.detected_at, &conflict.id),
                 id.clone(),
             ));
-            let device = &conflict.device_record.device_id;
-            let other_device =
-                conflict.server_record.as_ref().map(|record| &record.device_id).filter(|other| *other != device);
-            for device_id in std::iter::once(device).chain(other_device) {
+            for device_id in conflict.device_ids() {
                 writes.push(Write(
                     Table::ConflictsByDevice,
                     keys::conflict_of_device(device_id, &conflict.id),
@@ -339,11 +336,17 @@ impl EmbeddedStore {
         self.write_durably(batch)
     }
 
-    /// A conflict as detected, with its resolution if it has one.
+    /// A conflict as detected, with its resolution if it has one, once its commit is
+    /// (the newcomer's seq is in its device's progress: the trait's commit point).
     fn read_conflict(&self, conflict_id: &[u8]) -> Result<Option<ConflictRecord>, StoreError> {
         let Some(mut conflict) = read::<ConflictRecord>(&self.tables.conflicts, conflict_id)? else {
             return Ok(None);
         };
+        let newcomer = &conflict.device_record;
+        let progress: DeviceProgress = read(&self.tables.progress, newcomer.device_id.as_bytes())?.unwrap_or_default();
+        if !progress.received.contains(newcomer.seq) {
+            return Ok(None);
+        }
         if let Some(resolution) = read(&self.tables.conflict_resolutions, conflict_id)? {
             conflict.resolution = Some(resolution);
         }
@@ -511,12 +514,8 @@ impl Store for EmbeddedStore {
         let mut found = Vec::with_capacity(page.limit);
         for item in scan_after(&self.tables.conflicts_by_org, &keys::text_prefix(org_id), page.after) {
             let (key, conflict_id) = item.into_inner().map_err(unavailable)?;
-            let conflict = self.read_conflict(&conflict_id)?.ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "conflict {} is listed but not stored",
-                    String::from_utf8_lossy(&conflict_id)
-                ))
-            })?;
+            // A listed conflict whose commit was cut short is no conflict yet.
+            let Some(conflict) = self.read_conflict(&conflict_id)? else { continue };
             if open.is_none_or(|open| open == conflict.is_open()) {
                 found.push((conflict, key.to_vec()));
                 if found.len() == page.limit {

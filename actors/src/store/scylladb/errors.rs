@@ -5,6 +5,7 @@
 use crate::store::StoreError;
 use scylla::errors::{DbError, ExecutionError, PrepareError, RequestAttemptError};
 
+/// The store's error for a driver error, with the statement or step it came from.
 pub(super) fn cql_error(error: &(impl std::fmt::Display + Retryable), context: &str) -> StoreError {
     let message = format!("{context}: {error}");
     if error.retryable() {

@@ -1,59 +1,60 @@
 //! The ScyllaDB store: the `Store` model on a CQL cluster (ScyllaDB in production,
-//! Apache Cassandra 5.0 in this project's tests), for many gateways on one cluster.
+//! Apache Cassandra 5.0 in this project's tests).
 //!
 //! One session, prepared statements, token-aware routing, the configured consistency
-//! (`LOCAL_QUORUM` by default) on every read and write. A commit writes its rows
-//! concurrently, rows of one partition in one unlogged batch, and the device's
-//! progress last, once every other row is acknowledged: the commit point of
-//! `Store::commit`. Conditional writes (LWT) only where two writers race for one
-//! outcome: enrolment, revocation, a conflict's resolution. docs/scylla.md has the
-//! data model table by table.
+//! (`LOCAL_QUORUM` by default) on every read and write, client-side write timestamps
+//! (so that a row rewritten through another coordinator never loses to an older write
+//! by clock skew). A commit writes its rows as `writes.rs` orders them, the device's
+//! progress last: the commit point of `Store::commit`. Conditional writes (LWT) only
+//! where two writers race for one outcome: enrolment, revocation, a conflict's
+//! resolution. docs/scylla.md has the data model table by table.
+//!
+//! One gateway per keyspace for now: the progress row is written without a fence, so
+//! two gateways holding one device could overwrite each other's. Ownership and fencing
+//! come with several gateways (issue "Several gateways on one cluster").
 
 mod errors;
+mod listings;
+mod queries;
 mod schema;
 mod statements;
+mod writes;
 
 pub use schema::{valid_keyspace, Replication};
 
-use super::codec::{decode, encode};
+use super::codec::decode;
 use super::{
     AdminResolution, AuditEvent, AuditKind, AuditScope, Commit, ConflictRecord, Cursor, DeviceEnrolment,
-    DeviceProgress, Page, Resolved, SeqEntry, Store, StoreError, SyncCounts, SyncTotals, TimelineEntry,
+    DeviceProgress, Page, Resolved, SeqEntry, Store, StoreError, SyncTotals, TimelineEntry,
 };
+use crate::store::codec::encode;
 use async_trait::async_trait;
-use chrono::Datelike;
-use errors::{cql_error, outcome_unknown};
 use futures_util::{StreamExt, TryStreamExt};
 use otg_schema::{OrgSettings, UtcDay};
+use queries::Conditional;
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
-use scylla::errors::ExecutionError;
 use scylla::policies::load_balancing::DefaultPolicy;
-use scylla::response::query_result::QueryResult;
-use scylla::response::{PagingState, PagingStateResponse};
-use scylla::serialize::row::SerializeRow;
-use scylla::statement::batch::{Batch, BatchType};
-use scylla::statement::prepared::PreparedStatement;
-use scylla::statement::Consistency;
+use scylla::policies::timestamp_generator::MonotonicTimestampGenerator;
+use scylla::statement::{Consistency, SerialConsistency};
 use statements::Statements;
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
+use writes::{year_of, Writes, SEQ_BUCKET};
 
-/// Seqs per `seqs` partition: a batch (seqs in order) touches one or two.
-const SEQ_BUCKET: u64 = 4096;
-/// Most statements in one unlogged batch of one partition: small enough for any
-/// cluster's batch size limits, large enough that a big commit is few round trips.
-const BATCH_ROWS: usize = 64;
-/// Writes of one commit in flight at once.
-const CONCURRENT_WRITES: usize = 64;
-/// Rows a full read asks for per page.
-const PAGE_ROWS: i32 = 1000;
+/// Statements of all commits in flight at once, per gateway: beyond it writes wait,
+/// which backs up into the device mailboxes and so into 429s.
+const WRITES_IN_FLIGHT: usize = 1024;
+/// Most values in one `IN` list (ScyllaDB refuses more than 100 by default).
+const IN_VALUES: usize = 100;
 /// The first year a device's statistics can be in (otg's first release).
 const FIRST_STATS_YEAR: i32 = 2025;
+/// Attempts at the rows that follow a won enrolment before the caller is told.
+const FOLLOW_UP_ATTEMPTS: u32 = 4;
 
 /// Where and how to reach the cluster.
 #[derive(Debug, Clone)]
@@ -81,11 +82,28 @@ impl ScyllaStoreOptions {
             request_timeout: Duration::from_secs(5),
         }
     }
+
+    /// The Paxos consistency of conditional writes: within the local data centre when
+    /// reads and writes are, else across all of them (two data centres must not each
+    /// pick a winner).
+    fn serial_consistency(&self) -> SerialConsistency {
+        match self.consistency {
+            Consistency::LocalQuorum | Consistency::LocalOne => SerialConsistency::LocalSerial,
+            _ => SerialConsistency::Serial,
+        }
+    }
 }
+
+/// An enrolment as `devices` holds it: org, employee, secret, enrolled and revoked at.
+type DeviceRow = (String, Option<String>, Vec<u8>, i64, Option<i64>);
+/// A conflict as `conflicts` holds it: the detection and the resolution.
+type ConflictRow = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 pub struct ScyllaStore {
     session: Arc<Session>,
     statements: Statements,
+    writes_in_flight: Semaphore,
+    closed: AtomicBool,
     _runtime: CqlRuntime,
 }
 
@@ -103,7 +121,7 @@ impl Drop for CqlRuntime {
 }
 
 /// Connects to the cluster (without a keyspace) and applies the schema: what
-/// `otg-gateway migrate` runs.
+/// `otg-gateway migrate` runs. Returns the versions it applied.
 pub async fn migrate(options: &ScyllaStoreOptions, replication: &Replication) -> Result<Vec<i32>, StoreError> {
     let (session, _runtime) = connect(options).await?;
     schema::migrate(&session, &options.keyspace, replication).await
@@ -117,26 +135,36 @@ async fn connect(options: &ScyllaStoreOptions) -> Result<(Arc<Session>, CqlRunti
         .enable_all()
         .build()
         .map_err(|error| StoreError::Failed(format!("start the CQL runtime: {error}")))?;
+    let runtime = CqlRuntime(Some(runtime));
     let mut policy = DefaultPolicy::builder().token_aware(true);
     if let Some(datacenter) = &options.local_datacenter {
         policy = policy.prefer_datacenter(datacenter.clone()).permit_dc_failover(false);
     }
     let profile = ExecutionProfile::builder()
         .consistency(options.consistency)
+        .serial_consistency(Some(options.serial_consistency()))
         .request_timeout(Some(options.request_timeout))
         .load_balancing_policy(policy.build())
         .build();
     let builder = SessionBuilder::new()
         .known_nodes(&options.nodes)
         .connection_timeout(Duration::from_secs(5))
+        .timestamp_generator(Arc::new(MonotonicTimestampGenerator::new()))
         .default_execution_profile_handle(profile.into_handle());
-    let runtime = CqlRuntime(Some(runtime));
-    let spawned = runtime.0.as_ref().map(|runtime| runtime.spawn(async move { builder.build().await }));
-    let session = spawned
+    let build = runtime.0.as_ref().map(|runtime| runtime.spawn(async move { builder.build().await }));
+    let session = build
         .expect("the runtime is there until dropped")
         .await
         .map_err(|error| StoreError::Failed(error.to_string()))?
         .map_err(|error| StoreError::Unavailable(format!("connect to {:?}: {error}", options.nodes)))?;
+    if let Some(datacenter) = &options.local_datacenter {
+        let state = session.get_cluster_state();
+        if !state.get_nodes_info().iter().any(|node| node.datacenter.as_deref() == Some(datacenter.as_str())) {
+            return Err(StoreError::Failed(format!(
+                "scylla_local_datacenter {datacenter:?}: no node of the cluster is in it"
+            )));
+        }
+    }
     Ok((Arc::new(session), runtime))
 }
 
@@ -146,275 +174,72 @@ impl ScyllaStore {
     pub async fn open(options: &ScyllaStoreOptions) -> Result<Self, StoreError> {
         schema::check_keyspace(&options.keyspace)?;
         let (session, runtime) = connect(options).await?;
-        session.use_keyspace(&options.keyspace, false).await.map_err(|error| {
-            StoreError::Failed(format!(
-                "keyspace {}: {error}; run `otg-gateway migrate` (with the same store settings) first",
-                options.keyspace
-            ))
-        })?;
         schema::check_version(&session, &options.keyspace).await?;
-        let statements = Statements::prepare(&session, options.consistency).await?;
-        Ok(ScyllaStore { session, statements, _runtime: runtime })
+        session
+            .use_keyspace(&options.keyspace, false)
+            .await
+            .map_err(|error| StoreError::Unavailable(format!("use keyspace {}: {error}", options.keyspace)))?;
+        let statements = Statements::prepare(&session, options.consistency, options.serial_consistency()).await?;
+        Ok(ScyllaStore {
+            session,
+            statements,
+            writes_in_flight: Semaphore::new(WRITES_IN_FLIGHT),
+            closed: AtomicBool::new(false),
+            _runtime: runtime,
+        })
     }
 
-    async fn execute(
-        &self,
-        statement: &PreparedStatement,
-        values: impl SerializeRow,
-    ) -> Result<QueryResult, StoreError> {
-        self.session.execute_unpaged(statement, values).await.map_err(|error| cql_error(&error, "CQL"))
-    }
-
-    /// The rows of a one-page query (the statement's own `LIMIT` bounds it).
-    async fn rows<T>(&self, statement: &PreparedStatement, values: impl SerializeRow) -> Result<Vec<T>, StoreError>
-    where
-        T: for<'frame, 'metadata> scylla::deserialize::row::DeserializeRow<'frame, 'metadata>,
-    {
-        rows_of(self.execute(statement, values).await?)
-    }
-
-    /// Every row of a query, page by page.
-    async fn all_rows<T>(
-        &self,
-        statement: &PreparedStatement,
-        values: impl SerializeRow + Clone,
-    ) -> Result<Vec<T>, StoreError>
-    where
-        T: for<'frame, 'metadata> scylla::deserialize::row::DeserializeRow<'frame, 'metadata>,
-    {
-        let mut statement = statement.clone();
-        statement.set_page_size(PAGE_ROWS);
-        let (mut rows, mut paging) = (Vec::new(), PagingState::start());
-        loop {
-            let (result, next) = self
-                .session
-                .execute_single_page(&statement, values.clone(), paging)
-                .await
-                .map_err(|error| cql_error(&error, "CQL"))?;
-            rows.extend(rows_of::<T>(result)?);
-            match next {
-                PagingStateResponse::HasMorePages { state } => paging = state,
-                PagingStateResponse::NoMorePages => return Ok(rows),
-            }
+    fn check_open(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(StoreError::Failed("the store is closed".into()));
         }
-    }
-
-    /// A conditional write: whether it applied. A write whose outcome is unknown (a
-    /// timeout) is reported as such, for the caller to read back at serial consistency.
-    async fn conditional(
-        &self,
-        statement: &PreparedStatement,
-        values: impl SerializeRow,
-    ) -> Result<Conditional, StoreError> {
-        match self.session.execute_unpaged(statement, values).await {
-            Ok(result) => Ok(if applied(result)? { Conditional::Applied } else { Conditional::NotApplied }),
-            Err(error) if outcome_unknown(&error) => Ok(Conditional::Unknown(Box::new(error))),
-            Err(error) => Err(cql_error(&error, "conditional write")),
-        }
+        Ok(())
     }
 
     async fn read_device(&self, device_id: &str, serial: bool) -> Result<Option<DeviceEnrolment>, StoreError> {
         let statement = if serial { &self.statements.select_device_serial } else { &self.statements.select_device };
         let rows: Vec<DeviceRow> = self.rows(statement, (device_id,)).await?;
-        rows.into_iter()
-            .next()
-            .map(|(org_id, employee_id, secret, enrolled_at, revoked_at)| {
-                let secret =
-                    secret.try_into().map_err(|_| StoreError::Corrupt(format!("device {device_id}: secret")))?;
-                Ok(DeviceEnrolment {
-                    device_id: device_id.into(),
-                    org_id,
-                    employee_id,
-                    secret,
-                    enrolled_at,
-                    revoked_at,
-                })
-            })
-            .transpose()
+        let Some((org_id, employee_id, secret, enrolled_at, revoked_at)) = rows.into_iter().next() else {
+            return Ok(None);
+        };
+        let secret = secret.try_into().map_err(|_| StoreError::Corrupt(format!("device {device_id}: its secret")))?;
+        Ok(Some(DeviceEnrolment { device_id: device_id.into(), org_id, employee_id, secret, enrolled_at, revoked_at }))
     }
 
+    /// A conflict as stored: its detection with the resolution, if any.
     async fn read_conflict(&self, conflict_id: &str, serial: bool) -> Result<Option<ConflictRecord>, StoreError> {
         let statement = if serial { &self.statements.select_conflict_serial } else { &self.statements.select_conflict };
         let rows: Vec<ConflictRow> = self.rows(statement, (conflict_id,)).await?;
-        // A row with only a resolution is a resolution racing a detection's cut
-        // commit: not a conflict until its detection is written.
         let Some((Some(detected), resolution)) = rows.into_iter().next() else { return Ok(None) };
         let mut conflict: ConflictRecord = decode(&detected)?;
         conflict.resolution = resolution.map(|bytes| decode(&bytes)).transpose()?;
         Ok(Some(conflict))
     }
 
-    /// Files audit entries, with the days their trails have entries in.
-    fn audit_writes<'a>(&'a self, audit: &'a [AuditEvent], writes: &mut Writes<'a>) {
-        let statements = &self.statements;
-        for event in audit {
-            let (value, key, day) = (encode(event), event.key() as i64, UtcDay::of_unix_ms(event.at).0);
-            let (device, org) = (event.device_id.as_str(), event.org_id.as_str());
-            writes.one(&statements.insert_audit_of_device, (device, day, event.at, key, value.clone()));
-            writes.one(&statements.insert_audit_of_org, (org, day, event.at, device, key, value));
-            writes.one(&statements.insert_audit_day, ("d", device, day));
-            writes.one(&statements.insert_audit_day, ("o", org, day));
-        }
+    /// A conflict whose commit reached its commit point (the newcomer's seq is in its
+    /// device's progress). One a cut commit left is no conflict yet: the device's resend
+    /// writes it again, and then it is.
+    async fn committed_conflict(&self, conflict_id: &str) -> Result<Option<ConflictRecord>, StoreError> {
+        let Some(conflict) = self.read_conflict(conflict_id, false).await? else { return Ok(None) };
+        let progress = self.device_progress(&conflict.device_record.device_id).await?;
+        Ok(progress.received.contains(conflict.device_record.seq).then_some(conflict))
     }
 
-    /// Every write of `commit` but its progress.
-    fn writes_of<'a>(&'a self, commit: &'a Commit) -> Writes<'a> {
-        let statements = &self.statements;
-        let mut writes = Writes::new(self.session.as_ref());
-        if let Some(device) = &commit.device {
-            let mut buckets: BTreeMap<i64, Vec<_>> = BTreeMap::new();
-            for entry in &device.entries {
-                let (seq, bucket) = (entry.seq() as i64, (entry.seq() / SEQ_BUCKET) as i64);
-                buckets.entry(bucket).or_default().push((device.device_id.as_str(), bucket, seq, encode(entry)));
-            }
-            for rows in buckets.into_values() {
-                writes.batched(&statements.insert_seq, rows);
-            }
-        }
-        let mut partitions: BTreeMap<(&str, &str, i32), Vec<_>> = BTreeMap::new();
-        for entry in &commit.timeline {
-            let value = encode(entry);
-            for (day, at) in entry.positions() {
-                let row = (
-                    &*entry.org_id,
-                    &*entry.employee_id,
-                    day.0,
-                    at,
-                    &*entry.device_id,
-                    entry.seq as i64,
-                    value.clone(),
-                    status_name(entry),
-                );
-                partitions.entry((&*entry.org_id, &*entry.employee_id, day.0)).or_default().push(row);
+    /// Runs the writes `build` adds, a few times if they fail: for rows that must
+    /// follow a conditional write that already won.
+    async fn follow_up<'a>(&'a self, build: impl Fn(&mut Writes<'a>)) -> Result<(), StoreError> {
+        let mut attempt = 0;
+        loop {
+            let mut writes = Writes::new(self);
+            build(&mut writes);
+            match writes.run().await {
+                Err(StoreError::Unavailable(_)) if attempt + 1 < FOLLOW_UP_ATTEMPTS => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+                }
+                outcome => return outcome,
             }
         }
-        for ((org, employee, day), rows) in partitions {
-            writes.one(&statements.insert_timeline_day, (org, employee, day));
-            writes.batched(&statements.insert_timeline, rows);
-        }
-        for conflict in &commit.conflicts {
-            let (id, month) = (conflict.id.as_str(), month_of(conflict.detected_at));
-            let detection = ConflictRecord { resolution: None, ..conflict.clone() };
-            writes.one(&statements.insert_conflict, (id, encode(&detection)));
-            writes.one(&statements.insert_conflict_of_org, (conflict.org_id.as_str(), month, conflict.detected_at, id));
-            writes.one(&statements.insert_conflict_month, (conflict.org_id.as_str(), month));
-            let device = conflict.device_record.device_id.as_str();
-            let other =
-                conflict.server_record.as_ref().map(|record| record.device_id.as_str()).filter(|d| *d != device);
-            for device_id in std::iter::once(device).chain(other) {
-                writes.one(&statements.insert_conflict_of_device, (device_id, id));
-            }
-        }
-        self.audit_writes(&commit.audit, &mut writes);
-        for counts in &commit.stats {
-            let SyncCounts { org_id, device_id, at, key, totals } = counts;
-            let (hour, key, totals) = (at.div_euclid(3_600_000) * 3_600_000, *key as i64, encode(totals));
-            let (day, year) = (UtcDay::of_unix_ms(*at).0, year_of(*at));
-            writes.one(
-                &statements.insert_sync_stats,
-                (org_id.as_str(), day, hour, device_id.as_str(), key, totals.clone()),
-            );
-            writes.one(&statements.insert_device_stats, (device_id.as_str(), year, *at, key, totals));
-        }
-        writes
-    }
-
-    /// One day's audit entries of a trail after `after` (or from `since`), up to `limit`.
-    async fn audit_day(
-        &self,
-        scope: AuditScope<'_>,
-        day: i32,
-        since: i64,
-        after: Option<&AuditCursor>,
-        limit: i32,
-    ) -> Result<Vec<(Vec<u8>, AuditCursor)>, StoreError> {
-        let statements = &self.statements;
-        let rows: Vec<(i64, String, i64, Vec<u8>)> = match (scope, after) {
-            (AuditScope::Device(device_id), None) => {
-                let rows: Vec<(i64, i64, Vec<u8>)> =
-                    self.rows(&statements.select_audit_of_device_from, (device_id, day, since, limit)).await?;
-                rows.into_iter().map(|(at, key, event)| (at, String::new(), key, event)).collect()
-            }
-            (AuditScope::Device(device_id), Some(after)) => {
-                let values = (device_id, day, after.at, after.key, limit);
-                let rows: Vec<(i64, i64, Vec<u8>)> =
-                    self.rows(&statements.select_audit_of_device_after, values).await?;
-                rows.into_iter().map(|(at, key, event)| (at, String::new(), key, event)).collect()
-            }
-            (AuditScope::Org(org_id), None) => {
-                self.rows(&statements.select_audit_of_org_from, (org_id, day, since, limit)).await?
-            }
-            (AuditScope::Org(org_id), Some(after)) => {
-                let values = (org_id, day, after.at, after.device_id.as_str(), after.key, limit);
-                self.rows(&statements.select_audit_of_org_after, values).await?
-            }
-        };
-        let owner = scope_owner(scope);
-        Ok(rows
-            .into_iter()
-            .map(|(at, device_id, key, event)| (event, AuditCursor { owner: owner.clone(), day, at, device_id, key }))
-            .collect())
-    }
-}
-
-/// A conflict as `conflicts` holds it: the detection and the resolution.
-type ConflictRow = (Option<Vec<u8>>, Option<Vec<u8>>);
-
-/// One write of a commit, running.
-type PendingWrite<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
-
-/// An enrolment as `devices` holds it.
-type DeviceRow = (String, Option<String>, Vec<u8>, i64, Option<i64>);
-
-/// What became of a conditional write.
-enum Conditional {
-    Applied,
-    NotApplied,
-    /// Timed out or cut off: it may or may not have applied.
-    Unknown(Box<ExecutionError>),
-}
-
-/// A commit's writes, run concurrently.
-struct Writes<'a> {
-    session: &'a Session,
-    pending: Vec<PendingWrite<'a>>,
-}
-
-impl<'a> Writes<'a> {
-    fn new(session: &'a Session) -> Self {
-        Writes { session, pending: Vec::new() }
-    }
-
-    fn one(&mut self, statement: &'a PreparedStatement, values: impl SerializeRow + Send + 'a) {
-        let session = self.session;
-        self.pending.push(Box::pin(async move {
-            session.execute_unpaged(statement, values).await.map(drop).map_err(|error| cql_error(&error, "write"))
-        }));
-    }
-
-    /// Rows of one partition, in unlogged batches: one mutation each on the replicas.
-    fn batched<R: SerializeRow + Send + Sync + 'a>(&mut self, statement: &'a PreparedStatement, rows: Vec<R>) {
-        let session = self.session;
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            let chunk: Vec<R> = rows.by_ref().take(BATCH_ROWS).collect();
-            let mut batch = Batch::new(BatchType::Unlogged);
-            for _ in 0..chunk.len() {
-                batch.append_statement(statement.clone());
-            }
-            batch.set_is_idempotent(true);
-            if let Some(consistency) = statement.get_consistency() {
-                batch.set_consistency(consistency);
-            }
-            self.pending.push(Box::pin(async move {
-                session.batch(&batch, chunk).await.map(drop).map_err(|error| cql_error(&error, "batch write"))
-            }));
-        }
-    }
-
-    /// Runs every write; the first failure fails the whole.
-    async fn run(self) -> Result<(), StoreError> {
-        futures_util::stream::iter(self.pending).buffer_unordered(CONCURRENT_WRITES).try_collect::<()>().await
     }
 }
 
@@ -423,23 +248,26 @@ impl Store for ScyllaStore {
     async fn enrol_device(&self, enrolment: &DeviceEnrolment) -> Result<(), StoreError> {
         let DeviceEnrolment { device_id, org_id, employee_id, secret, enrolled_at, .. } = enrolment;
         let values = (device_id.as_str(), org_id.as_str(), employee_id.as_deref(), &secret[..], *enrolled_at);
-        let won = match self.conditional(&self.statements.insert_device, values).await? {
-            Conditional::Applied => true,
+        match self.conditional(&self.statements.insert_device, values).await? {
+            Conditional::Applied => {}
             // Lost, or unknown: what stands decides. Our own enrolment standing is a
             // retry of a write that did land (its audit entry may not have).
-            Conditional::NotApplied | Conditional::Unknown(_) => {
-                self.read_device(device_id, true).await?.is_some_and(|stored| stored == *enrolment)
-            }
-        };
-        if !won {
-            return Err(StoreError::AlreadyExists);
+            outcome => match self.read_device(device_id, true).await? {
+                Some(stored) if stored == *enrolment => {}
+                Some(_) => return Err(StoreError::AlreadyExists),
+                None if matches!(outcome, Conditional::Unknown(_)) => {
+                    return Err(StoreError::Unavailable(format!("enrolment of {device_id}: outcome unknown")));
+                }
+                None => return Err(StoreError::Failed(format!("enrolment of {device_id}: refused, yet absent"))),
+            },
         }
         let event = AuditKind::DeviceEnrolled { employee_id: employee_id.clone() };
         let audit = [enrolment.audit(*enrolled_at, event)];
-        let mut writes = Writes::new(&self.session);
-        writes.one(&self.statements.insert_org_device, (org_id.as_str(), device_id.as_str()));
-        self.audit_writes(&audit, &mut writes);
-        writes.run().await
+        self.follow_up(|writes| {
+            writes.one(&self.statements.insert_org_device, (org_id.as_str(), device_id.as_str()));
+            self.audit_writes(&audit, writes);
+        })
+        .await
     }
 
     async fn device(&self, device_id: &str) -> Result<Option<DeviceEnrolment>, StoreError> {
@@ -457,12 +285,10 @@ impl Store for ScyllaStore {
         // an earlier call was cut off before filing it: the same key, the same row).
         let Some(device) = self.read_device(device_id, true).await? else { return Ok(None) };
         let Some(revoked_at) = device.revoked_at else {
-            return Err(StoreError::Unavailable(format!("device {device_id}: the revocation did not land")));
+            return Err(StoreError::Unavailable(format!("revocation of {device_id}: it did not land")));
         };
         let audit = [device.audit(revoked_at, AuditKind::DeviceRevoked)];
-        let mut writes = Writes::new(&self.session);
-        self.audit_writes(&audit, &mut writes);
-        writes.run().await?;
+        self.follow_up(|writes| self.audit_writes(&audit, writes)).await?;
         Ok(Some(device))
     }
 
@@ -484,27 +310,23 @@ impl Store for ScyllaStore {
         for &seq in seqs {
             buckets.entry((seq / SEQ_BUCKET) as i64).or_default().push(seq as i64);
         }
-        let mut found: BTreeMap<u64, SeqEntry> = BTreeMap::new();
-        let reads = buckets.into_iter().map(|(bucket, seqs)| async move {
-            self.rows::<(i64, Vec<u8>)>(&self.statements.select_seqs, (device_id, bucket, seqs)).await
+        let reads = buckets.into_iter().flat_map(|(bucket, seqs)| {
+            let chunks: Vec<Vec<i64>> = seqs.chunks(IN_VALUES).map(<[i64]>::to_vec).collect();
+            chunks.into_iter().map(move |chunk| async move {
+                self.rows::<(i64, Vec<u8>)>(&self.statements.select_seqs, (device_id, bucket, chunk)).await
+            })
         });
+        let mut found: BTreeMap<u64, SeqEntry> = BTreeMap::new();
         for rows in futures_util::future::try_join_all(reads).await? {
             for (seq, entry) in rows {
                 found.insert(seq as u64, decode(&entry)?);
             }
         }
-        Ok(seqs.iter().map(|seq| found.remove(seq)).collect())
+        Ok(seqs.iter().map(|seq| found.get(seq).cloned()).collect())
     }
 
     async fn commit(&self, commit: &Commit) -> Result<(), StoreError> {
-        self.writes_of(commit).run().await?;
-        // The commit point: only now that every row it describes is durable.
-        if let Some(device) = &commit.device {
-            let waiting = device.progress.evaluation.waiting_since.is_some();
-            let values = (device.device_id.as_str(), encode(&device.progress), waiting);
-            self.execute(&self.statements.insert_progress, values).await?;
-        }
-        Ok(())
+        self.write_commit(commit).await
     }
 
     async fn resolve_conflict(
@@ -513,7 +335,7 @@ impl Store for ScyllaStore {
         resolution: &AdminResolution,
         effects: &Commit,
     ) -> Result<Resolved, StoreError> {
-        if self.read_conflict(conflict_id, false).await?.is_none() {
+        if self.committed_conflict(conflict_id).await?.is_none() {
             return Ok(Resolved::NotFound);
         }
         let values = (encode(resolution), conflict_id);
@@ -523,11 +345,11 @@ impl Store for ScyllaStore {
         let Some(conflict) = self.read_conflict(conflict_id, true).await? else { return Ok(Resolved::NotFound) };
         match &conflict.resolution {
             Some(standing) if standing.same_decision(resolution) => {
-                self.commit(effects).await?;
+                self.write_commit(effects).await?;
                 Ok(Resolved::Now(conflict))
             }
             Some(_) => Ok(Resolved::Already(conflict)),
-            None => Err(StoreError::Unavailable(format!("conflict {conflict_id}: the resolution did not land"))),
+            None => Err(StoreError::Unavailable(format!("resolution of conflict {conflict_id}: it did not land"))),
         }
     }
 
@@ -543,7 +365,7 @@ impl Store for ScyllaStore {
     }
 
     async fn conflict(&self, conflict_id: &str) -> Result<Option<ConflictRecord>, StoreError> {
-        self.read_conflict(conflict_id, false).await
+        self.committed_conflict(conflict_id).await
     }
 
     async fn conflicts(
@@ -552,51 +374,14 @@ impl Store for ScyllaStore {
         open: Option<bool>,
         page: Page<'_>,
     ) -> Result<Vec<(ConflictRecord, Cursor)>, StoreError> {
-        let after: ConflictCursor = page
-            .after
-            .and_then(|bytes| rmp_serde::from_slice::<ConflictCursor>(bytes).ok())
-            .filter(|cursor| cursor.0 == org_id)
-            .unwrap_or_else(|| (org_id.to_string(), i32::MIN, i64::MIN, String::new()));
-        let months: Vec<(i32,)> = self.all_rows(&self.statements.select_conflict_months, (org_id, after.1)).await?;
-        let mut found = Vec::with_capacity(page.limit);
-        for (month,) in months {
-            let (mut at, mut id) =
-                if month == after.1 { (after.2, after.3.clone()) } else { (i64::MIN, String::new()) };
-            loop {
-                let want = (page.limit - found.len()) as i32;
-                let values = (org_id, month, at, id.as_str(), want.max(1));
-                let rows: Vec<(i64, String)> = self.rows(&self.statements.select_conflicts_of_org, values).await?;
-                let Some(last) = rows.last().cloned() else { break };
-                for (detected_at, conflict_id) in rows {
-                    let cursor = encode(&(org_id, month, detected_at, &conflict_id));
-                    let conflict = self.read_conflict(&conflict_id, false).await?.ok_or_else(|| {
-                        StoreError::Corrupt(format!("conflict {conflict_id} is listed but not stored"))
-                    })?;
-                    // A row left by an earlier detection of the same conflict: listed
-                    // where its stored detection time is.
-                    let current = conflict.detected_at == detected_at;
-                    if current && open.is_none_or(|open| open == conflict.is_open()) {
-                        found.push((conflict, cursor));
-                        if found.len() == page.limit {
-                            return Ok(found);
-                        }
-                    }
-                }
-                (at, id) = last;
-            }
-        }
-        Ok(found)
+        self.conflicts_page(org_id, open, page).await
     }
 
     async fn open_conflicts_of_device(&self, device_id: &str) -> Result<Vec<ConflictRecord>, StoreError> {
         let ids: Vec<(String,)> = self.all_rows(&self.statements.select_conflicts_of_device, (device_id,)).await?;
-        let mut open = Vec::new();
-        for (conflict_id,) in ids {
-            if let Some(conflict) = self.read_conflict(&conflict_id, false).await?.filter(ConflictRecord::is_open) {
-                open.push(conflict);
-            }
-        }
-        Ok(open)
+        let reads = ids.iter().map(|(conflict_id,)| self.committed_conflict(conflict_id));
+        let conflicts = futures_util::future::try_join_all(reads).await?;
+        Ok(conflicts.into_iter().flatten().filter(ConflictRecord::is_open).collect())
     }
 
     async fn audit(
@@ -606,37 +391,7 @@ impl Store for ScyllaStore {
         until: i64,
         page: Page<'_>,
     ) -> Result<Vec<(AuditEvent, Cursor)>, StoreError> {
-        let owner = scope_owner(scope);
-        // A cursor counts only inside this listing's window: one from another listing
-        // must not read someone else's trail.
-        let after = page
-            .after
-            .and_then(|bytes| rmp_serde::from_slice::<AuditCursor>(bytes).ok())
-            .filter(|cursor| cursor.owner == owner && (since..=until).contains(&cursor.at));
-        let (first_day, last_day) = (day_of(since), day_of(until));
-        let from_day = after.as_ref().map_or(first_day, |cursor| cursor.day);
-        let values = (owner.0.as_str(), owner.1.as_str(), from_day, last_day);
-        let days: Vec<(i32,)> = self.all_rows(&self.statements.select_audit_days, values).await?;
-        let mut found = Vec::with_capacity(page.limit);
-        for (day,) in days {
-            let mut after_here = after.clone().filter(|cursor| cursor.day == day);
-            while found.len() < page.limit {
-                let want = (page.limit - found.len()) as i32;
-                let rows = self.audit_day(scope, day, since, after_here.as_ref(), want).await?;
-                let Some((_, last)) = rows.last() else { break };
-                after_here = Some(last.clone());
-                for (event, cursor) in rows {
-                    if cursor.at > until {
-                        return Ok(found);
-                    }
-                    found.push((decode(&event)?, encode(&cursor)));
-                }
-            }
-            if found.len() == page.limit {
-                break;
-            }
-        }
-        Ok(found)
+        self.audit_page(scope, since, until, page).await
     }
 
     async fn sync_totals(&self, org_id: &str, since: i64) -> Result<SyncTotals, StoreError> {
@@ -666,10 +421,8 @@ impl Store for ScyllaStore {
         Ok(devices
             .into_iter()
             .flatten()
-            .map(|device| {
-                let cursor = device.device_id.clone().into_bytes();
-                (device, cursor)
-            })
+            .map(|device| (device.device_id.clone().into_bytes(), device))
+            .map(|(c, d)| (d, c))
             .collect())
     }
 
@@ -693,45 +446,10 @@ impl Store for ScyllaStore {
 
     async fn close(&self) -> Result<(), StoreError> {
         // Every acked write is already on its replicas; nothing is buffered here.
+        self.closed.store(true, Ordering::Relaxed);
+        self.writes_in_flight.close();
         Ok(())
     }
-}
-
-/// Where an audit listing goes on: the trail's owner, and the position in it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct AuditCursor {
-    owner: (String, String),
-    day: i32,
-    at: i64,
-    device_id: String,
-    key: i64,
-}
-
-/// Where a conflict listing goes on: (org, month, detected_at, conflict id).
-type ConflictCursor = (String, i32, i64, String);
-
-/// Whose trail: ("d", device) or ("o", org), as `audit_days` keys it.
-fn scope_owner(scope: AuditScope<'_>) -> (String, String) {
-    match scope {
-        AuditScope::Device(device_id) => ("d".into(), device_id.to_string()),
-        AuditScope::Org(org_id) => ("o".into(), org_id.to_string()),
-    }
-}
-
-fn rows_of<T>(result: QueryResult) -> Result<Vec<T>, StoreError>
-where
-    T: for<'frame, 'metadata> scylla::deserialize::row::DeserializeRow<'frame, 'metadata>,
-{
-    let rows = result.into_rows_result().map_err(|error| StoreError::Corrupt(error.to_string()))?;
-    let typed = rows.rows::<T>().map_err(|error| StoreError::Corrupt(error.to_string()))?;
-    typed.map(|row| row.map_err(|error| StoreError::Corrupt(error.to_string()))).collect()
-}
-
-/// The `[applied]` column of a conditional write's answer.
-fn applied(result: QueryResult) -> Result<bool, StoreError> {
-    let rows = result.into_rows_result().map_err(|error| StoreError::Corrupt(error.to_string()))?;
-    let row: scylla::value::Row = rows.first_row().map_err(|error| StoreError::Corrupt(error.to_string()))?;
-    Ok(matches!(row.columns.first(), Some(Some(scylla::value::CqlValue::Boolean(true)))))
 }
 
 fn sum<'a>(rows: impl Iterator<Item = &'a (Vec<u8>,)>) -> Result<SyncTotals, StoreError> {
@@ -740,30 +458,6 @@ fn sum<'a>(rows: impl Iterator<Item = &'a (Vec<u8>,)>) -> Result<SyncTotals, Sto
         totals.add(&decode(counts)?);
     }
     Ok(totals)
-}
-
-fn status_name(entry: &TimelineEntry) -> &'static str {
-    match entry.status {
-        super::RecordStatus::Active => "active",
-        super::RecordStatus::Pending => "pending",
-        super::RecordStatus::Superseded => "superseded",
-        super::RecordStatus::Discarded => "discarded",
-    }
-}
-
-/// The UTC day of a unix ms time, for any `i64` (a listing's open end included).
-fn day_of(at: i64) -> i32 {
-    at.div_euclid(86_400_000).clamp(i32::MIN.into(), i32::MAX.into()) as i32
-}
-
-/// Months since 1970-01 of a unix ms time, UTC.
-fn month_of(at: i64) -> i32 {
-    let date = chrono::DateTime::from_timestamp_millis(at).unwrap_or_default();
-    (date.year() - 1970) * 12 + date.month0() as i32
-}
-
-fn year_of(at: i64) -> i32 {
-    chrono::DateTime::from_timestamp_millis(at).unwrap_or_default().year()
 }
 
 fn now_ms() -> i64 {
@@ -796,6 +490,7 @@ mod tests {
         let Some(store) = test_store().await else { return };
         super::super::conformance::run_all(&store).await;
         store.close().await.unwrap();
+        assert!(store.device_progress("any").await.is_err(), "a closed store refuses calls");
     }
 
     #[actix_rt::test]
@@ -808,5 +503,13 @@ mod tests {
             panic!("a keyspace that was never migrated must be refused")
         };
         assert!(message.contains("otg-gateway migrate"), "{message}");
+    }
+
+    #[test]
+    fn conditional_writes_stay_in_the_data_centre_only_when_everything_does() {
+        let options = |consistency| ScyllaStoreOptions { consistency, ..ScyllaStoreOptions::new(vec![], "otg") };
+        assert_eq!(options(Consistency::LocalQuorum).serial_consistency(), SerialConsistency::LocalSerial);
+        assert_eq!(options(Consistency::Quorum).serial_consistency(), SerialConsistency::Serial);
+        assert_eq!(options(Consistency::EachQuorum).serial_consistency(), SerialConsistency::Serial);
     }
 }

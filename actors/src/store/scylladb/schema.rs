@@ -29,22 +29,29 @@ impl Replication {
     }
 }
 
-/// Whether `name` can be a keyspace: CQL accepts at most 48 word characters.
+/// Whether `name` can be a keyspace (unquoted): a letter, then at most 47 letters,
+/// digits and underscores.
 pub fn valid_keyspace(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 48 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    name.len() <= 48
+        && name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// Creates the keyspace if absent and applies every schema version not yet applied, in
-/// order; returns the versions it applied. Safe to run again, and from two places at
-/// once (every statement is `IF NOT EXISTS`).
+/// order; returns the versions it applied. Safe to run again (every statement is
+/// `IF NOT EXISTS`); run it from one place at a time: on Cassandra before 5.1, two
+/// `CREATE TABLE` of one table at once can leave the nodes disagreeing on its id.
 pub async fn migrate(session: &Session, keyspace: &str, replication: &Replication) -> Result<Vec<i32>, StoreError> {
     check_keyspace(keyspace)?;
     let create = format!("CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = {}", replication.cql());
     session.query_unpaged(create.as_str(), ()).await.map_err(|error| cql_error(&error, "create keyspace"))?;
     session.use_keyspace(keyspace, false).await.map_err(|error| StoreError::Unavailable(error.to_string()))?;
-    let bookkeeping = &MIGRATIONS[0].statements()[0];
+    // The table that records versions comes first, whatever version a keyspace is at.
+    let bookkeeping =
+        MIGRATIONS[0].statements().into_iter().find(|statement| statement.contains(" schema_migrations "));
+    let bookkeeping = bookkeeping.expect("version 1 creates schema_migrations");
     session.query_unpaged(bookkeeping.as_str(), ()).await.map_err(|error| cql_error(&error, "schema_migrations"))?;
-    let applied = applied_version(session).await?;
+    let applied = applied_version(session, keyspace).await?;
     let mut done = Vec::new();
     for migration in MIGRATIONS.iter().filter(|migration| migration.version > applied) {
         for statement in migration.statements() {
@@ -65,7 +72,7 @@ pub async fn migrate(session: &Session, keyspace: &str, replication: &Replicatio
 
 /// Refuses a keyspace whose schema is older than this build needs, naming the fix.
 pub async fn check_version(session: &Session, keyspace: &str) -> Result<(), StoreError> {
-    let applied = applied_version(session).await.map_err(|error| match error {
+    let applied = applied_version(session, keyspace).await.map_err(|error| match error {
         StoreError::Failed(_) => outdated(keyspace, 0),
         other => other,
     })?;
@@ -87,14 +94,17 @@ pub(super) fn check_keyspace(keyspace: &str) -> Result<(), StoreError> {
     if valid_keyspace(keyspace) {
         Ok(())
     } else {
-        Err(StoreError::Failed(format!("keyspace {keyspace:?}: at most 48 letters, digits and underscores")))
+        Err(StoreError::Failed(format!(
+            "keyspace {keyspace:?}: a letter, then at most 47 letters, digits and underscores"
+        )))
     }
 }
 
-/// The newest version applied to the session's keyspace; 0 if none.
-async fn applied_version(session: &Session) -> Result<i32, StoreError> {
+/// The newest version applied to `keyspace`; 0 if none. A keyspace or table that does
+/// not exist is an error that no retry cures (`Failed`).
+async fn applied_version(session: &Session, keyspace: &str) -> Result<i32, StoreError> {
     let result = session
-        .query_unpaged("SELECT version FROM schema_migrations", ())
+        .query_unpaged(format!("SELECT version FROM {keyspace}.schema_migrations"), ())
         .await
         .map_err(|error| cql_error(&error, "read the schema version"))?;
     let rows = result.into_rows_result().map_err(|error| StoreError::Corrupt(error.to_string()))?;

@@ -64,17 +64,24 @@ enum Kind {
 }
 
 impl Statements {
-    pub async fn prepare(session: &Session, consistency: Consistency) -> Result<Self, StoreError> {
+    pub async fn prepare(
+        session: &Session,
+        consistency: Consistency,
+        serial: SerialConsistency,
+    ) -> Result<Self, StoreError> {
         let prepare = |cql: &'static str, kind: Kind| async move {
             let mut statement = session.prepare(cql).await.map_err(|error| cql_error(&error, cql))?;
             statement.set_consistency(consistency);
-            statement.set_serial_consistency(Some(SerialConsistency::LocalSerial));
+            statement.set_serial_consistency(Some(serial));
             match kind {
                 Kind::Idempotent => statement.set_is_idempotent(true),
                 Kind::Conditional => statement.set_is_idempotent(false),
                 Kind::SerialRead => {
                     statement.set_is_idempotent(true);
-                    statement.set_consistency(Consistency::LocalSerial);
+                    statement.set_consistency(match serial {
+                        SerialConsistency::LocalSerial => Consistency::LocalSerial,
+                        SerialConsistency::Serial => Consistency::Serial,
+                    });
                 }
             }
             Ok::<_, StoreError>(statement)
@@ -128,8 +135,8 @@ impl Statements {
             )
             .await?,
             insert_timeline: prepare(
-                "INSERT INTO timeline (org_id, employee_id, day, recorded_at, device_id, seq, entry, status) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO timeline (org_id, employee_id, day, recorded_at, device_id, seq, entry) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
                 Idempotent,
             )
             .await?,
