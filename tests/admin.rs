@@ -7,14 +7,20 @@ use otg_schema::DeviceConfig;
 use serde_json::json;
 use support::*;
 
-fn gateway() -> (Gateway, tempfile::TempDir) {
+// Every test runs on the embedded store and on a CQL cluster: see `TestStore`.
+on_both_stores!(
+    org_settings_take_effect_on_the_next_batch_and_in_the_device_config,
+    org_settings_are_validated,
+    audit_trail_sync_stats_and_sync_status_survive_a_restart,
+);
+
+fn gateway(store: &TestStore) -> (Gateway, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    (Gateway::start(dir.path(), &[]), dir)
+    (store.start(dir.path(), &[]), dir)
 }
 
-#[test]
-fn org_settings_take_effect_on_the_next_batch_and_in_the_device_config() {
-    let (gateway, _dir) = gateway();
+fn org_settings_take_effect_on_the_next_batch_and_in_the_device_config(store: &TestStore) {
+    let (gateway, _dir) = gateway(store);
     let device = gateway.enrol("dev-settings", "acme", Some("emp-1"));
     let defaults = gateway.admin("GET", "/v1/admin/orgs/acme/settings", None).json();
     assert_eq!(
@@ -52,9 +58,8 @@ fn org_settings_take_effect_on_the_next_batch_and_in_the_device_config() {
     );
 }
 
-#[test]
-fn org_settings_are_validated() {
-    let (gateway, _dir) = gateway();
+fn org_settings_are_validated(store: &TestStore) {
+    let (gateway, _dir) = gateway(store);
     for (body, field) in [
         (json!({"max_offline_days": 0}), "max_offline_days"),
         (json!({"max_shift_hours": 100}), "max_shift_hours"),
@@ -81,10 +86,9 @@ fn audit_types(gateway: &Gateway, query: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn audit_trail_sync_stats_and_sync_status_survive_a_restart() {
+fn audit_trail_sync_stats_and_sync_status_survive_a_restart(store: &TestStore) {
     let dir = tempfile::tempdir().unwrap();
-    let mut gateway = Gateway::start(dir.path(), &[]);
+    let mut gateway = store.start(dir.path(), &[]);
     let device = gateway.enrol("dev-audit", "acme", Some("emp-1"));
     let mut records = vec![record(1, "emp-1"), record(2, "emp-1")];
     records[1].kind = "lunch".into();
@@ -99,7 +103,7 @@ fn audit_trail_sync_stats_and_sync_status_survive_a_restart() {
     // The refused batch's entry is written off the request path.
     assert!(eventually(std::time::Duration::from_secs(5), || audit_types(&gateway, "device_id=dev-audit").len() == 3));
     assert!(gateway.terminate().success());
-    let gateway = Gateway::start(dir.path(), &[]);
+    let gateway = store.start(dir.path(), &[]);
     gateway.admin("DELETE", "/v1/admin/devices/dev-audit", None);
 
     let trail = gateway.admin("GET", "/v1/admin/audit?device_id=dev-audit", None).json();
@@ -138,9 +142,10 @@ fn audit_trail_sync_stats_and_sync_status_survive_a_restart() {
     assert!(row["last_sync_at"].as_i64().is_some());
 }
 
+// Embedded store only: it asserts the embedded store's commit and memtable metrics (otg_store_*).
 #[test]
 fn the_metrics_exposition_passes_promtool_and_names_no_device() {
-    let (gateway, _dir) = gateway();
+    let (gateway, _dir) = gateway(&TestStore::Embedded);
     let device = gateway.enrol("dev-metrics-secret-id", "acme", Some("emp-1"));
     let mut records = vec![record(1, "emp-1"), record(2, "emp-1"), record(3, "emp-1")];
     records[2].kind = "check_out".into(); // a check-out right after a check-out: orphan

@@ -6,6 +6,21 @@ use otg_schema::wire::{AckStatus, BatchResponse, DeviceStatus, Leave, Record};
 use serde_json::{json, Value};
 use support::*;
 
+// Every test runs on the embedded store and on a CQL cluster: see `TestStore`.
+on_both_stores!(
+    two_devices_checking_in_30_s_apart_give_one_duplicate_event,
+    an_overnight_shift_is_one_shift_and_a_normal_day_has_no_conflict,
+    every_conflict_kind_is_detected,
+    policies_decide_which_record_stands,
+    an_administrator_resolves_a_conflict_once,
+    a_conflict_behind_a_gap_is_found_once_the_gap_fills,
+    conflicts_page_and_survive_a_restart,
+    records_behind_a_gap_are_evaluated_at_the_gap_timeout_even_across_a_restart,
+    the_duplicate_window_setting_applies_from_the_next_batch,
+    records_are_evaluated_in_seq_order_even_when_they_arrive_out_of_it,
+    a_seq_far_beyond_the_gap_is_released_at_the_timeout_without_walking_the_gap,
+);
+
 /// Midnight UTC two days ago: every record of these tests falls in its last 48 hours.
 fn day_start() -> i64 {
     now_ms() / (24 * HOUR_MS) * (24 * HOUR_MS) - 48 * HOUR_MS
@@ -15,9 +30,9 @@ fn at(seq: i64, kind: &str, employee_id: &str, offset_ms: i64) -> Record {
     Record::new(seq, uuid::Uuid::new_v4().to_string(), kind, employee_id, day_start() + offset_ms)
 }
 
-fn started(settings: Option<Value>) -> (Gateway, tempfile::TempDir) {
+fn started(store: &TestStore, settings: Option<Value>) -> (Gateway, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let gateway = Gateway::start(dir.path(), &[]);
+    let gateway = store.start(dir.path(), &[]);
     if let Some(settings) = settings {
         assert_eq!(gateway.admin("PUT", "/v1/admin/orgs/acme/settings", Some(settings)).status, 200);
     }
@@ -51,9 +66,8 @@ fn upload(gateway: &Gateway, device: &TestDevice, records: Vec<Record>) -> Batch
     gateway.upload_ok(device, &batch(&device.id, "b", records))
 }
 
-#[test]
-fn two_devices_checking_in_30_s_apart_give_one_duplicate_event() {
-    let (gateway, _dir) = started(None);
+fn two_devices_checking_in_30_s_apart_give_one_duplicate_event(store: &TestStore) {
+    let (gateway, _dir) = started(store, None);
     let phone = gateway.enrol("phone", "acme", Some("emp-1"));
     let kiosk = gateway.enrol("kiosk", "acme", None);
     let first = at(1, "check_in", "emp-1", 8 * HOUR_MS);
@@ -90,9 +104,8 @@ fn two_devices_checking_in_30_s_apart_give_one_duplicate_event() {
     assert!(kiosk_status.open_conflicts[0].superseded);
 }
 
-#[test]
-fn an_overnight_shift_is_one_shift_and_a_normal_day_has_no_conflict() {
-    let (gateway, _dir) = started(None);
+fn an_overnight_shift_is_one_shift_and_a_normal_day_has_no_conflict(store: &TestStore) {
+    let (gateway, _dir) = started(store, None);
     let phone = gateway.enrol("phone", "acme", Some("emp-1"));
     let records = vec![
         at(1, "check_in", "emp-1", 8 * HOUR_MS),
@@ -111,9 +124,8 @@ fn an_overnight_shift_is_one_shift_and_a_normal_day_has_no_conflict() {
     assert_eq!(shifts[1]["check_out"], records[5].record_id.as_str(), "the 22:00 to 06:00 shift is one shift");
 }
 
-#[test]
-fn every_conflict_kind_is_detected() {
-    let (gateway, _dir) = started(None);
+fn every_conflict_kind_is_detected(store: &TestStore) {
+    let (gateway, _dir) = started(store, None);
     let kiosk = gateway.enrol("kiosk", "acme", None);
     let skewed = Record::new(6, uuid::Uuid::new_v4().to_string(), "check_in", "emp-6", now_ms() + HOUR_MS);
     let first_leave_day = otg_schema::UtcDay::of_unix_ms(day_start());
@@ -142,31 +154,37 @@ fn every_conflict_kind_is_detected() {
     assert_eq!(kinds, vec!["break_outside_shift", "clock_skew", "leave_overlap", "orphan_check_out", "overlap"]);
 }
 
-#[test]
-fn policies_decide_which_record_stands() {
+/// One gateway and store for both policies (a restart on the same store would keep the
+/// first policy's devices): each policy gets its own devices and employee.
+fn policies_decide_which_record_stands(store: &TestStore) {
+    let (gateway, _dir) = started(store, None);
     for (policy, first_status, second_status, outcome) in
         [("device_wins", "superseded", "active", "server_superseded"), ("manual", "active", "active", "both_stand")]
     {
-        let (gateway, _dir) = started(Some(json!({"conflict_resolution": policy})));
-        let phone = gateway.enrol("phone", "acme", Some("emp-1"));
-        let kiosk = gateway.enrol("kiosk", "acme", None);
-        let first = at(1, "check_in", "emp-1", 8 * HOUR_MS);
-        let second = at(1, "check_in", "emp-1", 8 * HOUR_MS + 10_000);
+        let settings = json!({"conflict_resolution": policy});
+        assert_eq!(gateway.admin("PUT", "/v1/admin/orgs/acme/settings", Some(settings)).status, 200);
+        let employee = format!("emp-{policy}");
+        let phone = gateway.enrol(&format!("phone-{policy}"), "acme", Some(&employee));
+        let kiosk = gateway.enrol(&format!("kiosk-{policy}"), "acme", None);
+        let first = at(1, "check_in", &employee, 8 * HOUR_MS);
+        let second = at(1, "check_in", &employee, 8 * HOUR_MS + 10_000);
         upload(&gateway, &phone, vec![first.clone()]);
-        assert_eq!(upload(&gateway, &kiosk, vec![second.clone()]).acks[0].status, AckStatus::Conflict);
-        let day = attendance(&gateway, "emp-1", 0);
+        let ack = upload(&gateway, &kiosk, vec![second.clone()]).acks.remove(0);
+        assert_eq!(ack.status, AckStatus::Conflict);
+        let day = attendance(&gateway, &employee, 0);
         assert_eq!(
             (status_of(&day, &first.record_id), status_of(&day, &second.record_id)),
             (first_status.into(), second_status.into()),
             "{policy}"
         );
-        assert_eq!(conflicts(&gateway, "")[0]["outcome"], outcome);
+        let listed = conflicts(&gateway, "");
+        let conflict = listed.iter().find(|conflict| conflict["conflict_id"] == ack.conflict_id.as_deref().unwrap());
+        assert_eq!(conflict.unwrap_or_else(|| panic!("{policy}: {listed:?}"))["outcome"], outcome, "{policy}");
     }
 }
 
-#[test]
-fn an_administrator_resolves_a_conflict_once() {
-    let (gateway, _dir) = started(Some(json!({"conflict_resolution": "manual"})));
+fn an_administrator_resolves_a_conflict_once(store: &TestStore) {
+    let (gateway, _dir) = started(store, Some(json!({"conflict_resolution": "manual"})));
     let phone = gateway.enrol("phone", "acme", Some("emp-1"));
     let kiosk = gateway.enrol("kiosk", "acme", None);
     let first = at(1, "check_in", "emp-1", 8 * HOUR_MS);
@@ -214,9 +232,8 @@ fn an_administrator_resolves_a_conflict_once() {
     assert!(status.open_conflicts.is_empty());
 }
 
-#[test]
-fn a_conflict_behind_a_gap_is_found_once_the_gap_fills() {
-    let (gateway, _dir) = started(None);
+fn a_conflict_behind_a_gap_is_found_once_the_gap_fills(store: &TestStore) {
+    let (gateway, _dir) = started(store, None);
     let phone = gateway.enrol("phone", "acme", Some("emp-1"));
     let kiosk = gateway.enrol("kiosk", "acme", None);
     upload(&gateway, &kiosk, vec![at(1, "check_in", "emp-1", 8 * HOUR_MS)]);
@@ -239,16 +256,15 @@ fn a_conflict_behind_a_gap_is_found_once_the_gap_fills() {
     assert_eq!(status.open_conflicts[0].seq, 3);
 }
 
-#[test]
-fn conflicts_page_and_survive_a_restart() {
+fn conflicts_page_and_survive_a_restart(store: &TestStore) {
     let dir = tempfile::tempdir().unwrap();
-    let mut gateway = Gateway::start(dir.path(), &[]);
+    let mut gateway = store.start(dir.path(), &[]);
     let kiosk = gateway.enrol("kiosk", "acme", None);
     let orphans = (1..=5).map(|seq| at(seq, "check_out", &format!("emp-{seq}"), 17 * HOUR_MS)).collect();
     upload(&gateway, &kiosk, orphans);
     assert!(gateway.terminate().success());
 
-    let gateway = Gateway::start(dir.path(), &[]);
+    let gateway = store.start(dir.path(), &[]);
     let mut seen = Vec::new();
     let mut cursor = String::new();
     loop {
@@ -269,10 +285,9 @@ fn conflicts_page_and_survive_a_restart() {
     assert_eq!(gateway.admin("GET", "/v1/admin/conflicts", None).status, 400, "org_id is required");
 }
 
-#[test]
-fn records_behind_a_gap_are_evaluated_at_the_gap_timeout_even_across_a_restart() {
+fn records_behind_a_gap_are_evaluated_at_the_gap_timeout_even_across_a_restart(store: &TestStore) {
     let dir = tempfile::tempdir().unwrap();
-    let mut gateway = Gateway::start(dir.path(), &[]);
+    let mut gateway = store.start(dir.path(), &[]);
     assert_eq!(gateway.admin("PUT", "/v1/admin/orgs/acme/settings", Some(json!({"gap_timeout_s": 2}))).status, 200);
     let kiosk = gateway.enrol("kiosk", "acme", None);
     let phone = gateway.enrol("phone", "acme", Some("emp-1"));
@@ -290,16 +305,15 @@ fn records_behind_a_gap_are_evaluated_at_the_gap_timeout_even_across_a_restart()
     let response = upload(&gateway, &phone, vec![at(4, "check_out", "emp-1", 16 * HOUR_MS + 20_000)]);
     assert_eq!(response.acks[0].status, AckStatus::Accepted);
     gateway.kill_hard();
-    let gateway = Gateway::start(dir.path(), &[]);
+    let gateway = store.start(dir.path(), &[]);
     assert!(
         eventually(std::time::Duration::from_secs(10), || conflicts(&gateway, "").len() == 2),
         "found after the restart too"
     );
 }
 
-#[test]
-fn the_duplicate_window_setting_applies_from_the_next_batch() {
-    let (gateway, _dir) = started(None);
+fn the_duplicate_window_setting_applies_from_the_next_batch(store: &TestStore) {
+    let (gateway, _dir) = started(store, None);
     let phone = gateway.enrol("phone", "acme", Some("emp-1"));
     let kiosk = gateway.enrol("kiosk", "acme", None);
     upload(&gateway, &phone, vec![at(1, "check_in", "emp-1", 8 * HOUR_MS)]);
@@ -316,9 +330,8 @@ fn the_duplicate_window_setting_applies_from_the_next_batch() {
     );
 }
 
-#[test]
-fn records_are_evaluated_in_seq_order_even_when_they_arrive_out_of_it() {
-    let (gateway, _dir) = started(None);
+fn records_are_evaluated_in_seq_order_even_when_they_arrive_out_of_it(store: &TestStore) {
+    let (gateway, _dir) = started(store, None);
     let phone = gateway.enrol("phone", "acme", Some("emp-1"));
     let late_seq = at(3, "check_in", "emp-1", 9 * HOUR_MS + 60_000);
     let response = upload(&gateway, &phone, vec![at(1, "break_start", "emp-1", 6 * HOUR_MS), late_seq.clone()]);
@@ -344,9 +357,8 @@ fn records_are_evaluated_in_seq_order_even_when_they_arrive_out_of_it() {
     );
 }
 
-#[test]
-fn a_seq_far_beyond_the_gap_is_released_at_the_timeout_without_walking_the_gap() {
-    let (gateway, _dir) = started(Some(json!({"gap_timeout_s": 1})));
+fn a_seq_far_beyond_the_gap_is_released_at_the_timeout_without_walking_the_gap(store: &TestStore) {
+    let (gateway, _dir) = started(store, Some(json!({"gap_timeout_s": 1})));
     let phone = gateway.enrol("phone", "acme", Some("emp-1"));
     let far = at(i64::MAX, "check_out", "emp-1", 17 * HOUR_MS);
     upload(&gateway, &phone, vec![at(1, "check_in", "emp-1", 8 * HOUR_MS), far.clone()]);

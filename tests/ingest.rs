@@ -9,18 +9,32 @@ use std::net::TcpStream;
 use std::time::Duration;
 use support::*;
 
-fn gateway(settings: &[(&str, &str)]) -> (Gateway, tempfile::TempDir) {
+// Every test runs on the embedded store and on a CQL cluster: see `TestStore`.
+on_both_stores!(
+    every_ack_status_of_the_protocol,
+    a_kiosk_records_for_any_employee_and_leave_requests_are_stored,
+    gaps_hold_next_seq_until_filled,
+    whole_batch_errors_leave_the_batch_unprocessed,
+    an_oversized_body_gets_413_even_while_the_client_is_still_sending,
+    a_device_over_its_mailbox_gets_429_with_retry_after,
+    device_reads_config_and_status,
+    enrolment_and_revocation,
+    health_readiness_and_metrics,
+    a_clean_restart_keeps_everything_and_a_resend_is_all_duplicate,
+    an_evicted_device_actor_resumes_from_the_store,
+);
+
+fn gateway(store: &TestStore, settings: &[(&str, &str)]) -> (Gateway, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    (Gateway::start(dir.path(), settings), dir)
+    (store.start(dir.path(), settings), dir)
 }
 
 fn statuses(response: &BatchResponse) -> Vec<(AckStatus, Option<RejectReason>)> {
     response.acks.iter().map(|ack| (ack.status, ack.reason)).collect()
 }
 
-#[test]
-fn every_ack_status_of_the_protocol() {
-    let (gateway, _dir) = gateway(&[]);
+fn every_ack_status_of_the_protocol(store: &TestStore) {
+    let (gateway, _dir) = gateway(store, &[]);
     let personal = gateway.enrol("dev-personal", "acme", Some("emp-1"));
 
     let first = vec![record(1, "emp-1"), record(2, "emp-1")];
@@ -53,9 +67,8 @@ fn every_ack_status_of_the_protocol() {
     assert_eq!(response.next_seq, 7, "rejected records leave no gap");
 }
 
-#[test]
-fn a_kiosk_records_for_any_employee_and_leave_requests_are_stored() {
-    let (gateway, _dir) = gateway(&[]);
+fn a_kiosk_records_for_any_employee_and_leave_requests_are_stored(store: &TestStore) {
+    let (gateway, _dir) = gateway(store, &[]);
     let kiosk = gateway.enrol("kiosk-1", "acme", None);
     let leave =
         Leave { from: "2030-01-02".into(), to: "2030-01-04".into(), leave_type: "vacation".into(), reason: None };
@@ -66,9 +79,8 @@ fn a_kiosk_records_for_any_employee_and_leave_requests_are_stored() {
     assert_eq!(statuses(&response), vec![(AckStatus::Accepted, None); 3]);
 }
 
-#[test]
-fn gaps_hold_next_seq_until_filled() {
-    let (gateway, _dir) = gateway(&[]);
+fn gaps_hold_next_seq_until_filled(store: &TestStore) {
+    let (gateway, _dir) = gateway(store, &[]);
     let device = gateway.enrol("dev-gap", "acme", Some("emp-1"));
     let response = gateway.upload_ok(&device, &batch(&device.id, "b-1", vec![record(1, "emp-1"), record(3, "emp-1")]));
     assert_eq!(response.next_seq, 2);
@@ -78,9 +90,8 @@ fn gaps_hold_next_seq_until_filled() {
     assert_eq!(response.next_seq, 4);
 }
 
-#[test]
-fn whole_batch_errors_leave_the_batch_unprocessed() {
-    let (gateway, _dir) = gateway(&[]);
+fn whole_batch_errors_leave_the_batch_unprocessed(store: &TestStore) {
+    let (gateway, _dir) = gateway(store, &[]);
     let device = gateway.enrol("dev-errors", "acme", Some("emp-1"));
     let good = batch(&device.id, "b-1", vec![record(1, "emp-1")]);
     let signed = |body: &[u8]| device.signed(&gateway.url(""), "POST", "/v1/sync/batches", body);
@@ -133,9 +144,8 @@ fn whole_batch_errors_leave_the_batch_unprocessed() {
     expect(gateway.device_get(&device, "/v1/sync/config"), 403, "device_revoked");
 }
 
-#[test]
-fn an_oversized_body_gets_413_even_while_the_client_is_still_sending() {
-    let (gateway, _dir) = gateway(&[("OTG_BODY_LIMIT_BYTES", "65536")]);
+fn an_oversized_body_gets_413_even_while_the_client_is_still_sending(store: &TestStore) {
+    let (gateway, _dir) = gateway(store, &[("OTG_BODY_LIMIT_BYTES", "65536")]);
     let device = gateway.enrol("dev-big", "acme", None);
     let address = gateway.base_url.trim_start_matches("http://").to_owned();
 
@@ -162,9 +172,8 @@ fn an_oversized_body_gets_413_even_while_the_client_is_still_sending() {
     assert_eq!((reply.status, reply.error_code().as_str()), (413, "payload_too_large"));
 }
 
-#[test]
-fn a_device_over_its_mailbox_gets_429_with_retry_after() {
-    let (gateway, _dir) = gateway(&[("OTG_DEVICE_MAILBOX_CAPACITY", "1")]);
+fn a_device_over_its_mailbox_gets_429_with_retry_after(store: &TestStore) {
+    let (gateway, _dir) = gateway(store, &[("OTG_DEVICE_MAILBOX_CAPACITY", "1")]);
     let device = gateway.enrol("dev-flood", "acme", Some("emp-1"));
     let mut busy = None;
     for round in 0..20 {
@@ -195,9 +204,8 @@ fn a_device_over_its_mailbox_gets_429_with_retry_after() {
     assert!(busy.json()["retry_after_ms"].as_u64().unwrap() >= 1000);
 }
 
-#[test]
-fn device_reads_config_and_status() {
-    let (gateway, _dir) = gateway(&[]);
+fn device_reads_config_and_status(store: &TestStore) {
+    let (gateway, _dir) = gateway(store, &[]);
     let device = gateway.enrol("dev-reads", "acme", Some("emp-1"));
     let config: DeviceConfig = gateway.device_get(&device, "/v1/sync/config").msgpack();
     assert_eq!((config.max_offline_days, config.storage_limit_bytes, config.max_batch_records), (7, 104_857_600, 500));
@@ -215,9 +223,8 @@ fn device_reads_config_and_status() {
     assert_eq!(unsigned.status, 401);
 }
 
-#[test]
-fn enrolment_and_revocation() {
-    let (gateway, _dir) = gateway(&[]);
+fn enrolment_and_revocation(store: &TestStore) {
+    let (gateway, _dir) = gateway(store, &[]);
     let device = gateway.enrol("dev-admin", "acme", Some("emp-1"));
     assert_eq!(device.secret.0.len(), 32);
 
@@ -263,9 +270,8 @@ fn enrolment_and_revocation() {
     assert_eq!(not_json.status, 415);
 }
 
-#[test]
-fn health_readiness_and_metrics() {
-    let (gateway, _dir) = gateway(&[]);
+fn health_readiness_and_metrics(store: &TestStore) {
+    let (gateway, _dir) = gateway(store, &[]);
     assert_eq!(send(ureq::get(&gateway.url("/healthz")), b"").status, 200);
     assert_eq!(send(ureq::get(&gateway.url("/readyz")), b"").status, 200);
     let device = gateway.enrol("dev-metrics", "acme", None);
@@ -277,24 +283,22 @@ fn health_readiness_and_metrics() {
     assert_eq!(send(ureq::get(&gateway.url("/nowhere")), b"").status, 404);
 }
 
-#[test]
-fn a_clean_restart_keeps_everything_and_a_resend_is_all_duplicate() {
+fn a_clean_restart_keeps_everything_and_a_resend_is_all_duplicate(store: &TestStore) {
     let dir = tempfile::tempdir().unwrap();
-    let mut gateway = Gateway::start(dir.path(), &[]);
+    let mut gateway = store.start(dir.path(), &[]);
     let device = gateway.enrol("dev-restart", "acme", Some("emp-1"));
     let body = batch(&device.id, "b-1", (1..=50).map(|seq| record(seq, "emp-1")).collect());
     gateway.upload_ok(&device, &body);
     assert!(gateway.terminate().success(), "SIGTERM exits 0");
 
-    let gateway = Gateway::start(dir.path(), &[]);
+    let gateway = store.start(dir.path(), &[]);
     let response = gateway.upload_ok(&device, &body);
     assert_eq!(statuses(&response), vec![(AckStatus::Duplicate, None); 50]);
     assert_eq!(response.next_seq, 51);
 }
 
-#[test]
-fn an_evicted_device_actor_resumes_from_the_store() {
-    let (gateway, _dir) = gateway(&[("OTG_DEVICE_IDLE_TIMEOUT_MS", "200")]);
+fn an_evicted_device_actor_resumes_from_the_store(store: &TestStore) {
+    let (gateway, _dir) = gateway(store, &[("OTG_DEVICE_IDLE_TIMEOUT_MS", "200")]);
     let device = gateway.enrol("dev-idle", "acme", Some("emp-1"));
     let first = batch(&device.id, "b-1", vec![record(1, "emp-1"), record(2, "emp-1"), record(4, "emp-1")]);
     gateway.upload_ok(&device, &first);

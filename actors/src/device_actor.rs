@@ -348,15 +348,20 @@ impl Ingest {
         }
 
         let is_batch = !acks.is_empty();
+        // A run without records (records released by the gap timeout) is no batch.
+        let (audit, stats) = if is_batch { self.audit_and_stats(&acks) } else { (vec![], vec![]) };
+        let mut totals = progress.totals;
+        for counts in &stats {
+            totals.add(&counts.totals);
+        }
         let progress = DeviceProgress {
             received,
             last_sync_at: if is_batch { Some(self.received_at) } else { progress.last_sync_at },
             reported_pending: self.reported_pending.or(progress.reported_pending),
             evaluation: plan.after,
+            totals,
         };
         let next_seq = progress.received.next_seq();
-        // A run without records (records released by the gap timeout) is no batch.
-        let (audit, stats) = if is_batch { self.audit_and_stats(&acks) } else { (vec![], vec![]) };
         let commit = Commit {
             device: Some(DeviceWrite { device_id: self.device_id.to_string(), entries, progress: progress.clone() }),
             timeline: placement.timeline,

@@ -68,6 +68,93 @@ impl ScyllaKeyspace {
     }
 }
 
+impl Drop for ScyllaKeyspace {
+    /// Drops the keyspace, best effort. A Cassandra node keeps heap for every table
+    /// (about a megabyte each): the keyspaces of a whole test run, eighteen tables each,
+    /// left in place fill a small test node's heap until it dies of `OutOfMemoryError`.
+    fn drop(&mut self) {
+        if let Err(error) = cql_execute(&self.nodes, &format!("DROP KEYSPACE IF EXISTS {}", self.name)) {
+            eprintln!("keyspace {} left on the cluster: {error}", self.name);
+        }
+    }
+}
+
+/// Runs one CQL statement on the cluster, with the `scylla` driver on a runtime of its
+/// own (the tests are plain threads).
+fn cql_execute(nodes: &str, statement: &str) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let session = scylla::client::session_builder::SessionBuilder::new()
+            .known_nodes(nodes.split(','))
+            .build()
+            .await
+            .map_err(|error| error.to_string())?;
+        session.query_unpaged(statement, ()).await.map(drop).map_err(|error| error.to_string())
+    })
+}
+
+/// The store a test's gateways run on. The end-to-end tests of the protocol and the
+/// admin API hold for every store, so each runs once per store through
+/// [`on_both_stores!`], with the same assertions: a store that answers differently is
+/// a bug of that store, not a reason for a second copy of the test.
+pub enum TestStore {
+    /// The embedded store in the gateway's data dir: the default, needing no settings.
+    Embedded,
+    /// A fresh keyspace of its own on the CQL cluster `OTG_SCYLLA_NODES` names, dropped
+    /// with the value when the test ends.
+    Cql(ScyllaKeyspace),
+}
+
+impl TestStore {
+    /// A fresh migrated keyspace, or `None` (with a note) when no cluster is configured:
+    /// see [`ScyllaKeyspace::create`].
+    pub fn cql() -> Option<TestStore> {
+        ScyllaKeyspace::create().map(TestStore::Cql)
+    }
+
+    /// Starts a gateway on `data_dir` with the test's own `settings` followed by the
+    /// store's. Starting again from the same `TestStore` (a restart) finds the same data:
+    /// the same data dir for the embedded store, the same keyspace for the CQL one.
+    pub fn start(&self, data_dir: &Path, settings: &[(&str, &str)]) -> Gateway {
+        match self {
+            TestStore::Embedded => Gateway::start(data_dir, settings),
+            TestStore::Cql(keyspace) => Gateway::start(data_dir, &[settings, &keyspace.settings()].concat()),
+        }
+    }
+}
+
+/// Runs each listed `fn name(store: &TestStore)` as two tests, `embedded_store::name`
+/// and `cql_store::name`, so one body and one set of assertions covers both stores.
+/// Each CQL test makes its own keyspace (tests run in parallel and must never see each
+/// other's devices, orgs or totals) and is skipped, with a note, when no cluster is
+/// configured, as [`ScyllaKeyspace::create`] is.
+#[allow(unused_macros)] // as `dead_code` above: not every test file uses it
+macro_rules! on_both_stores {
+    ($($test:ident),+ $(,)?) => {
+        mod embedded_store {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test(&$crate::support::TestStore::Embedded)
+                }
+            )+
+        }
+
+        mod cql_store {
+            $(
+                #[test]
+                fn $test() {
+                    if let Some(store) = $crate::support::TestStore::cql() {
+                        super::$test(&store)
+                    }
+                }
+            )+
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_stores;
+
 /// A running gateway process.
 pub struct Gateway {
     child: Child,

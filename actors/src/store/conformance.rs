@@ -284,6 +284,7 @@ async fn live_commits_are_readable_once_acked(store: &dyn Store, ids: &Ids) {
     let mut progress = DeviceProgress::default();
     for seq in 1..=20u64 {
         progress.received.insert(seq);
+        progress.totals.accepted = seq;
         let SeqEntry::Stored(stored) =
             stored_in(&org, &device, record(seq, "emp-live", DAY_START + seq as i64 * 60_000))
         else {
@@ -491,6 +492,7 @@ async fn retried_writes_count_once(store: &dyn Store, ids: &Ids) {
 
     let mut progress = DeviceProgress::default();
     progress.received.insert(1);
+    progress.totals = SyncTotals { batches_succeeded: 1, accepted: 1, ..SyncTotals::default() };
     let audit = AuditEvent {
         at: DAY_START + 2,
         org_id: org.clone(),

@@ -131,7 +131,8 @@ pub trait Store: Send + Sync + 'static {
     /// The org's sync statistics summed over the UTC hours from `since` on.
     async fn sync_totals(&self, org_id: &str, since: i64) -> Result<SyncTotals, StoreError>;
 
-    /// A device's sync statistics since enrolment.
+    /// A device's sync statistics since enrolment: its progress's totals (batches
+    /// acked) and the counts of its refused batches (commits without a device write).
     async fn device_totals(&self, device_id: &str) -> Result<SyncTotals, StoreError>;
 
     /// The devices enrolled in an org, in id order, after `page.after`.

@@ -39,6 +39,12 @@ pub struct DeviceProgress {
     /// Conflict evaluation: every received seq below this was evaluated.
     #[serde(default)]
     pub evaluation: EvaluationProgress,
+    /// The counts of the device's batches acked so far. They travel with the progress,
+    /// the commit point, so each batch counts once and a device's totals are one read;
+    /// the counts of refused batches, which no device commit carries, a store keeps
+    /// apart (`Store::device_totals` adds both).
+    #[serde(default)]
+    pub totals: SyncTotals,
 }
 
 /// Where conflict evaluation of a device's records stands. Records are evaluated in

@@ -405,11 +405,17 @@ impl Store for ScyllaStore {
     }
 
     async fn device_totals(&self, device_id: &str) -> Result<SyncTotals, StoreError> {
-        let reads = (FIRST_STATS_YEAR..=year_of(now_ms()) + 1).map(|year| async move {
+        let refused = (FIRST_STATS_YEAR..=year_of(now_ms()) + 1).map(|year| async move {
             self.all_rows::<(Vec<u8>,)>(&self.statements.select_device_stats, (device_id, year)).await
         });
-        let years = futures_util::future::try_join_all(reads).await?;
-        sum(years.iter().flatten())
+        let (progress, years) = futures_util::future::try_join(
+            self.device_progress(device_id),
+            futures_util::future::try_join_all(refused),
+        )
+        .await?;
+        let mut totals = sum(years.iter().flatten())?;
+        totals.add(&progress.totals);
+        Ok(totals)
     }
 
     async fn devices_of_org(&self, org_id: &str, page: Page<'_>) -> Result<Vec<(DeviceEnrolment, Cursor)>, StoreError> {

@@ -104,7 +104,7 @@ impl ScyllaStore {
         let mut rows = Writes::new(self);
         self.record_writes(commit, &mut rows);
         self.audit_writes(&commit.audit, &mut rows);
-        self.stats_writes(&commit.stats, &mut rows);
+        self.stats_writes(&commit.stats, commit.device.is_none(), &mut rows);
         rows.run().await?;
         if let Some(device) = &commit.device {
             let waiting = device.progress.evaluation.waiting_since.is_some();
@@ -193,15 +193,18 @@ impl ScyllaStore {
         }
     }
 
-    /// Each counted event's row, by org and day and by device and year.
-    fn stats_writes<'a>(&'a self, stats: &'a [SyncCounts], writes: &mut Writes<'a>) {
+    /// Each counted event's row by org and day; and by device and year for counts no
+    /// device commit carries in its progress (refused batches).
+    fn stats_writes<'a>(&'a self, stats: &'a [SyncCounts], by_device_too: bool, writes: &mut Writes<'a>) {
         let (mut by_org, mut by_device): (BTreeMap<_, Vec<_>>, BTreeMap<_, Vec<_>>) = Default::default();
         for SyncCounts { org_id, device_id, at, key, totals } in stats {
             let (hour, key, totals) = (at.div_euclid(3_600_000) * 3_600_000, *key as i64, encode(totals));
             let (day, year) = (UtcDay::of_unix_ms(*at).0, year_of(*at));
             let (org, device) = (org_id.as_str(), device_id.as_str());
-            by_org.entry((org, day)).or_default().push((org, day, hour, device, key, totals.clone()));
-            by_device.entry((device, year)).or_default().push((device, year, *at, key, totals));
+            if by_device_too {
+                by_device.entry((device, year)).or_default().push((device, year, *at, key, totals.clone()));
+            }
+            by_org.entry((org, day)).or_default().push((org, day, hour, device, key, totals));
         }
         for rows in by_org.into_values() {
             writes.batched(&self.statements.insert_sync_stats, rows);
