@@ -206,6 +206,9 @@ fn an_administrator_resolves_a_conflict_once(store: &TestStore) {
 
     let again = gateway.admin("POST", &path, Some(json!({"resolution": "keep_server", "note": ""})));
     assert_eq!((again.status, again.error_code().as_str()), (409, "already_resolved"));
+    let retried =
+        gateway.admin("POST", &path, Some(json!({"resolution": "keep_device", "note": "the kiosk photo matches"})));
+    assert_eq!(retried.status, 200, "the same decision again is a retry: {}", retried.text());
     let unknown =
         gateway.admin("POST", "/v1/admin/conflicts/nope/resolve", Some(json!({"resolution": "keep_both", "note": ""})));
     assert_eq!(unknown.status, 404);

@@ -30,6 +30,7 @@ fn main() {
             mailbox_capacity: 4,
             arbiters: 2,
             detect_conflicts: true,
+            conflict_backlog_placements: 1,
             store_retry: Default::default(),
         };
         let devices = DeviceRegistry::start(store.clone(), options, DeviceMetrics::register(&registry).unwrap());

@@ -100,6 +100,8 @@ pub(crate) struct ConflictActorOptions {
     pub store: Arc<dyn Store>,
     pub idle_timeout: Duration,
     pub max_employees: usize,
+    /// Backlog placements that may run at once (a live one always starts at once).
+    pub backlog_placements: usize,
     /// Employees cached and requests waiting, all conflict actors together.
     pub cached: IntGauge,
     pub waiting: IntGauge,
@@ -110,9 +112,10 @@ pub struct ConflictActor {
     employees: HashMap<EmployeeKey, Employee, RandomState>,
     /// Requests waiting for a held employee, in arrival order.
     parked: VecDeque<Work>,
-    /// Backlog placements waiting for the one running, in arrival order.
+    /// Backlog placements waiting for a running one to end, in arrival order.
     deferred: VecDeque<PlaceRecords>,
-    placing_backlog: bool,
+    /// Backlog placements running.
+    placing_backlog: usize,
 }
 
 struct Employee {
@@ -144,7 +147,7 @@ impl ConflictActor {
             employees: HashMap::default(),
             parked: VecDeque::new(),
             deferred: VecDeque::new(),
-            placing_backlog: false,
+            placing_backlog: 0,
         }
     }
 
@@ -162,7 +165,7 @@ impl ConflictActor {
             return;
         }
         match work {
-            Work::Place(place) if !place.live && self.placing_backlog => {
+            Work::Place(place) if !place.live && self.placing_backlog >= self.options.backlog_placements.max(1) => {
                 self.deferred.push_back(place);
                 self.options.waiting.inc();
             }
@@ -173,7 +176,7 @@ impl ConflictActor {
 
     /// Starts deferred backlog placements until one runs or none is left.
     fn start_deferred(&mut self, ctx: &mut Context<Self>) {
-        while !self.placing_backlog {
+        while self.placing_backlog < self.options.backlog_placements.max(1) {
             let Some(next) = self.deferred.pop_front() else { return };
             self.options.waiting.dec();
             self.submit(Work::Place(next), ctx);
@@ -182,19 +185,20 @@ impl ConflictActor {
 
     fn place(&mut self, place: PlaceRecords, ctx: &mut Context<Self>) {
         let PlaceRecords { employees, received_at, rules, policy, reply, committed, live } = place;
-        self.placing_backlog |= !live;
+        self.placing_backlog += usize::from(!live);
         let keys: Vec<EmployeeKey> = employees.iter().map(|employee| employee.employee.clone()).collect();
         let mut timelines: Vec<CachedTimeline> = keys.iter().map(|key| self.take(key)).collect();
+        // The employees' timelines are apart, so they are placed at once: a store
+        // across the network (ScyllaDB) reads all their days in one round of requests,
+        // not one employee after another. An error means the device will not commit:
+        // its dropped signal empties the caches.
         let placing = async move {
-            let mut placed = Vec::with_capacity(employees.len());
-            for (timeline, employee) in timelines.iter_mut().zip(employees) {
-                match timeline.place(employee.records, received_at, rules, policy).await {
-                    Ok(decided) => placed.push(decided),
-                    // The device will not commit: its dropped signal empties the caches.
-                    Err(error) => return (Err(error), timelines),
-                }
-            }
-            (Ok(placed), timelines)
+            let placing = timelines
+                .iter_mut()
+                .zip(employees)
+                .map(|(timeline, employee)| timeline.place(employee.records, received_at, rules, policy));
+            let placed = futures_util::future::join_all(placing).await.into_iter().collect();
+            (placed, timelines)
         };
         ctx.spawn(placing.into_actor(self).map(move |(placed, timelines), actor, ctx| {
             actor.give_back(timelines);
@@ -322,7 +326,7 @@ impl Handler<BacklogPlaced> for ConflictActor {
     type Result = ();
 
     fn handle(&mut self, _: BacklogPlaced, ctx: &mut Self::Context) {
-        self.placing_backlog = false;
+        self.placing_backlog -= 1;
         self.start_deferred(ctx);
     }
 }
@@ -359,6 +363,7 @@ mod tests {
             store: Arc::new(store),
             idle_timeout: Duration::from_secs(60),
             max_employees,
+            backlog_placements: 1,
             cached: cached.clone(),
             waiting: IntGauge::new("waiting", "waiting").unwrap(),
         };

@@ -247,15 +247,19 @@ impl CachedTimeline {
             self.cache.written = Some(written.into_iter().collect());
         }
         self.cache.recent = Some(span.0);
+        let mut missing = Vec::new();
         let mut day = span.0;
         while day <= span.1 {
             let written = self.cache.written.as_ref().is_some_and(|written| written.contains(&day));
             if written && !self.cache.days.contains_key(&day) {
-                let entries = self.store.timeline(&self.org_id, &self.employee_id, day).await?;
-                self.cache.days.insert(day, entries);
+                missing.push(day);
             }
             day = day.next();
         }
+        // At once: a leave's span can be many days, each a request to a remote store.
+        let reads = missing.iter().map(|day| self.store.timeline(&self.org_id, &self.employee_id, *day));
+        let read = futures_util::future::try_join_all(reads).await?;
+        self.cache.days.extend(missing.into_iter().zip(read));
         Ok(())
     }
 

@@ -52,6 +52,10 @@ pub struct DeviceActorOptions {
     pub arbiters: usize,
     /// Whether records are evaluated for conflicts at all (off: stored and acked only).
     pub detect_conflicts: bool,
+    /// Backlog placements each conflict actor runs at once. One keeps a live check-in's
+    /// wait behind backlog shortest when the store answers in microseconds (embedded);
+    /// a store across the network needs several in flight to keep busy.
+    pub conflict_backlog_placements: usize,
     /// How a batch's commit is retried when the store fails transiently.
     pub store_retry: RetryPolicy,
 }
@@ -115,6 +119,7 @@ impl DeviceRegistry {
             store: store.clone(),
             idle_timeout: options.conflict_idle_timeout,
             max_employees: options.conflict_cached_employees,
+            backlog_placements: options.conflict_backlog_placements,
             cached: metrics.conflict_employees_cached.clone(),
             waiting: metrics.conflict_requests_waiting.clone(),
         };
@@ -367,6 +372,7 @@ mod tests {
             mailbox_capacity,
             arbiters: 2,
             detect_conflicts: true,
+            conflict_backlog_placements: 1,
             store_retry: Default::default(),
         }
     }

@@ -67,6 +67,11 @@ pub struct Config {
     pub conflict_idle_timeout_ms: u64,
     /// The most employees whose timelines are cached at once (least recently used go).
     pub conflict_cached_employees: usize,
+    /// Backlog placements each conflict actor runs at once; 0: 1 on the embedded store
+    /// (its reads take microseconds, and one at a time keeps a live check-in's wait
+    /// behind backlog shortest), 32 on ScyllaDB (each placement waits for reads across
+    /// the network).
+    pub conflict_backlog_placements: usize,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     pub shutdown_timeout_s: u64,
     /// A batch whose newest record is at most this old is `live`; the rest is `backlog`.
@@ -132,6 +137,7 @@ impl Default for Config {
             store_memtable_mib: 64,
             conflict_idle_timeout_ms: 10_000,
             conflict_cached_employees: 10_000,
+            conflict_backlog_placements: 0,
             shutdown_timeout_s: 30,
             live_window_s: (otg_schema::signing::LIVE_WINDOW_MS / 1000) as u64,
             max_in_flight_records: 12_000,
@@ -285,6 +291,14 @@ impl Config {
 
     pub fn http_workers(&self) -> usize {
         or_cores(self.http_workers)
+    }
+
+    pub fn conflict_backlog_placements(&self) -> usize {
+        match (self.conflict_backlog_placements, self.store) {
+            (0, StoreKind::Embedded) => 1,
+            (0, StoreKind::Scylla) => 32,
+            (configured, _) => configured,
+        }
     }
 
     pub fn device_arbiters(&self) -> usize {

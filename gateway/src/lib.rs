@@ -46,6 +46,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             mailbox_capacity: config.device_mailbox_capacity,
             arbiters: config.device_arbiters(),
             detect_conflicts: config.conflict_detection,
+            conflict_backlog_placements: config.conflict_backlog_placements(),
             store_retry: RetryPolicy {
                 base: Duration::from_millis(config.store_retry_base_ms),
                 max: Duration::from_millis(config.store_retry_max_ms),

@@ -175,11 +175,8 @@ impl ScyllaStore {
         schema::check_keyspace(&options.keyspace)?;
         let (session, runtime) = connect(options).await?;
         schema::check_version(&session, &options.keyspace).await?;
-        session
-            .use_keyspace(&options.keyspace, false)
-            .await
-            .map_err(|error| StoreError::Unavailable(format!("use keyspace {}: {error}", options.keyspace)))?;
-        let statements = Statements::prepare(&session, options.consistency, options.serial_consistency()).await?;
+        let (consistency, serial) = (options.consistency, options.serial_consistency());
+        let statements = Statements::prepare(&session, &options.keyspace, consistency, serial).await?;
         Ok(ScyllaStore {
             session,
             statements,

@@ -59,7 +59,10 @@ pub async fn migrate(session: &Session, keyspace: &str, replication: &Replicatio
         }
         session
             .query_unpaged(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, toTimestamp(now()))",
+                format!(
+                    "INSERT INTO {keyspace}.schema_migrations (version, name, applied_at) \
+                     VALUES (?, ?, toTimestamp(now()))"
+                ),
                 (migration.version, migration.name),
             )
             .await

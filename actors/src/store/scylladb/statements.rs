@@ -64,13 +64,17 @@ enum Kind {
 }
 
 impl Statements {
+    /// Prepares every statement on `keyspace`'s tables, named in full (a session-wide
+    /// `USE` with prepared statements is ambiguous, and Cassandra warns on each).
     pub async fn prepare(
         session: &Session,
+        keyspace: &str,
         consistency: Consistency,
         serial: SerialConsistency,
     ) -> Result<Self, StoreError> {
         let prepare = |cql: &'static str, kind: Kind| async move {
-            let mut statement = session.prepare(cql).await.map_err(|error| cql_error(&error, cql))?;
+            let cql = qualified(cql, keyspace);
+            let mut statement = session.prepare(cql.as_str()).await.map_err(|error| cql_error(&error, &cql))?;
             statement.set_consistency(consistency);
             statement.set_serial_consistency(Some(serial));
             match kind {
@@ -260,5 +264,28 @@ impl Statements {
                 .await?,
             select_org_settings: prepare("SELECT settings FROM org_settings WHERE org_id = ?", Idempotent).await?,
         })
+    }
+}
+
+/// `cql` with its table named in `keyspace`: every statement here names one table,
+/// right after `INTO`, `FROM` or `UPDATE`.
+fn qualified(cql: &str, keyspace: &str) -> String {
+    let mut qualified = cql.to_string();
+    for keyword in ["INSERT INTO ", "FROM ", "UPDATE "] {
+        if let Some(at) = qualified.find(keyword) {
+            qualified.insert_str(at + keyword.len(), &format!("{keyspace}."));
+            break;
+        }
+    }
+    qualified
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_statement_names_its_keyspace() {
+        assert_eq!(super::qualified("SELECT a FROM t WHERE k = ?", "ks"), "SELECT a FROM ks.t WHERE k = ?");
+        assert_eq!(super::qualified("INSERT INTO t (a) VALUES (?)", "ks"), "INSERT INTO ks.t (a) VALUES (?)");
+        assert_eq!(super::qualified("UPDATE t SET a = ? WHERE k = ?", "ks"), "UPDATE ks.t SET a = ? WHERE k = ?");
     }
 }
