@@ -368,7 +368,6 @@ impl Ingest {
             conflicts: placement.conflicts,
             audit,
             stats,
-            live: self.live,
         };
         let found: Vec<_> = commit
             .conflicts

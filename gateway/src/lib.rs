@@ -125,6 +125,7 @@ async fn open_store(config: &Config, metrics_registry: &prometheus::Registry) ->
                 max_group_commits: config.max_group_commits,
                 max_group_records: config.max_group_records,
                 live_log_max_records: config.live_log_max_records,
+                live_window_ms: config.live_window_s as i64 * 1000,
                 cache_bytes: config.store_cache_mib * 1024 * 1024,
                 memtable_bytes: config.store_memtable_mib * 1024 * 1024,
                 ..EmbeddedStoreOptions::new(config.data_dir.join("store"))

@@ -277,8 +277,8 @@ async fn audit_trail_and_statistics(store: &dyn Store, ids: &Ids) {
     assert!(store.devices_of_org(&ids.of("no-org"), page(2)).await.unwrap().is_empty());
 }
 
-/// A live commit is read back in full the moment it is acked, by every read, however
-/// the store makes it durable.
+/// A live commit (records received as they were recorded: a check-in) is read back in
+/// full the moment it is acked, by every read, however the store makes it durable.
 async fn live_commits_are_readable_once_acked(store: &dyn Store, ids: &Ids) {
     let (org, device): (Arc<str>, Arc<str>) = (ids.of("live-org").into(), ids.of("live").into());
     let mut progress = DeviceProgress::default();
@@ -300,7 +300,6 @@ async fn live_commits_are_readable_once_acked(store: &dyn Store, ids: &Ids) {
             timeline: vec![TimelineEntry::of(&stored, &org, &device, RecordStatus::Active)],
             stats: vec![SyncCounts::of(&audit, SyncTotals { accepted: 1, ..SyncTotals::default() })],
             audit: vec![audit],
-            live: true,
             ..device_commit(&device, vec![SeqEntry::Stored(stored)], progress.clone())
         };
         store.commit(&commit).await.unwrap();

@@ -114,9 +114,6 @@ pub struct Commit {
     pub audit: Vec<AuditEvent>,
     /// Counts to add to the org's hourly sync statistics and the device's totals.
     pub stats: Vec<SyncCounts>,
-    /// A hint that a live check-in waits for this commit: a store may make it durable
-    /// on a faster path (the embedded store's live log). It changes nothing stored.
-    pub live: bool,
 }
 
 /// One entry of the audit trail, filed under a device and its org.

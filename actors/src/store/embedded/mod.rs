@@ -52,6 +52,10 @@ pub struct EmbeddedStoreOptions {
     /// one (a device catching up, not a check-in) through the committer, so the log
     /// stays small and fast. 0: none does.
     pub live_log_max_records: usize,
+    /// A commit is live when its newest record was recorded at most this long before
+    /// the gateway received it: the admission's rule for a live batch, read from the
+    /// records themselves.
+    pub live_window_ms: i64,
     /// fjall block cache, bytes.
     pub cache_bytes: u64,
     /// Largest memtable of each table before it is flushed, bytes. A table can hold a
@@ -68,6 +72,7 @@ impl EmbeddedStoreOptions {
             max_group_commits: 1024,
             max_group_records: 4_000,
             live_log_max_records: 64,
+            live_window_ms: otg_schema::signing::LIVE_WINDOW_MS,
             cache_bytes: 64 * 1024 * 1024,
             memtable_bytes: 64 * 1024 * 1024,
         }
@@ -175,6 +180,7 @@ pub struct EmbeddedStore {
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     barrier: Arc<ReadBarrier>,
     live_log_max_records: usize,
+    live_window_ms: i64,
     /// Serialises enrolment, revocation and resolution, whose read-then-write must not
     /// interleave.
     admin_writes: tokio::sync::Mutex<()>,
@@ -270,6 +276,7 @@ impl EmbeddedStore {
             threads: Mutex::new(threads),
             barrier,
             live_log_max_records: options.live_log_max_records,
+            live_window_ms: options.live_window_ms,
             admin_writes: tokio::sync::Mutex::new(()),
             failed,
         })
@@ -322,11 +329,22 @@ impl EmbeddedStore {
         writes
     }
 
-    /// Whether `commit` goes through the live log: a live one of few records, counting
-    /// those it releases into the timeline from behind a gap as well as its own.
+    /// Whether `commit` goes through the live log: a live one (its newest record
+    /// recorded within the live window of its receipt) of few records, counting those
+    /// it releases into the timeline from behind a gap as well as its own.
     fn takes_live_log(&self, commit: &Commit) -> bool {
-        let records = commit.device.as_ref().map_or(0, |device| device.entries.len()).max(commit.timeline.len());
-        commit.live && self.live_log_max_records > 0 && records <= self.live_log_max_records
+        let Some(device) = &commit.device else { return false };
+        let live = device
+            .entries
+            .iter()
+            .filter_map(|entry| match entry {
+                SeqEntry::Stored(stored) => Some(stored.received_at - stored.record.recorded_at),
+                SeqEntry::Rejected { .. } => None,
+            })
+            .min()
+            .is_some_and(|age| age <= self.live_window_ms);
+        let records = device.entries.len().max(commit.timeline.len());
+        live && self.live_log_max_records > 0 && records <= self.live_log_max_records
     }
 
     /// Writes one value outside the group committer, durably: for rare admin writes.
@@ -776,7 +794,8 @@ mod tests {
                 )
             })
             .collect();
-        Commit { live: true, ..super::super::conformance::device_commit(device_id, entries, progress) }
+        // Recorded when received: live by the live window.
+        super::super::conformance::device_commit(device_id, entries, progress)
     }
 
     #[actix_rt::test]
