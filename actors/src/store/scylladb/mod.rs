@@ -297,9 +297,11 @@ impl Store for ScyllaStore {
         }
     }
 
+    /// A scan of every device's progress, page by page, filtered here: a filter on the
+    /// server (`ALLOW FILTERING`) could scan the whole table for one page and time out.
     async fn devices_waiting_for_evaluation(&self) -> Result<Vec<String>, StoreError> {
-        let rows: Vec<(String,)> = self.all_rows(&self.statements.select_waiting, ()).await?;
-        Ok(rows.into_iter().map(|(device_id,)| device_id).collect())
+        let rows: Vec<(String, Option<bool>)> = self.all_rows(&self.statements.select_waiting, ()).await?;
+        Ok(rows.into_iter().filter(|(_, waiting)| *waiting == Some(true)).map(|(device_id, _)| device_id).collect())
     }
 
     async fn seq_entries(&self, device_id: &str, seqs: &[u64]) -> Result<Vec<Option<SeqEntry>>, StoreError> {

@@ -126,11 +126,7 @@ impl Statements {
             )
             .await?,
             select_progress: prepare("SELECT progress FROM device_progress WHERE device_id = ?", Idempotent).await?,
-            select_waiting: prepare(
-                "SELECT device_id FROM device_progress WHERE waiting = true ALLOW FILTERING",
-                Idempotent,
-            )
-            .await?,
+            select_waiting: prepare("SELECT device_id, waiting FROM device_progress", Idempotent).await?,
             insert_seq: prepare("INSERT INTO seqs (device_id, seq_bucket, seq, entry) VALUES (?, ?, ?, ?)", Idempotent)
                 .await?,
             select_seqs: prepare(
