@@ -142,8 +142,10 @@ impl Work {
 
 impl ConflictActor {
     pub(crate) fn new(options: ConflictActorOptions) -> Self {
+        // At least one, or a backlog placement would never start.
+        let backlog_placements = options.backlog_placements.max(1);
         ConflictActor {
-            options,
+            options: ConflictActorOptions { backlog_placements, ..options },
             employees: HashMap::default(),
             parked: VecDeque::new(),
             deferred: VecDeque::new(),
@@ -165,7 +167,7 @@ impl ConflictActor {
             return;
         }
         match work {
-            Work::Place(place) if !place.live && self.placing_backlog >= self.options.backlog_placements.max(1) => {
+            Work::Place(place) if !place.live && self.placing_backlog >= self.options.backlog_placements => {
                 self.deferred.push_back(place);
                 self.options.waiting.inc();
             }
@@ -176,7 +178,7 @@ impl ConflictActor {
 
     /// Starts deferred backlog placements until one runs or none is left.
     fn start_deferred(&mut self, ctx: &mut Context<Self>) {
-        while self.placing_backlog < self.options.backlog_placements.max(1) {
+        while self.placing_backlog < self.options.backlog_placements {
             let Some(next) = self.deferred.pop_front() else { return };
             self.options.waiting.dec();
             self.submit(Work::Place(next), ctx);

@@ -128,13 +128,11 @@ impl CachedTimeline {
             .conflict(&resolve.conflict_id)
             .await?
             .ok_or_else(|| ResolveError::NotFound(resolve.conflict_id.clone()))?;
+        let decision =
+            AdminResolution { resolution: resolve.resolution, note: resolve.note, resolved_at: resolve.resolved_at };
         // Another decision stands: refused. The same one (a retry whose effects may not
         // have been written) goes on, and the store writes its effects again.
-        if conflict
-            .resolution
-            .as_ref()
-            .is_some_and(|standing| standing.resolution != resolve.resolution || standing.note != resolve.note)
-        {
+        if conflict.resolution.as_ref().is_some_and(|standing| !standing.same_decision(&decision)) {
             return Err(ResolveError::AlreadyResolved(conflict.id));
         }
         let (device_status, server_status) = match resolve.resolution {
@@ -163,13 +161,11 @@ impl CachedTimeline {
                 device_id: record.device_id.clone(),
                 event: AuditKind::ConflictResolved {
                     conflict_id: conflict.id.clone(),
-                    resolution: resolve.resolution,
-                    note: resolve.note.clone(),
+                    resolution: decision.resolution,
+                    note: decision.note.clone(),
                 },
             })
             .collect();
-        let decision =
-            AdminResolution { resolution: resolve.resolution, note: resolve.note, resolved_at: resolve.resolved_at };
         let effects = Commit { timeline: timeline.clone(), audit, ..Commit::default() };
         match self.store.resolve_conflict(&conflict.id, &decision, &effects).await {
             Ok(Resolved::Now(resolved)) => {

@@ -18,6 +18,9 @@
 //! 3. paced: the same load at a fixed `BENCH_PACED_RATE` records/s (default 50,000),
 //!    with detection and without, for the latency at that rate.
 
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
 use hdrhistogram::Histogram;
 use otg_actors::metrics::StoreMetrics;
 use otg_actors::seq_ranges::SeqRanges;
@@ -33,6 +36,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::ScyllaKeyspace;
 
 const CONCURRENT_DEVICES: usize = 64;
 const RECORDS_PER_BATCH: i64 = 100;
@@ -48,7 +52,7 @@ fn main() {
     let rounds = setting("BENCH_ROUNDS", 3).max(1);
 
     let store = BenchStore::from_environment();
-    if let BenchStore::Scylla(_) = store {
+    if let BenchStore::Scylla = store {
         // A cluster's JVMs just started compile as they go: the first seconds of load
         // would make whichever phase runs first look slow.
         let warm_up = store_ceiling(run_for, &store);
@@ -99,42 +103,31 @@ fn main() {
 /// The store measured.
 enum BenchStore {
     Embedded,
-    /// A CQL cluster: its contact points.
-    Scylla(String),
+    /// The CQL cluster `OTG_SCYLLA_NODES` names.
+    Scylla,
 }
 
 impl BenchStore {
     fn from_environment() -> Self {
         match std::env::var("BENCH_STORE").as_deref() {
-            Ok("scylla") => BenchStore::Scylla(
-                std::env::var("OTG_SCYLLA_NODES").expect("BENCH_STORE=scylla needs OTG_SCYLLA_NODES"),
-            ),
+            Ok("scylla") => BenchStore::Scylla,
             Ok("embedded") | Err(_) => BenchStore::Embedded,
             Ok(other) => panic!("BENCH_STORE={other}: embedded or scylla"),
         }
     }
 
-    /// For the CQL store, a fresh keyspace, migrated: each run starts empty.
-    fn keyspace(&self) -> Option<BenchKeyspace> {
-        let BenchStore::Scylla(nodes) = self else { return None };
-        let keyspace = BenchKeyspace {
-            nodes: nodes.clone(),
-            name: format!("otg_bench_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
-        };
-        let status = Command::new(env!("CARGO_BIN_EXE_otg-gateway"))
-            .arg("migrate")
-            .envs(keyspace.settings())
-            .env("OTG_ADMIN_TOKEN", ADMIN_TOKEN)
-            .env("OTG_LOG", "warn")
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "otg-gateway migrate");
-        Some(keyspace)
+    /// For the CQL store, a fresh keyspace, migrated and dropped after the run (the
+    /// tests' own): each run starts empty, and the many tables of many runs never fill
+    /// a small node's heap.
+    fn keyspace(&self) -> Option<ScyllaKeyspace> {
+        match self {
+            BenchStore::Embedded => None,
+            BenchStore::Scylla => Some(ScyllaKeyspace::create().expect("BENCH_STORE=scylla needs OTG_SCYLLA_NODES")),
+        }
     }
 
     /// The store, opened on its own: for the ceiling.
-    async fn open(&self, dir: &std::path::Path) -> (Arc<dyn Store>, Option<BenchKeyspace>) {
+    async fn open(&self, dir: &std::path::Path) -> (Arc<dyn Store>, Option<ScyllaKeyspace>) {
         let Some(keyspace) = self.keyspace() else {
             let metrics = StoreMetrics::register(&prometheus::Registry::new()).unwrap();
             return (Arc::new(EmbeddedStore::open(EmbeddedStoreOptions::new(dir), metrics).unwrap()), None);
@@ -142,39 +135,6 @@ impl BenchStore {
         let nodes = keyspace.nodes.split(',').map(String::from).collect();
         let store = ScyllaStore::open(&ScyllaStoreOptions::new(nodes, keyspace.name.clone())).await.unwrap();
         (Arc::new(store), Some(keyspace))
-    }
-}
-
-/// A keyspace of one run on the CQL cluster, dropped after it: the many tables of many
-/// runs would fill a small test node's heap.
-struct BenchKeyspace {
-    nodes: String,
-    name: String,
-}
-
-impl BenchKeyspace {
-    fn settings(&self) -> Vec<(String, String)> {
-        vec![
-            ("OTG_STORE".to_owned(), "scylla".to_owned()),
-            ("OTG_SCYLLA_NODES".to_owned(), self.nodes.clone()),
-            ("OTG_SCYLLA_KEYSPACE".to_owned(), self.name.clone()),
-            ("OTG_SCYLLA_REPLICATION".to_owned(), format!("simple:{}", self.nodes.split(',').count().min(3))),
-        ]
-    }
-}
-
-impl Drop for BenchKeyspace {
-    fn drop(&mut self) {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let dropped = runtime.block_on(async {
-            let builder = scylla::client::session_builder::SessionBuilder::new().known_nodes(self.nodes.split(','));
-            let session = builder.build().await.map_err(|error| error.to_string())?;
-            let statement = format!("DROP KEYSPACE IF EXISTS {}", self.name);
-            session.query_unpaged(statement, ()).await.map_err(|error| error.to_string())
-        });
-        if let Err(error) = dropped {
-            eprintln!("keyspace {} left on the cluster: {error}", self.name);
-        }
     }
 }
 
@@ -318,7 +278,7 @@ fn over_http(run_for: Duration, rate: Option<u64>, detect_conflicts: bool, store
     let dir = tempfile::tempdir().unwrap();
     let keyspace = store.keyspace();
     let mut gateway = Command::new(env!("CARGO_BIN_EXE_otg-gateway"))
-        .envs(keyspace.iter().flat_map(BenchKeyspace::settings))
+        .envs(keyspace.iter().flat_map(ScyllaKeyspace::settings))
         .env("OTG_LISTEN_ADDR", "127.0.0.1:0")
         .env("OTG_DATA_DIR", dir.path())
         .env("OTG_ADMIN_TOKEN", ADMIN_TOKEN)

@@ -20,7 +20,8 @@ pub const MINUTE_MS: i64 = 60_000;
 /// in `OTG_SCYLLA_NODES`, with otg's schema applied: one per test, so tests never see
 /// each other's devices, orgs or totals.
 pub struct ScyllaKeyspace {
-    nodes: String,
+    /// The contact points, comma-separated.
+    pub nodes: String,
     pub name: String,
     /// One replica per node, up to three: every node of a three-node cluster holds
     /// every row, so one of them can be killed under a quorum.

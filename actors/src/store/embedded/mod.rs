@@ -660,7 +660,9 @@ fn batch_of(db: &Database, tables: &Tables, writes: Vec<Write>) -> OwnedWriteBat
 /// The two keys of an audit entry, by device and by org, each ordered by time and told
 /// apart by the entry's own key, so writing it again writes the same keys.
 fn audit_writes(event: &AuditEvent) -> [Write; 2] {
-    let (value, key) = (fjall::UserValue::from(encode(event)), event.key());
+    let encoded = encode(event);
+    let key = AuditEvent::key_of_encoded(&encoded);
+    let value = fjall::UserValue::from(encoded);
     [
         Write(Table::AuditByDevice, keys::timed(&event.device_id, event.at, key), value.clone()),
         Write(Table::AuditByOrg, keys::timed(&event.org_id, event.at, key), value),

@@ -426,8 +426,10 @@ impl Store for ScyllaStore {
         Ok(devices
             .into_iter()
             .flatten()
-            .map(|device| (device.device_id.clone().into_bytes(), device))
-            .map(|(c, d)| (d, c))
+            .map(|device| {
+                let cursor = device.device_id.clone().into_bytes();
+                (device, cursor)
+            })
             .collect())
     }
 

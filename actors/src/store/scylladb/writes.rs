@@ -133,11 +133,13 @@ impl ScyllaStore {
         type Rows<'p> = BTreeMap<(i64, &'p str, i64), Vec<u8>>;
         let mut partitions: BTreeMap<(&str, &str, i32), Rows> = BTreeMap::new();
         for entry in &commit.timeline {
-            let value = encode(entry);
+            let mut value = encode(entry);
             let (org, employee, device) = (&*entry.org_id, &*entry.employee_id, &*entry.device_id);
-            for (day, at) in entry.positions() {
-                let rows = partitions.entry((org, employee, day.0)).or_default();
-                rows.insert((at, device, entry.seq as i64), value.clone());
+            let mut positions = entry.positions().into_iter().peekable();
+            while let Some((day, at)) = positions.next() {
+                // A copy only for a leave's other days: most entries stand in one.
+                let value = if positions.peek().is_some() { value.clone() } else { std::mem::take(&mut value) };
+                partitions.entry((org, employee, day.0)).or_default().insert((at, device, entry.seq as i64), value);
             }
         }
         for ((org, employee, day), rows) in partitions {
