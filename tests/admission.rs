@@ -273,3 +273,125 @@ fn a_flood_of_large_bodies_keeps_memory_under_the_cap() {
     );
     assert!(peak < CAP_MIB * 1024 * 1024, "peak RSS {} MiB under the {CAP_MIB} MiB cap", peak / (1024 * 1024));
 }
+
+/// A connection that announces a body and then sends it slowly, not at all, or half of
+/// it before closing its side, from a client address of its choosing (any 127.x.y.z
+/// reaches the gateway on 127.0.0.1).
+struct SlowClient {
+    stream: std::net::TcpStream,
+}
+
+impl SlowClient {
+    /// Connects from `from` and sends the head of a 1 MiB upload as `device_id`, signed
+    /// with a made-up signature (a signature can only be checked once the body is in).
+    fn announce(gateway: &Gateway, from: [u8; 4], device_id: &str) -> SlowClient {
+        let target: std::net::SocketAddr = gateway.base_url.trim_start_matches("http://").parse().unwrap();
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.bind(&std::net::SocketAddr::from((from, 0)).into()).unwrap();
+        socket.connect(&target.into()).unwrap();
+        let mut stream: std::net::TcpStream = socket.into();
+        let head = format!(
+            "POST /v1/sync/batches HTTP/1.1\r\nHost: {target}\r\nContent-Type: application/msgpack\r\n\
+             Content-Length: {}\r\nX-Device-Id: {device_id}\r\nX-Request-Time: {}\r\nX-Signature: bWFkZS11cA==\r\n\r\n",
+            1024 * 1024,
+            now_ms()
+        );
+        std::io::Write::write_all(&mut stream, head.as_bytes()).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        SlowClient { stream }
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> bool {
+        std::io::Write::write_all(&mut self.stream, bytes).is_ok()
+    }
+
+    /// The status line's code, once the gateway answers, and whether it then closed
+    /// the connection; `None` if it never answered.
+    fn answer(mut self) -> Option<(u16, bool)> {
+        let mut reply = Vec::new();
+        let closed = std::io::Read::read_to_end(&mut self.stream, &mut reply).is_ok();
+        let text = String::from_utf8_lossy(&reply);
+        let status = text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+        Some((status, closed))
+    }
+}
+
+/// The slow-client lock-out, tried from outside: a crowd of connections that announce
+/// 1 MiB bodies and then trickle, stall or half-close, from one address, some for an
+/// enrolled device and some for made-up ones. Devices elsewhere are served meanwhile;
+/// the crowd's connections are answered and closed once they fall behind the minimum
+/// pace, and everything they reserved is given back.
+#[test]
+fn slow_and_silent_clients_cannot_lock_devices_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = [("OTG_BODY_GRACE_MS", "2000"), ("OTG_BODY_MIN_BYTES_PER_S", "65536")];
+    let gateway = Gateway::start(dir.path(), &settings);
+    let victim = gateway.enrol("dev-known-to-the-crowd", "acme", None);
+    let device = gateway.enrol("dev-served", "acme", None);
+    let crowd_address = [127, 0, 0, 2];
+
+    // Made-up devices are refused from their headers: nothing is reserved for them.
+    let strangers: Vec<SlowClient> =
+        (0..16).map(|n| SlowClient::announce(&gateway, crowd_address, &format!("dev-made-up-{n}"))).collect();
+    // An enrolled device's id gets a connection further: 32 of them, trickling, stalled
+    // and half-closed, hold at most the crowd address's share of the bytes budget.
+    let mut crowd: Vec<(&str, SlowClient)> = (0..32)
+        .map(|n| {
+            let behaviour = ["trickle", "stall", "half_close"][n % 3];
+            (behaviour, SlowClient::announce(&gateway, crowd_address, &victim.id))
+        })
+        .collect();
+    for (behaviour, client) in &mut crowd {
+        if *behaviour == "half_close" {
+            client.send(&[0x82; 100]);
+            client.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        }
+    }
+    std::thread::scope(|scope| {
+        let trickle = scope.spawn(|| {
+            for _ in 0..4 {
+                for (_, client) in crowd.iter_mut().filter(|(behaviour, _)| *behaviour == "trickle") {
+                    client.send(&[0x82]);
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        // Meanwhile a device elsewhere syncs, batch after batch, live and backlog alike.
+        for seq in 1..=10 {
+            let record = if seq % 2 == 0 { live_check_in(seq, "emp-1") } else { backlog_record(seq, "emp-1") };
+            let reply = gateway.upload(&device, &batch(&device.id, &format!("b-{seq}"), vec![record]));
+            assert_eq!(reply.status, 200, "a device is served while the crowd holds its connections: {}", reply.text());
+        }
+        trickle.join().unwrap();
+    });
+
+    let mut statuses: BTreeMap<(&str, u16), usize> = BTreeMap::new();
+    for client in strangers {
+        let (status, _) = client.answer().expect("a made-up device is answered");
+        *statuses.entry(("made_up", status)).or_default() += 1;
+    }
+    for (behaviour, client) in crowd {
+        let (status, closed) = client.answer().expect("every slow connection is answered, none is left hanging");
+        assert!(closed, "the gateway closes a {behaviour} connection it answered {status}");
+        *statuses.entry((behaviour, status)).or_default() += 1;
+    }
+    assert_eq!(statuses[&("made_up", 401)], 16, "{statuses:?}");
+    let crowd_status = |status: u16| -> usize {
+        statuses.iter().filter(|((who, code), _)| *who != "made_up" && *code == status).map(|(_, count)| count).sum()
+    };
+    // Eight 1 MiB bodies fill the address's 8 MiB share; half-closed ones give theirs
+    // back at once (400), letting a few more in.
+    assert!(crowd_status(429) >= 16, "past its share the crowd's address is refused at once: {statuses:?}");
+    assert!(crowd_status(408) >= 1, "a body behind the minimum pace gets 408: {statuses:?}");
+    assert_eq!(
+        crowd_status(408) + crowd_status(429) + crowd_status(400),
+        32,
+        "trickling and stalled get 408, half-closed 400 (an incomplete body), or 429: {statuses:?}"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || gateway.metric("otg_admission_in_flight_bytes") == 0.0),
+        "everything the crowd reserved was given back"
+    );
+    let after = gateway.upload(&victim, &batch(&victim.id, "b-after", vec![live_check_in(1, "emp-2")]));
+    assert_eq!(after.status, 200, "the device whose id the crowd used is served too: {}", after.text());
+}

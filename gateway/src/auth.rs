@@ -10,27 +10,43 @@ use otg_schema::DeviceSecret;
 use subtle::ConstantTimeEq;
 
 /// Checks a device request's signature over the exact body bytes received.
-/// Unknown device or bad signature: 401; a revoked device that signs correctly: 403.
+/// Unknown device or bad signature: 401; a revoked device: 403.
 pub async fn authenticate_device(
     request: &HttpRequest,
     body: &[u8],
     store: &dyn Store,
 ) -> Result<DeviceEnrolment, ApiError> {
+    let device = enrolled_device(request, store).await?;
+    check_signature(request, body, &device)?;
+    Ok(device)
+}
+
+/// The enrolled, unrevoked device a request names, from its headers alone, so that a
+/// request nobody could have signed is refused before its body is read or anything is
+/// reserved for it. Unknown device: 401; revoked: 403.
+pub async fn enrolled_device(request: &HttpRequest, store: &dyn Store) -> Result<DeviceEnrolment, ApiError> {
     let device_id = header_text(request, DEVICE_ID_HEADER)?;
-    let request_time = header_text(request, REQUEST_TIME_HEADER)?;
-    let signature = header_text(request, SIGNATURE_HEADER)?;
-    if request_time.parse::<i64>().is_err() {
+    header_text(request, SIGNATURE_HEADER)?;
+    if header_text(request, REQUEST_TIME_HEADER)?.parse::<i64>().is_err() {
         return Err(ApiError::Unauthorized("X-Request-Time must be unix milliseconds"));
     }
     let device = store.device(device_id).await?.ok_or(ApiError::Unauthorized("unknown device or wrong signature"))?;
-    let secret = DeviceSecret(device.secret);
-    if !secret.verify(request.method().as_str(), request.path(), request_time, body, signature) {
-        return Err(ApiError::Unauthorized("unknown device or wrong signature"));
-    }
     if device.revoked_at.is_some() {
         return Err(ApiError::DeviceRevoked);
     }
     Ok(device)
+}
+
+/// Checks the request's signature, by `device`'s secret, over the exact body received.
+pub fn check_signature(request: &HttpRequest, body: &[u8], device: &DeviceEnrolment) -> Result<(), ApiError> {
+    let request_time = header_text(request, REQUEST_TIME_HEADER)?;
+    let signature = header_text(request, SIGNATURE_HEADER)?;
+    let secret = DeviceSecret(device.secret);
+    if secret.verify(request.method().as_str(), request.path(), request_time, body, signature) {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized("unknown device or wrong signature"))
+    }
 }
 
 /// Checks `Authorization: Bearer <admin token>` in constant time.

@@ -93,6 +93,14 @@ pub struct Config {
     /// Batches one device may upload at once above its rate.
     pub device_batch_burst: u32,
     /// Records a second one org may upload, sustained; beyond it, 429.
+    /// Of those, what the requests from one client address whose bodies are still
+    /// arriving may hold; beyond it that address gets 503, and others go on.
+    pub client_max_unread_bytes: u64,
+    /// After `body_grace_ms`, a request body must keep arriving at least this fast, or
+    /// its connection is closed (408) and what it reserved freed.
+    pub body_min_bytes_per_s: u64,
+    /// How long a request body may take to start arriving at `body_min_bytes_per_s`.
+    pub body_grace_ms: u64,
     pub org_records_per_s: u32,
     /// Records one org may upload at once above its rate.
     pub org_record_burst: u32,
@@ -156,6 +164,9 @@ impl Default for Config {
             store_retry_deadline_ms: 2_000,
             log: "info,fjall=warn,lsm_tree=warn".into(),
         }
+            client_max_unread_bytes: 8 * 1024 * 1024,
+            body_min_bytes_per_s: 4 * 1024,
+            body_grace_ms: 10_000,
     }
 }
 
@@ -226,6 +237,12 @@ impl Config {
             (
                 self.store != StoreKind::Scylla || self.admin_token.is_some(),
                 "admin_token must be set with store = \"scylla\": every gateway of the cluster needs the same one",
+            (
+                self.client_max_unread_bytes >= self.body_limit_bytes as u64,
+                "client_max_unread_bytes must be at least body_limit_bytes (one request's body)",
+            ),
+            (self.body_min_bytes_per_s >= 1, "body_min_bytes_per_s must be at least 1"),
+            (self.body_grace_ms >= 100, "body_grace_ms must be at least 100"),
             ),
             (
                 self.store_retry_base_ms <= self.store_retry_max_ms,

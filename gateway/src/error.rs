@@ -2,7 +2,12 @@
 //! status and a JSON body `{"error": code, "message": text}`.
 
 use crate::admission::decide;
+use crate::state::StoreCorruption;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::web;
 use actix_web::{HttpResponse, ResponseError};
 use otg_actors::store::StoreError;
 use otg_actors::DeviceBusy;
@@ -43,13 +48,27 @@ pub enum ApiError {
     Overloaded { reason: &'static str, retry_after: Duration },
     #[error("the store is unavailable: {0}")]
     StoreUnavailable(String),
+    /// Not the device's doing and not cured by a retry: an operator must act.
+    #[error("the store holds a corrupt value: {0}")]
+    StoreCorrupt(String),
+    #[error(
+        "the request body arrived too slowly (at least {min_bytes_per_s} bytes a second after the first {grace_s} s)"
+    )]
+    BodyTooSlow { min_bytes_per_s: u64, grace_s: u64 },
     #[error("the gateway is shutting down")]
     Draining,
 }
 
+/// A store error as the caller should see it: a value already there is a conflict,
+/// corruption is the server's fault (500, and `/readyz` turns red), and the rest is
+/// unavailability a device rides out by retrying.
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
-        ApiError::StoreUnavailable(error.to_string())
+        match error {
+            StoreError::AlreadyExists => ApiError::AlreadyExists("it already exists".into()),
+            StoreError::Corrupt(what) => ApiError::StoreCorrupt(what),
+            StoreError::Unavailable(_) | StoreError::Failed(_) => ApiError::StoreUnavailable(error.to_string()),
+        }
     }
 }
 
@@ -71,6 +90,8 @@ impl ApiError {
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::StoreUnavailable(_) => "store_unavailable",
+            ApiError::StoreCorrupt(_) => "store_corrupt",
+            ApiError::BodyTooSlow { .. } => "body_too_slow",
             ApiError::Draining => "draining",
         }
     }
@@ -110,6 +131,8 @@ impl ResponseError for ApiError {
             ApiError::StoreUnavailable(_) | ApiError::Draining | ApiError::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            ApiError::StoreCorrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::BodyTooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -121,13 +144,84 @@ impl ResponseError for ApiError {
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             response.insert_header((header::RETRY_AFTER, seconds.max(1).to_string()));
         }
-        if matches!(self, ApiError::PayloadTooLarge(_)) {
-            response.insert_header((header::CONNECTION, "close"));
+        // The rest of the body is not read: the connection cannot carry another request.
+        if matches!(self, ApiError::PayloadTooLarge(_) | ApiError::BodyTooSlow { .. }) {
+            response.force_close();
         }
         response.json(ErrorBody {
             error: self.code(),
             message: self.to_string(),
             retry_after_ms: retry_after.map(|wait| wait.as_millis()),
         })
+    }
+}
+
+/// Middleware: a response that reports store corruption turns `/readyz` red, wherever
+/// the corrupt value was met (a handler, a device actor, the admin API).
+pub async fn watch_for_store_corruption(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let corruption = request.app_data::<web::Data<StoreCorruption>>().cloned();
+    let response = next.call(request).await?;
+    if let (Some(corruption), Some(ApiError::StoreCorrupt(what))) =
+        (corruption, response.response().error().and_then(|error| error.as_error::<ApiError>()))
+    {
+        corruption.seen(what);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::{call_service, init_service, TestRequest};
+    use actix_web::{App, HttpResponse};
+
+    /// Each store error as a device or an administrator sees it: status, code, and
+    /// whether it says when to come back.
+    #[test]
+    fn store_errors_map_to_what_they_mean() {
+        let cases = [
+            (StoreError::AlreadyExists, 409, "already_exists", false),
+            (StoreError::Unavailable("a node timed out".into()), 503, "store_unavailable", true),
+            (StoreError::Failed("a disk write failed".into()), 503, "store_unavailable", true),
+            (StoreError::Corrupt("a progress row does not decode".into()), 500, "store_corrupt", false),
+        ];
+        for (store_error, status, code, says_when) in cases {
+            let shown = format!("{store_error:?}");
+            let error = ApiError::from(store_error);
+            let response = error.error_response();
+            assert_eq!(response.status().as_u16(), status, "{shown}");
+            assert_eq!(error.code(), code, "{shown}");
+            assert_eq!(response.headers().contains_key(header::RETRY_AFTER), says_when, "{shown}");
+        }
+    }
+
+    #[actix_web::test]
+    async fn a_response_reporting_corruption_is_remembered() {
+        let corruption = web::Data::new(StoreCorruption::default());
+        let app = init_service(
+            App::new()
+                .app_data(corruption.clone())
+                .wrap(actix_web::middleware::from_fn(watch_for_store_corruption))
+                .route("/fine", web::get().to(|| async { HttpResponse::Ok().finish() }))
+                .route(
+                    "/busy",
+                    web::get().to(|| async { Err::<HttpResponse, _>(ApiError::StoreUnavailable("x".into())) }),
+                )
+                .route(
+                    "/corrupt",
+                    web::get().to(|| async { Err::<HttpResponse, _>(ApiError::StoreCorrupt("row 7".into())) }),
+                ),
+        )
+        .await;
+        for path in ["/fine", "/busy"] {
+            call_service(&app, TestRequest::get().uri(path).to_request()).await;
+        }
+        assert_eq!(corruption.first(), None, "neither success nor unavailability is corruption");
+        let response = call_service(&app, TestRequest::get().uri("/corrupt").to_request()).await;
+        assert_eq!(response.status().as_u16(), 500);
+        assert_eq!(corruption.first(), Some("row 7"));
     }
 }

@@ -76,17 +76,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         failed_batches,
         admission,
         draining: AtomicBool::new(false),
+        store_corruption: Default::default(),
     });
 
     let server = {
         let state = state.clone();
-        HttpServer::new(move || App::new().app_data(state.clone()).configure(routes::configure))
-            .workers(workers)
-            .disable_signals()
-            .tcp_nodelay(true)
-            .shutdown_timeout(shutdown_timeout)
-            .listen(listener)?
-            .run()
+        HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(state.store_corruption.clone())
+                .wrap(actix_web::middleware::from_fn(error::watch_for_store_corruption))
+                .configure(routes::configure)
+        })
+        .workers(workers)
+        .disable_signals()
+        .tcp_nodelay(true)
+        .shutdown_timeout(shutdown_timeout)
+        .listen(listener)?
+        .run()
     };
     // Tests and scripts read this line to find the port.
     println!("otg-gateway listening on http://{address}");

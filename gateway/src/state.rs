@@ -4,10 +4,11 @@ use crate::admission::Admission;
 use crate::config::Config;
 use crate::failed_batches::FailedBatches;
 use crate::metrics::GatewayMetrics;
+use actix_web::web;
 use otg_actors::store::Store;
 use otg_actors::DeviceRegistry;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 pub struct AppState {
     pub config: Config,
@@ -20,6 +21,25 @@ pub struct AppState {
     pub admission: Admission,
     /// Set once shutdown begins: `/readyz` turns 503 so load balancers move away.
     pub(crate) draining: AtomicBool,
+    pub(crate) store_corruption: web::Data<StoreCorruption>,
+}
+
+/// The first store corruption a request met: from then on `/readyz` is red, since an
+/// operator must look at the store before this gateway is trusted again.
+#[derive(Default)]
+pub struct StoreCorruption(OnceLock<String>);
+
+impl StoreCorruption {
+    /// Remembers the first corruption seen (and logs it once).
+    pub fn seen(&self, what: &str) {
+        if self.0.set(what.to_owned()).is_ok() {
+            tracing::error!(corruption = what, "the store returned a corrupt value; /readyz is red until a restart");
+        }
+    }
+
+    pub fn first(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
 }
 
 impl AppState {

@@ -16,6 +16,7 @@
 pub mod decide;
 mod memory;
 mod meter;
+mod unread;
 
 use crate::config::Config;
 use crate::error::ApiError;
@@ -25,11 +26,13 @@ use memory::MemoryWatch;
 use meter::{DrainMeter, RecentCount};
 use otg_schema::wire::MAX_BATCH_RECORDS;
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
+use unread::UnreadBytes;
 
 #[derive(Clone)]
 pub struct Admission {
@@ -52,6 +55,8 @@ struct Shared {
     admitted_records: AtomicU64,
     admitted_batches: AtomicU64,
     memory: MemoryWatch,
+    /// Bytes of bodies still arriving, by client address.
+    unread: UnreadBytes,
     backlog_queue: BacklogQueue,
     metrics: AdmissionMetrics,
 }
@@ -75,13 +80,16 @@ impl Drop for QueuePlace<'_> {
     }
 }
 
-/// What a request holds before its body is read: bytes for its body and, for a batch
-/// its device says is backlog, room for an average batch's records until its own count
-/// is known. Released on drop.
+/// What a request holds before its body is read: bytes for its body (counted against
+/// its client address too, until the body has arrived) and, for a batch its device says
+/// is backlog, room for an average batch's records until its own count is known.
+/// Released on drop.
 pub struct Reserved {
     shared: Arc<Shared>,
     bytes: u64,
     records: u64,
+    /// The client address and the bytes counted against it while the body arrives.
+    unread_from: Option<(IpAddr, u64)>,
 }
 
 /// An admitted batch's records and bytes; released on drop, once it is answered.
@@ -112,6 +120,7 @@ impl Admission {
             admitted_records: AtomicU64::new(0),
             admitted_batches: AtomicU64::new(0),
             memory: MemoryWatch::new(config.memory_limit_mib * 1024 * 1024),
+            unread: UnreadBytes::new(config.client_max_unread_bytes),
             backlog_queue: BacklogQueue {
                 room: Notify::new(),
                 waiting: AtomicUsize::new(0),
@@ -130,10 +139,22 @@ impl Admission {
     /// `bytes`: 503 while the gateway holds its bytes budget, or, with work in hand,
     /// while memory refuses it (`decide::memory_admits`). With nothing in hand waiting
     /// frees nothing (the store's memtables stay until they fill), so one request at a
-    /// time is let in rather than none.
-    pub async fn reserve(&self, hint: Option<Priority>, bytes: u64) -> Result<Reserved, ApiError> {
+    /// time is let in rather than none. First of all, 429 if the client's address
+    /// already holds its share of bodies still arriving (`client_max_unread_bytes`).
+    pub async fn reserve(
+        &self,
+        client: Option<IpAddr>,
+        hint: Option<Priority>,
+        bytes: u64,
+    ) -> Result<Reserved, ApiError> {
         let shared = &self.shared;
-        let mut reserved = Reserved { shared: shared.clone(), bytes: 0, records: 0 };
+        let mut reserved = Reserved { shared: shared.clone(), bytes: 0, records: 0, unread_from: None };
+        if let Some(address) = client {
+            if !shared.unread.take(address, bytes) {
+                return Err(self.rate_limited("client address", Duration::from_secs(1)));
+            }
+            reserved.unread_from = Some((address, bytes));
+        }
         if hint == Some(Priority::Backlog) {
             reserved.records = self.wait_for_backlog_room().await?;
         }
@@ -276,8 +297,18 @@ impl Admission {
     }
 }
 
+impl Reserved {
+    /// The request's body is in: its address's share is free for its next body.
+    pub fn body_arrived(&mut self) {
+        if let Some((address, bytes)) = self.unread_from.take() {
+            self.shared.unread.give_back(address, bytes);
+        }
+    }
+}
+
 impl Drop for Reserved {
     fn drop(&mut self) {
+        self.body_arrived();
         self.shared.bytes.fetch_sub(self.bytes, Ordering::AcqRel);
         self.shared.release_records(self.records);
     }

@@ -17,10 +17,14 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "alive"}))
 }
 
-/// Ready when the store answers and the gateway is not shutting down.
+/// Ready when the store answers, has never returned a corrupt value, and the gateway
+/// is not shutting down.
 async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if state.is_draining() {
         return Err(ApiError::Draining);
+    }
+    if let Some(corruption) = state.store_corruption.first() {
+        return Err(ApiError::StoreCorrupt(corruption.to_owned()));
     }
     state.store.ping().await?;
     Ok(HttpResponse::Ok().json(json!({"status": "ready"})))

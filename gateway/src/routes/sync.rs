@@ -1,15 +1,17 @@
 //! Device endpoints (MessagePack): upload a batch, read the org's config, read status.
 //!
-//! A batch goes: content type, memory and bytes admission, size limit, signature, the
-//! device's rate, decode, batch checks, the org's rate and the records budget at the
+//! A batch goes: content type, the device named in its headers (enrolled, not revoked),
+//! memory and bytes admission (and its client address's share), size limit and pace of
+//! the body, signature, the device's rate, decode, batch checks, the org's rate and the records budget at the
 //! batch's priority, record checks, then to the device's actor, and is answered once
 //! the actor says durable. What admission reserved is released with the answer.
 
 use crate::admission::decide::Priority;
 use crate::admission::Reserved;
-use crate::auth::authenticate_device;
-use crate::body::{drain, read_limited};
+use crate::auth::{authenticate_device, check_signature, enrolled_device};
+use crate::body::{drain, read_limited, BodyPace};
 use crate::clock::now_ms;
+use crate::config::Config;
 use crate::error::ApiError;
 use crate::state::AppState;
 use actix_web::http::header;
@@ -22,7 +24,7 @@ use otg_schema::signing::PRIORITY_HEADER;
 use otg_schema::validate::{check_batch, check_record, RecordRules};
 use otg_schema::wire::{self, Batch, BatchResponse, DeviceStatus, OpenConflict};
 use serde::Serialize;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -60,7 +62,9 @@ async fn upload_batch(
 }
 
 /// The body of a well-formed, signed request within its device's rate, the device that
-/// signed it, and the bytes admission reserved for it.
+/// signed it, and the bytes admission reserved for it. A request for a device that is
+/// not enrolled or is revoked is refused from its headers, before anything is reserved
+/// for it; a body that arrives too slowly loses what was reserved (`BodyPace`).
 async fn authenticated(
     request: &HttpRequest,
     payload: web::Payload,
@@ -69,22 +73,34 @@ async fn authenticated(
     if !is_msgpack(request) {
         return Err(ApiError::UnsupportedMediaType);
     }
-    let limit = state.config.body_limit_bytes;
-    let declared = content_length(request);
-    let admission = &state.admission;
-    let hint = priority_hint(request);
-    let reserved = match admission.reserve(hint, declared.unwrap_or(limit).min(limit) as u64).await {
-        Ok(reserved) => reserved,
+    let device = match enrolled_device(request, state.store.as_ref()).await {
+        Ok(device) => device,
         Err(refused) => {
-            // Swallowed, not read into memory, so the client sees the 503.
+            // Swallowed, not read into memory, so a client still sending sees the status.
             drain(payload).await;
             return Err(refused);
         }
     };
-    let body = read_limited(payload, limit, declared).await?;
-    let device = authenticate_device(request, &body, state.store.as_ref()).await?;
+    let limit = state.config.body_limit_bytes;
+    let declared = content_length(request);
+    let admission = &state.admission;
+    let (client, hint) = (request.peer_addr().map(|address| address.ip()), priority_hint(request));
+    let mut reserved = match admission.reserve(client, hint, declared.unwrap_or(limit).min(limit) as u64).await {
+        Ok(reserved) => reserved,
+        Err(refused) => {
+            drain(payload).await;
+            return Err(refused);
+        }
+    };
+    let body = read_limited(payload, limit, declared, body_pace(&state.config)).await?;
+    reserved.body_arrived();
+    check_signature(request, &body, &device)?;
     state.admission.check_device(&device.device_id)?;
     Ok((device, body, reserved))
+}
+
+fn body_pace(config: &Config) -> BodyPace {
+    BodyPace { grace: Duration::from_millis(config.body_grace_ms), min_bytes_per_s: config.body_min_bytes_per_s }
 }
 
 /// Decodes, checks and hands a device's batch to its actor; answers once durable.
