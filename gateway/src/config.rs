@@ -1,13 +1,23 @@
 //! The gateway's configuration: one typed struct with defaults, read from an optional
 //! TOML file (`--config`) and overridden by `OTG_*` environment variables
 //! (`OTG_LISTEN_ADDR`, `OTG_DATA_DIR`, `OTG_DEVICE_MAILBOX_CAPACITY`, ...).
+//!
+//! An unknown `OTG_*` variable stops start-up, except one named like the variables
+//! Kubernetes gives every pod for each Service of its namespace (`OTG_SERVICE_HOST`,
+//! `OTG_PORT_8080_TCP_ADDR`, ... for a Service named `otg`): those are no settings, and
+//! refusing them would crash-loop every pod of such a namespace.
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use otg_actors::store::{Consistency, Replication, ScyllaStoreOptions};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::LazyLock;
+
+/// The prefix of the environment variables that set the gateway's settings.
+const ENV_PREFIX: &str = "OTG_";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -83,6 +93,14 @@ pub struct Config {
     pub backlog_share_percent: u64,
     /// Request bytes being read or in work, all devices together; beyond it, 503.
     pub max_in_flight_bytes: u64,
+    /// Of those, what the requests from one client address whose bodies are still
+    /// arriving may hold; beyond it that address gets 503, and others go on.
+    pub client_max_unread_bytes: u64,
+    /// After `body_grace_ms`, a request body must keep arriving at least this fast, or
+    /// its connection is closed (408) and what it reserved freed.
+    pub body_min_bytes_per_s: u64,
+    /// How long a request body may take to start arriving at `body_min_bytes_per_s`.
+    pub body_grace_ms: u64,
     /// Backlog batches (by the device's priority hint) that may wait, bodies unread,
     /// for the backlog's share to have room; beyond it, 503 at once.
     pub backlog_queue_batches: usize,
@@ -93,14 +111,6 @@ pub struct Config {
     /// Batches one device may upload at once above its rate.
     pub device_batch_burst: u32,
     /// Records a second one org may upload, sustained; beyond it, 429.
-    /// Of those, what the requests from one client address whose bodies are still
-    /// arriving may hold; beyond it that address gets 503, and others go on.
-    pub client_max_unread_bytes: u64,
-    /// After `body_grace_ms`, a request body must keep arriving at least this fast, or
-    /// its connection is closed (408) and what it reserved freed.
-    pub body_min_bytes_per_s: u64,
-    /// How long a request body may take to start arriving at `body_min_bytes_per_s`.
-    pub body_grace_ms: u64,
     pub org_records_per_s: u32,
     /// Records one org may upload at once above its rate.
     pub org_record_burst: u32,
@@ -116,6 +126,9 @@ pub struct Config {
     pub store_retry_deadline_ms: u64,
     /// `tracing` filter, e.g. `info` or `otg_gateway=debug`.
     pub log: String,
+    /// How log lines are written to stderr: `text` for people, `json` (one object a
+    /// line) for a log collector.
+    pub log_format: LogFormat,
 }
 
 impl Default for Config {
@@ -151,6 +164,9 @@ impl Default for Config {
             max_in_flight_records: 12_000,
             backlog_share_percent: 75,
             max_in_flight_bytes: 32 * 1024 * 1024,
+            client_max_unread_bytes: 8 * 1024 * 1024,
+            body_min_bytes_per_s: 4 * 1024,
+            body_grace_ms: 10_000,
             backlog_queue_batches: 1024,
             backlog_queue_wait_ms: 10_000,
             device_batches_per_s: 50,
@@ -163,11 +179,17 @@ impl Default for Config {
             store_retry_max_ms: 500,
             store_retry_deadline_ms: 2_000,
             log: "info,fjall=warn,lsm_tree=warn".into(),
+            log_format: LogFormat::Text,
         }
-            client_max_unread_bytes: 8 * 1024 * 1024,
-            body_min_bytes_per_s: 4 * 1024,
-            body_grace_ms: 10_000,
     }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Which store the gateway runs on.
@@ -187,7 +209,7 @@ impl Config {
             figment = figment.merge(Toml::file(file));
         }
         let config: Config = figment
-            .merge(Env::prefixed("OTG_"))
+            .merge(Env::prefixed(ENV_PREFIX).filter(|key| !is_ignored_service_link(key.as_str())))
             .extract()
             .map_err(|error| anyhow::anyhow!("invalid configuration: {error}"))?;
         config.validate()?;
@@ -216,6 +238,12 @@ impl Config {
                 "max_in_flight_bytes must be at least body_limit_bytes",
             ),
             (
+                self.client_max_unread_bytes >= self.body_limit_bytes as u64,
+                "client_max_unread_bytes must be at least body_limit_bytes (one request's body)",
+            ),
+            (self.body_min_bytes_per_s >= 1, "body_min_bytes_per_s must be at least 1"),
+            (self.body_grace_ms >= 100, "body_grace_ms must be at least 100"),
+            (
                 self.backlog_queue_wait_ms <= 60_000,
                 "backlog_queue_wait_ms must be at most 60000 (clients give up on a silent request)",
             ),
@@ -237,12 +265,6 @@ impl Config {
             (
                 self.store != StoreKind::Scylla || self.admin_token.is_some(),
                 "admin_token must be set with store = \"scylla\": every gateway of the cluster needs the same one",
-            (
-                self.client_max_unread_bytes >= self.body_limit_bytes as u64,
-                "client_max_unread_bytes must be at least body_limit_bytes (one request's body)",
-            ),
-            (self.body_min_bytes_per_s >= 1, "body_min_bytes_per_s must be at least 1"),
-            (self.body_grace_ms >= 100, "body_grace_ms must be at least 100"),
             ),
             (
                 self.store_retry_base_ms <= self.store_retry_max_ms,
@@ -323,6 +345,60 @@ impl Config {
     }
 }
 
+/// The names of the `OTG_*` environment variables [`Config::load`] ignores as
+/// Kubernetes service links, for one log line at start-up.
+pub fn ignored_service_link_variables() -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .filter(|name| {
+            name.get(..ENV_PREFIX.len()).is_some_and(|prefix| prefix.eq_ignore_ascii_case(ENV_PREFIX))
+                && is_ignored_service_link(&name[ENV_PREFIX.len()..])
+        })
+        .collect()
+}
+
+/// Every setting's name, so that a real setting is never mistaken for a service link
+/// (`OTG_` followed by a setting's name always sets it).
+static SETTING_NAMES: LazyLock<BTreeSet<String>> = LazyLock::new(|| {
+    let serde_json::Value::Object(settings) = serde_json::to_value(Config::default()).expect("the config serializes")
+    else {
+        unreachable!("the config is a struct")
+    };
+    settings.into_iter().map(|(name, _)| name).collect()
+});
+
+/// Whether `OTG_<key>` is no setting but a Kubernetes service link.
+fn is_ignored_service_link(key: &str) -> bool {
+    !SETTING_NAMES.contains(&key.to_ascii_lowercase()) && is_service_link(&format!("{ENV_PREFIX}{key}"))
+}
+
+/// Whether `name` is one of the variables Kubernetes gives a pod for each Service of
+/// its namespace (unless `enableServiceLinks` is off): `<SVC>_SERVICE_HOST`,
+/// `<SVC>_SERVICE_PORT`, `<SVC>_SERVICE_PORT_<PORT NAME>`, `<SVC>_PORT`,
+/// `<SVC>_PORT_<N>_<PROTO>` and that followed by `_ADDR`, `_PORT` or `_PROTO`, where
+/// SVC is the Service's name upper-cased with `-` as `_`.
+fn is_service_link(name: &str) -> bool {
+    let words: Vec<&str> = name.split('_').collect();
+    let is_word = |word: &&str| !word.is_empty() && word.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    let service_name_starts_with_a_letter = name.starts_with(|c: char| c.is_ascii_uppercase());
+    service_name_starts_with_a_letter
+        && words.iter().all(is_word)
+        && (1..words.len()).any(|service_end| is_service_link_suffix(&words[service_end..]))
+}
+
+/// The part of a service link after the Service's name, split at `_`.
+fn is_service_link_suffix(words: &[&str]) -> bool {
+    let port_number = |word: &str| word.parse::<u16>().is_ok_and(|port| port > 0);
+    let protocol = |word: &str| matches!(word, "TCP" | "UDP" | "SCTP");
+    match words {
+        ["SERVICE", "HOST"] | ["SERVICE", "PORT", ..] | ["PORT"] => true,
+        ["PORT", number, proto] | ["PORT", number, proto, "ADDR" | "PORT" | "PROTO"] => {
+            port_number(number) && protocol(proto)
+        }
+        _ => false,
+    }
+}
+
 fn or_cores(configured: usize) -> usize {
     if configured > 0 {
         configured
@@ -363,6 +439,79 @@ mod tests {
             assert!(error.contains("device_mailbox_capacity"), "{error}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn kubernetes_service_link_names_are_recognised() {
+        let table = [
+            ("OTG_SERVICE_HOST", true),
+            ("OTG_SERVICE_PORT", true),
+            ("OTG_SERVICE_PORT_HTTP", true),
+            ("OTG_SERVICE_PORT_HTTP_METRICS", true),
+            ("OTG_PORT", true),
+            ("OTG_PORT_8080_TCP", true),
+            ("OTG_PORT_8080_TCP_ADDR", true),
+            ("OTG_PORT_8080_TCP_PORT", true),
+            ("OTG_PORT_8080_TCP_PROTO", true),
+            ("OTG_PORT_53_UDP", true),
+            ("OTG_PORT_9000_SCTP_ADDR", true),
+            ("OTG_SCYLLA_CLIENT_SERVICE_HOST", true),
+            ("OTG_GATEWAY_V2_PORT_443_TCP", true),
+            ("OTG_LISTEN_ADDR", false),
+            ("OTG_PORT_8080", false),
+            ("OTG_PORT_8080_HTTP", false),
+            ("OTG_PORT_0_TCP", false),
+            ("OTG_PORT_70000_TCP", false),
+            ("OTG_PORT_8080_TCP_HOST", false),
+            ("OTG_PORT_8080_TCP_ADDR_X", false),
+            ("OTG_SERVICE", false),
+            ("OTG_SERVICE_HOSTS", false),
+            ("OTG__PORT", false),
+            ("OTG_PORT_", false),
+            ("otg_service_host", false),
+            ("SERVICE_HOST", false),
+            ("PORT", false),
+            ("9OTG_PORT", false),
+        ];
+        for (name, expected) in table {
+            assert_eq!(is_service_link(name), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn service_links_are_ignored_and_other_unknown_variables_refused() {
+        figment::Jail::expect_with(|jail| {
+            for (name, value) in [
+                ("OTG_SERVICE_HOST", "10.96.0.12"),
+                ("OTG_SERVICE_PORT", "8080"),
+                ("OTG_SERVICE_PORT_HTTP", "8080"),
+                ("OTG_PORT", "tcp://10.96.0.12:8080"),
+                ("OTG_PORT_8080_TCP", "tcp://10.96.0.12:8080"),
+                ("OTG_PORT_8080_TCP_ADDR", "10.96.0.12"),
+                ("OTG_PORT_8080_TCP_PORT", "8080"),
+                ("OTG_PORT_8080_TCP_PROTO", "tcp"),
+            ] {
+                jail.set_env(name, value);
+            }
+            jail.set_env("OTG_LOG_FORMAT", "json");
+            let config = Config::load(None).unwrap();
+            assert_eq!(config.log_format, LogFormat::Json);
+            let ignored = ignored_service_link_variables();
+            assert!(ignored.contains(&"OTG_PORT_8080_TCP_ADDR".to_owned()) && ignored.len() >= 8, "{ignored:?}");
+            jail.set_env("OTG_LISTEN_ADRESS", "0.0.0.0:80");
+            let error = Config::load(None).unwrap_err().to_string();
+            assert!(error.contains("listen_adress"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn every_setting_is_known_by_name() {
+        for name in ["listen_addr", "admin_token", "scylla_local_datacenter", "log_format"] {
+            assert!(SETTING_NAMES.contains(name), "{name}");
+        }
+        assert!(!is_ignored_service_link("LISTEN_ADDR"));
+        assert!(is_ignored_service_link("PORT_8080_TCP_ADDR"));
     }
 
     #[test]
