@@ -3,7 +3,7 @@
 //! and a duplicate check-in.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use otg_actors::conflict_rules::{evaluate, Event, RuleSettings};
+use otg_actors::benchmarked::{evaluate, Event, RuleSettings};
 use otg_schema::RecordKind;
 
 const HOUR: i64 = 3_600_000;

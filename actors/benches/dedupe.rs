@@ -1,9 +1,10 @@
 //! The dedupe and order decision for a 100-record batch: all new, and all resent.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use otg_actors::dedupe::{decide, seqs_to_look_up, Incoming};
-use otg_actors::seq_ranges::SeqRanges;
+use otg_actors::benchmarked::{decide, seqs_to_look_up};
 use otg_actors::store::{SeqEntry, StoredRecord};
+use otg_actors::Incoming;
+use otg_actors::SeqRanges;
 use otg_schema::{RecordKind, ValidRecord};
 use std::collections::HashMap;
 

@@ -16,8 +16,9 @@
 //! placement at most, not for every one queued ahead of it.
 
 use crate::conflict_rules::RuleSettings;
-use crate::employee_timeline::{Cache, CachedTimeline, Decision, Placed, ResolveError};
-use crate::store::{ConflictRecord, Store, StoreError, TimelineEntry};
+use crate::employee_timeline::{AdminDecision, Cache, CachedTimeline, Placed, ResolveError, ToPlace};
+use crate::store::{ConflictRecord, Store, StoreError};
+use crate::supervision::PanicWatch;
 use actix::prelude::*;
 use foldhash::fast::RandomState;
 use otg_schema::{ConflictResolution, OrgSettings};
@@ -28,18 +29,22 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 const MS_PER_HOUR: i64 = 3_600_000;
+
+/// What the caller of work that panicked is told: nothing of it was done, try again.
+fn interrupted(panic: String) -> StoreError {
+    StoreError::Unavailable(format!("the conflict actor's work was interrupted ({panic}); nothing of it was stored"))
+}
 /// Most often the idle employees are looked for.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// An employee: (org, employee).
 pub type EmployeeKey = (Arc<str>, Arc<str>);
 
-/// One employee's records of a device's batch, in the device's seq order, each with
-/// whether to evaluate it now.
+/// One employee's records of a device's batch, in the device's seq order.
 #[derive(Debug)]
 pub struct EmployeeRecords {
     pub employee: EmployeeKey,
-    pub records: Vec<(TimelineEntry, bool)>,
+    pub records: Vec<ToPlace>,
 }
 
 /// Place records of these employees in their timelines; the answer (what was decided
@@ -90,7 +95,7 @@ impl PlaceRecords {
 #[rtype(result = "()")]
 pub struct ResolveConflict {
     pub employee: EmployeeKey,
-    pub decision: Decision,
+    pub decision: AdminDecision,
     pub reply: oneshot::Sender<Result<ConflictRecord, ResolveError>>,
 }
 
@@ -105,6 +110,7 @@ pub(crate) struct ConflictActorOptions {
     /// Employees cached and requests waiting, all conflict actors together.
     pub cached: IntGauge,
     pub waiting: IntGauge,
+    pub panic_watch: PanicWatch,
 }
 
 pub struct ConflictActor {
@@ -202,7 +208,12 @@ impl ConflictActor {
             let placed = futures_util::future::join_all(placing).await.into_iter().collect();
             (placed, timelines)
         };
-        ctx.spawn(placing.into_actor(self).map(move |(placed, timelines), actor, ctx| {
+        // A panic while placing loses the timelines taken out: those employees' caches
+        // stay empty and are read again, and the device gets an error, so it commits
+        // nothing (its dropped commit signal frees the employees).
+        let placing = self.options.panic_watch.clone().run("placing records", placing);
+        ctx.spawn(placing.into_actor(self).map(move |outcome, actor, ctx| {
+            let (placed, timelines) = outcome.unwrap_or_else(|panic| (Err(interrupted(panic)), Vec::new()));
             actor.give_back(timelines);
             let _ = reply.send(placed);
             if !live {
@@ -224,10 +235,16 @@ impl ConflictActor {
             let resolved = timeline.resolve(decision).await;
             (resolved, timeline)
         };
-        ctx.spawn(resolving.into_actor(self).map(move |(resolved, timeline), actor, ctx| {
-            actor.give_back(vec![timeline]);
+        let resolving = self.options.panic_watch.clone().run("resolving a conflict", resolving);
+        ctx.spawn(resolving.into_actor(self).map(move |outcome, actor, ctx| {
+            let committed = outcome.is_ok();
+            let (resolved, timelines) = match outcome {
+                Ok((resolved, timeline)) => (resolved, vec![timeline]),
+                Err(panic) => (Err(ResolveError::Store(interrupted(panic))), Vec::new()),
+            };
+            actor.give_back(timelines);
             let _ = reply.send(resolved);
-            actor.release(&[employee], true, ctx);
+            actor.release(&[employee], committed, ctx);
         }));
     }
 
@@ -345,7 +362,7 @@ impl Handler<ResolveConflict> for ConflictActor {
 mod tests {
     use super::*;
     use crate::metrics::StoreMetrics;
-    use crate::store::{EmbeddedStore, EmbeddedStoreOptions, RecordStatus};
+    use crate::store::{EmbeddedStore, EmbeddedStoreOptions, RecordStatus, TimelineEntry};
     use otg_schema::RecordKind;
 
     const CHECK_IN_AT: i64 = 1_764_057_600_000;
@@ -368,6 +385,10 @@ mod tests {
             backlog_placements: 1,
             cached: cached.clone(),
             waiting: IntGauge::new("waiting", "waiting").unwrap(),
+            panic_watch: PanicWatch {
+                kind: crate::supervision::ActorKind::Conflict,
+                panics: prometheus::IntCounterVec::new(prometheus::Opts::new("panics", "panics"), &["actor"]).unwrap(),
+            },
         };
         (ConflictActor::new(options).start(), cached)
     }
@@ -384,7 +405,10 @@ mod tests {
             leave: None,
             status: RecordStatus::Pending,
         };
-        EmployeeRecords { employee: ("acme".into(), employee_id.into()), records: vec![(entry, true)] }
+        EmployeeRecords {
+            employee: ("acme".into(), employee_id.into()),
+            records: vec![ToPlace { entry, evaluate_now: true }],
+        }
     }
 
     /// Where a placement's answer comes: each employee's placed records, or the store's error.
@@ -495,17 +519,18 @@ mod tests {
         let store = store(&dir);
         let day = |n: i32| otg_schema::UtcDay(otg_schema::UtcDay::of_unix_ms(CHECK_IN_AT).0 + n);
         let EmployeeRecords { records: mut leave, .. } = check_in("phone", "emp-1", day(0).start_unix_ms());
-        leave[0].0.kind = RecordKind::LeaveRequest;
-        leave[0].0.leave = Some((day(1), day(5)));
-        leave[0].0.status = RecordStatus::Active;
-        store.commit(&crate::store::Commit { timeline: vec![leave[0].0.clone()], ..Default::default() }).await.unwrap();
+        leave[0].entry.kind = RecordKind::LeaveRequest;
+        leave[0].entry.leave = Some((day(1), day(5)));
+        leave[0].entry.status = RecordStatus::Active;
+        let leave = leave[0].entry.clone();
+        store.commit(&crate::store::Commit { timeline: vec![leave], ..Default::default() }).await.unwrap();
         let (actor, _) = actor(store, 100);
 
         // Device wins: a check-in on day 3 supersedes the leave; a check-in on day 5 then
         // finds no leave standing, though day 5 was not read for the first.
         let mut records = check_in("kiosk", "emp-1", day(3).start_unix_ms() + 12 * 3_600_000);
         records.records.extend(check_in("kiosk", "emp-1", day(5).start_unix_ms() + 12 * 3_600_000).records);
-        records.records[1].0.seq = 2;
+        records.records[1].entry.seq = 2;
         let settings = OrgSettings { conflict_resolution: ConflictResolution::DeviceWins, ..OrgSettings::default() };
         let ((reply, answer), (_commit_known, committed)) = (oneshot::channel(), oneshot::channel());
         actor.do_send(PlaceRecords::new(vec![records], day(6).start_unix_ms(), &settings, reply, committed));

@@ -20,9 +20,9 @@ pub struct Incoming {
     pub verdict: Result<ValidRecord, Rejection>,
 }
 
-/// What to do with one incoming record.
+/// What to do with one incoming record, given what its seq already holds.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Decision {
+pub enum RecordDecision {
     /// A new seq with a valid record: store it.
     Store,
     /// A new seq with a refused record: keep the refusal so the seq leaves no gap.
@@ -53,7 +53,7 @@ pub fn decide(
     received: &SeqRanges,
     incoming: &[Incoming],
     previously: &HashMap<u64, SeqEntry>,
-) -> (Vec<Decision>, SeqRanges) {
+) -> (Vec<RecordDecision>, SeqRanges) {
     let mut after = received.clone();
     // Seqs this batch fills, with the index of the record that fills each.
     let mut filled_here: HashMap<u64, usize> = HashMap::new();
@@ -62,12 +62,12 @@ pub fn decide(
         .enumerate()
         .map(|(index, record)| {
             let Some(seq) = u64::try_from(record.seq).ok().filter(|&seq| seq >= 1) else {
-                return Decision::NoSlot;
+                return RecordDecision::NoSlot;
             };
             if let Some(&first) = filled_here.get(&seq) {
                 let first = &incoming[first];
                 return if first.record_id != record.record_id {
-                    Decision::SeqReused
+                    RecordDecision::SeqReused
                 } else {
                     match &first.verdict {
                         Ok(_) => replay(AckStatus::Duplicate, None, None),
@@ -77,7 +77,7 @@ pub fn decide(
             }
             if let Some(entry) = previously.get(&seq).filter(|_| received.contains(seq)) {
                 return if entry.record_id() != record.record_id {
-                    Decision::SeqReused
+                    RecordDecision::SeqReused
                 } else {
                     match entry {
                         SeqEntry::Stored(_) => replay(AckStatus::Duplicate, None, None),
@@ -90,17 +90,17 @@ pub fn decide(
             filled_here.insert(seq, index);
             after.insert(seq);
             if record.verdict.is_ok() {
-                Decision::Store
+                RecordDecision::Store
             } else {
-                Decision::Refuse
+                RecordDecision::Refuse
             }
         })
         .collect();
     (decisions, after)
 }
 
-fn replay(status: AckStatus, reason: Option<RejectReason>, detail: Option<String>) -> Decision {
-    Decision::Replay { status, reason, detail }
+fn replay(status: AckStatus, reason: Option<RejectReason>, detail: Option<String>) -> RecordDecision {
+    RecordDecision::Replay { status, reason, detail }
 }
 
 #[cfg(test)]
@@ -122,14 +122,14 @@ mod tests {
     }
 
     /// Runs a batch the way the device actor does, keeping `store` as the stored seqs.
-    fn run(received: &mut SeqRanges, store: &mut HashMap<u64, SeqEntry>, batch: &[Incoming]) -> Vec<Decision> {
+    fn run(received: &mut SeqRanges, store: &mut HashMap<u64, SeqEntry>, batch: &[Incoming]) -> Vec<RecordDecision> {
         let lookups = seqs_to_look_up(received, batch);
         let previously = lookups.iter().filter_map(|seq| store.get(seq).map(|e| (*seq, e.clone()))).collect();
         let (decisions, after) = decide(received, batch, &previously);
         for (record, decision) in batch.iter().zip(&decisions) {
             let entry = match (decision, &record.verdict) {
-                (Decision::Store, Ok(valid)) => conformance::stored("dev", valid.clone()),
-                (Decision::Refuse, Err(rejection)) => SeqEntry::Rejected {
+                (RecordDecision::Store, Ok(valid)) => conformance::stored("dev", valid.clone()),
+                (RecordDecision::Refuse, Err(rejection)) => SeqEntry::Rejected {
                     seq: record.seq as u64,
                     record_id: record.record_id.clone(),
                     reason: rejection.reason,
@@ -147,7 +147,7 @@ mod tests {
     fn every_kind_of_decision() {
         let (mut received, mut store) = (SeqRanges::default(), HashMap::new());
         let first = run(&mut received, &mut store, &[valid(1, "a"), refused(2, "b"), valid(0, "z")]);
-        assert_eq!(first, vec![Decision::Store, Decision::Refuse, Decision::NoSlot]);
+        assert_eq!(first, vec![RecordDecision::Store, RecordDecision::Refuse, RecordDecision::NoSlot]);
         assert_eq!(received.next_seq(), 3, "a refused seq leaves no gap");
 
         let again = run(
@@ -157,10 +157,10 @@ mod tests {
         );
         assert_eq!(again[0], replay(AckStatus::Duplicate, None, None));
         assert_eq!(again[1], replay(AckStatus::Rejected, Some(RejectReason::TooOld), None));
-        assert_eq!(again[2], Decision::SeqReused);
-        assert_eq!(again[3], Decision::Store);
+        assert_eq!(again[2], RecordDecision::SeqReused);
+        assert_eq!(again[3], RecordDecision::Store);
         assert_eq!(again[4], replay(AckStatus::Duplicate, None, None), "a seq repeated within a batch");
-        assert_eq!(again[5], Decision::SeqReused);
+        assert_eq!(again[5], RecordDecision::SeqReused);
     }
 
     #[test]
@@ -198,14 +198,14 @@ mod tests {
                 let decisions = run(&mut received, &mut store, &incoming);
                 for (&(seq, id, bad), decision) in batch.iter().zip(&decisions) {
                     let expected = if seq < 1 {
-                        Decision::NoSlot
+                        RecordDecision::NoSlot
                     } else {
                         match model.get(&seq) {
                             None => {
                                 model.insert(seq, ModelSlot { id, refused: bad });
-                                if bad { Decision::Refuse } else { Decision::Store }
+                                if bad { RecordDecision::Refuse } else { RecordDecision::Store }
                             }
-                            Some(slot) if slot.id != id => Decision::SeqReused,
+                            Some(slot) if slot.id != id => RecordDecision::SeqReused,
                             Some(slot) if slot.refused => replay(AckStatus::Rejected, Some(RejectReason::TooOld), None),
                             Some(_) => replay(AckStatus::Duplicate, None, None),
                         }

@@ -29,9 +29,17 @@ pub struct Placed {
     pub conflicts: Vec<ConflictRecord>,
 }
 
+/// One record to place in its employee's timeline, and whether its turn to be
+/// evaluated has come (a record behind a gap in its device's seqs waits).
+#[derive(Debug)]
+pub struct ToPlace {
+    pub entry: TimelineEntry,
+    pub evaluate_now: bool,
+}
+
 /// An administrator's decision on a conflict.
 #[derive(Debug, Clone)]
-pub struct Decision {
+pub struct AdminDecision {
     pub conflict_id: String,
     pub resolution: Resolution,
     pub note: String,
@@ -90,13 +98,14 @@ impl CachedTimeline {
     /// marked so one at a time.
     pub(crate) async fn place(
         &mut self,
-        records: Vec<(TimelineEntry, bool)>,
+        records: Vec<ToPlace>,
         received_at: i64,
         rules: RuleSettings,
         policy: ConflictResolution,
     ) -> Result<Vec<Placed>, StoreError> {
+        fail::fail_point!("employee_timeline::place");
         let mut placed = Vec::with_capacity(records.len());
-        for (mut entry, evaluate_now) in records {
+        for ToPlace { mut entry, evaluate_now } in records {
             entry.status = if evaluate_now { RecordStatus::Active } else { RecordStatus::Pending };
             let (mut superseded, mut conflicts) = (Vec::new(), Vec::new());
             if evaluate_now {
@@ -122,7 +131,7 @@ impl CachedTimeline {
 
     /// Records the decision and sets the records' statuses, in one durable commit;
     /// nothing is deleted.
-    pub(crate) async fn resolve(&mut self, resolve: Decision) -> Result<ConflictRecord, ResolveError> {
+    pub(crate) async fn resolve(&mut self, resolve: AdminDecision) -> Result<ConflictRecord, ResolveError> {
         let conflict = self
             .store
             .conflict(&resolve.conflict_id)

@@ -78,7 +78,13 @@ pub struct DeviceMetrics {
     pub conflict_employees_cached: IntGauge,
     pub conflict_requests_waiting: IntGauge,
     pub mailbox_full: IntCounter,
+    /// Idle stops alone: `device_actor_stops{reason="idle"}`, kept for the dashboards
+    /// that read it.
     pub actors_evicted: IntCounter,
+    /// Device actors stopped, by `StopReason`.
+    pub device_actor_stops: IntCounterVec,
+    /// Panics caught in an actor's work, by kind of actor (`supervision`).
+    pub actor_panics: IntCounterVec,
     /// Batches queued for or in work at device actors, all devices together.
     pub mailbox_batches: IntGauge,
     pub conflicts: IntCounterVec,
@@ -95,6 +101,8 @@ impl DeviceMetrics {
             conflict_requests_waiting: IntGauge::new("otg_conflict_requests_waiting", "Placements waiting at a conflict actor: for an employee another device's batch holds, or (backlog) for the backlog placement running.")?,
             mailbox_full: IntCounter::new("otg_device_mailbox_full_total", "Batches refused with 429 because the device's mailbox was full.")?,
             actors_evicted: IntCounter::new("otg_device_actors_evicted_total", "Device actors stopped after their idle timeout.")?,
+            device_actor_stops: IntCounterVec::new(Opts::new("otg_device_actor_stops_total", "Device actors stopped, by reason: idle (memory follows active devices) or other_lane (its next batch starts on its own lane)."), &["reason"])?,
+            actor_panics: IntCounterVec::new(Opts::new("otg_actor_panics_total", "Panics caught in a device or conflict actor's work: that batch or placement got an error, nothing of it acked, and the actor went on."), &["actor"])?,
             mailbox_batches: IntGauge::new("otg_device_mailbox_batches", "Batches queued for or in work at device actors, all devices together.")?,
             conflicts: IntCounterVec::new(Opts::new("otg_conflicts_detected_total", "Conflicts found, by kind."), &["kind"])?,
             store_retries: IntCounter::new("otg_store_commit_retries_total", "Batch commits tried again after a transient store failure.")?,
@@ -111,6 +119,14 @@ impl DeviceMetrics {
         registry.register(Box::new(metrics.conflict_requests_waiting.clone()))?;
         registry.register(Box::new(metrics.mailbox_full.clone()))?;
         registry.register(Box::new(metrics.actors_evicted.clone()))?;
+        registry.register(Box::new(metrics.device_actor_stops.clone()))?;
+        for reason in crate::device_actor::StopReason::ALL {
+            metrics.device_actor_stops.with_label_values(&[reason.as_str()]);
+        }
+        registry.register(Box::new(metrics.actor_panics.clone()))?;
+        for actor in crate::supervision::ActorKind::ALL {
+            metrics.actor_panics.with_label_values(&[actor.as_str()]);
+        }
         Ok(metrics)
     }
 }

@@ -17,20 +17,24 @@
 //! finds the semaphore closed starts a fresh actor instead.
 
 use crate::conflict_actor::ConflictActorOptions;
-use crate::conflict_actors::ConflictActors;
-use crate::device_actor::{BatchOutcome, DeviceActor, EvaluateWaiting, IngestBatch, MailboxSlot, ReadProgress, Upload};
-use crate::employee_timeline::{Decision, ResolveError};
+use crate::conflict_shards::ConflictShards;
+use crate::device_actor::{
+    DeviceActor, DeviceActorShared, DeviceDirectory, EvaluateWaiting, IngestBatch, Lane, MailboxSlot, ReadProgress,
+};
+use crate::employee_timeline::{AdminDecision, ResolveError};
+use crate::ingest::{BatchOutcome, IngestServices, Upload};
 use crate::metrics::DeviceMetrics;
 use crate::retry::RetryPolicy;
+use crate::sharding::shard_of;
 use crate::store::{ConflictRecord, Resolution};
 use crate::store::{DeviceProgress, Store, StoreError};
+use crate::supervision::{ActorKind, PanicWatch};
 use actix::dev::SendError;
 use actix::prelude::*;
 use dashmap::DashMap;
-use prometheus::IntCounter;
+use prometheus::IntGauge;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hash};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Semaphore, TryAcquireError};
@@ -65,14 +69,11 @@ pub struct DeviceActorOptions {
 #[error("this device already has {0} batches waiting")]
 pub struct DeviceBusy(pub usize);
 
+/// Builds the device and conflict actors and hands each batch to its device's actor.
 #[derive(Clone)]
 pub struct DeviceRegistry {
-    inner: RegistryHandle,
+    inner: Arc<Inner>,
 }
-
-/// What a device actor holds of its registry, to leave it when it stops.
-#[derive(Clone)]
-pub(crate) struct RegistryHandle(Arc<Inner>);
 
 /// A live actor and the slots of its mailbox.
 #[derive(Clone)]
@@ -81,28 +82,31 @@ struct DeviceEntry {
     mailbox: Arc<Semaphore>,
 }
 
-/// The arbiters a device actor runs on: chosen by the batch that starts it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Lane {
-    Live,
-    Backlog,
+/// The device actors alive now, by device; what an actor tells when it stops.
+struct Directory {
+    actors: DashMap<Arc<str>, DeviceEntry>,
+    /// Devices to wake when records waiting behind a gap are due (see `run_wake_ups`).
+    wake_ups: mpsc::UnboundedSender<(Instant, Arc<str>)>,
+    active_actors: IntGauge,
 }
 
-impl Lane {
-    pub(crate) fn of(live: bool) -> Self {
-        if live {
-            Lane::Live
-        } else {
-            Lane::Backlog
+impl DeviceDirectory for Directory {
+    fn forget(&self, device_id: &str, actor: &Addr<DeviceActor>) {
+        if self.actors.remove_if(device_id, |_, current| current.actor == *actor).is_some() {
+            self.active_actors.dec();
         }
+    }
+
+    fn wake_up(&self, device_id: &str, due_in: Duration) {
+        let _ = self.wake_ups.send((Instant::now() + due_in, Arc::from(device_id)));
     }
 }
 
 struct Inner {
-    actors: DashMap<Arc<str>, DeviceEntry>,
-    /// Devices to wake when records waiting behind a gap are due (see `run_wake_ups`).
-    wake_ups: mpsc::UnboundedSender<(Instant, Arc<str>)>,
-    conflicts: Arc<ConflictActors>,
+    directory: Arc<Directory>,
+    /// What every device actor is built with.
+    shared: Arc<DeviceActorShared>,
+    conflicts: Arc<ConflictShards>,
     live_arbiters: Vec<ArbiterHandle>,
     backlog_arbiters: Vec<ArbiterHandle>,
     store: Arc<dyn Store>,
@@ -111,7 +115,7 @@ struct Inner {
 }
 
 impl DeviceRegistry {
-    /// Starts the arbiters; must run inside an actix `System`.
+    /// Starts the arbiters and the conflict actors; must run inside an actix `System`.
     pub fn start(store: Arc<dyn Store>, options: DeviceActorOptions, metrics: DeviceMetrics) -> Self {
         let lane = || -> Vec<ArbiterHandle> { (0..options.arbiters.max(1)).map(|_| Arbiter::new().handle()).collect() };
         let (live_arbiters, backlog_arbiters) = (lane(), lane());
@@ -122,21 +126,30 @@ impl DeviceRegistry {
             backlog_placements: options.conflict_backlog_placements,
             cached: metrics.conflict_employees_cached.clone(),
             waiting: metrics.conflict_requests_waiting.clone(),
+            panic_watch: PanicWatch { kind: ActorKind::Conflict, panics: metrics.actor_panics.clone() },
         };
-        let conflicts = ConflictActors::start(conflict_options, backlog_arbiters.len(), metrics.conflicts.clone());
+        let conflicts =
+            Arc::new(ConflictShards::start(conflict_options, backlog_arbiters.len(), metrics.conflicts.clone()));
         metrics.conflict_actors_active.set(backlog_arbiters.len() as i64);
         let (wake_ups, due) = mpsc::unbounded_channel();
-        let inner = Inner {
-            actors: DashMap::new(),
-            wake_ups,
-            conflicts: Arc::new(conflicts),
-            live_arbiters,
-            backlog_arbiters,
-            store,
-            options,
-            metrics,
-        };
-        let registry = DeviceRegistry { inner: RegistryHandle(Arc::new(inner)) };
+        let directory =
+            Arc::new(Directory { actors: DashMap::new(), wake_ups, active_actors: metrics.active_actors.clone() });
+        let shared = Arc::new(DeviceActorShared {
+            services: IngestServices {
+                store: store.clone(),
+                conflicts: options.detect_conflicts.then(|| conflicts.clone()),
+                store_retry: options.store_retry,
+                store_retries: metrics.store_retries.clone(),
+            },
+            directory: directory.clone(),
+            idle_timeout: options.idle_timeout,
+            mailbox_capacity: options.mailbox_capacity as u32,
+            stops: metrics.device_actor_stops.clone(),
+            evicted: metrics.actors_evicted.clone(),
+            panic_watch: PanicWatch { kind: ActorKind::Device, panics: metrics.actor_panics.clone() },
+        });
+        let inner = Inner { directory, shared, conflicts, live_arbiters, backlog_arbiters, store, options, metrics };
+        let registry = DeviceRegistry { inner: Arc::new(inner) };
         actix::spawn(registry.clone().run_wake_ups(due));
         registry
     }
@@ -158,23 +171,23 @@ impl DeviceRegistry {
                 Ok(slot) => slot,
                 Err(TryAcquireError::NoPermits) => break,
                 Err(TryAcquireError::Closed) => {
-                    self.inner.forget(device_id, &entry.actor);
+                    self.inner.directory.forget(device_id, &entry.actor);
                     continue;
                 }
             };
             let (upload_now, reply) = upload.take().expect("an upload is sent at most once");
-            let mailbox_slot = MailboxSlot::new(mailbox_slot, self.inner.0.metrics.mailbox_batches.clone());
+            let mailbox_slot = MailboxSlot::new(mailbox_slot, self.inner.metrics.mailbox_batches.clone());
             match entry.actor.try_send(IngestBatch { upload: upload_now, reply, mailbox_slot }) {
                 Ok(()) => return Ok(outcome),
                 Err(SendError::Full(_)) => break,
                 Err(SendError::Closed(returned)) => {
-                    self.inner.forget(device_id, &entry.actor);
+                    self.inner.directory.forget(device_id, &entry.actor);
                     upload = Some((returned.upload, returned.reply));
                 }
             }
         }
-        self.inner.0.metrics.mailbox_full.inc();
-        Err(DeviceBusy(self.inner.0.options.mailbox_capacity))
+        self.inner.metrics.mailbox_full.inc();
+        Err(DeviceBusy(self.inner.options.mailbox_capacity))
     }
 
     /// The device's progress as its actor sees it.
@@ -184,7 +197,7 @@ impl DeviceRegistry {
         if let Ok(progress) = entry.actor.send(ReadProgress).await {
             return progress;
         }
-        self.inner.forget(device_id, &entry.actor);
+        self.inner.directory.forget(device_id, &entry.actor);
         self.entry(device_id, Lane::Backlog)
             .actor
             .send(ReadProgress)
@@ -200,14 +213,14 @@ impl DeviceRegistry {
         note: String,
         resolved_at: i64,
     ) -> Result<ConflictRecord, ResolveError> {
-        let decision = Decision { conflict_id: conflict.id.clone(), resolution, note, resolved_at };
-        self.inner.0.conflicts.resolve(conflict, decision).await
+        let decision = AdminDecision { conflict_id: conflict.id.clone(), resolution, note, resolved_at };
+        self.inner.conflicts.resolve(conflict, decision).await
     }
 
     /// Wakes the actors of devices whose records wait behind a gap (after a restart),
     /// so the gap timeout evaluates them even if the device never sends again.
     pub async fn resume_waiting(&self) -> Result<usize, StoreError> {
-        let waiting = self.inner.0.store.devices_waiting_for_evaluation().await?;
+        let waiting = self.inner.store.devices_waiting_for_evaluation().await?;
         for device_id in &waiting {
             let (registry, device_id) = (self.clone(), device_id.clone());
             actix::spawn(async move { registry.evaluate_waiting(&device_id).await });
@@ -245,79 +258,47 @@ impl DeviceRegistry {
     async fn evaluate_waiting(&self, device_id: &str) {
         let entry = self.entry(device_id, Lane::Backlog);
         if entry.actor.send(EvaluateWaiting).await.is_err() {
-            self.inner.forget(device_id, &entry.actor);
+            self.inner.directory.forget(device_id, &entry.actor);
             let _ = self.entry(device_id, Lane::Backlog).actor.send(EvaluateWaiting).await;
         }
     }
 
     /// Device actors alive now.
     pub fn active(&self) -> usize {
-        self.inner.0.actors.len()
+        self.inner.directory.actors.len()
     }
 
     /// Stops the arbiters once nothing more will be sent.
     pub fn stop(&self) {
-        for arbiter in self.inner.0.live_arbiters.iter().chain(&self.inner.0.backlog_arbiters) {
+        for arbiter in self.inner.live_arbiters.iter().chain(&self.inner.backlog_arbiters) {
             arbiter.stop();
         }
-        self.inner.0.conflicts.stop();
+        self.inner.conflicts.stop();
     }
 
     /// The device's actor; a new one starts on `lane`.
     fn entry(&self, device_id: &str, lane: Lane) -> DeviceEntry {
-        if let Some(entry) = self.inner.0.actors.get(device_id) {
+        let inner = &self.inner;
+        if let Some(entry) = inner.directory.actors.get(device_id) {
             return entry.clone();
         }
-        let inner = &self.inner.0;
         inner
+            .directory
             .actors
             .entry(Arc::from(device_id))
             .or_insert_with(|| {
                 let arbiters = if lane == Lane::Live { &inner.live_arbiters } else { &inner.backlog_arbiters };
                 let arbiter = &arbiters[shard_of(device_id, arbiters.len())];
-                let (id, store, registry) = (Arc::from(device_id), inner.store.clone(), self.inner.clone());
+                let (id, shared) = (Arc::from(device_id), inner.shared.clone());
                 let mailbox = Arc::new(Semaphore::new(inner.options.mailbox_capacity));
-                let (idle_timeout, actor_mailbox) = (inner.options.idle_timeout, mailbox.clone());
+                let actor_mailbox = mailbox.clone();
                 inner.metrics.active_actors.inc();
                 let actor = DeviceActor::start_in_arbiter(arbiter, move |_ctx| {
-                    DeviceActor::new(id, lane, store, registry, actor_mailbox, idle_timeout)
+                    DeviceActor::new(id, lane, actor_mailbox, shared)
                 });
                 DeviceEntry { actor, mailbox }
             })
             .clone()
-    }
-}
-
-impl RegistryHandle {
-    /// Drops the map entry if it still names this (stopped) actor.
-    pub(crate) fn forget(&self, device_id: &str, actor: &Addr<DeviceActor>) {
-        if self.0.actors.remove_if(device_id, |_, current| current.actor == *actor).is_some() {
-            self.0.metrics.active_actors.dec();
-        }
-    }
-
-    pub(crate) fn evicted(&self) {
-        self.0.metrics.actors_evicted.inc();
-    }
-
-    /// Wakes the device after `due_in`, to evaluate records waiting behind a gap.
-    pub(crate) fn wake_up(&self, device_id: &str, due_in: Duration) {
-        let _ = self.0.wake_ups.send((Instant::now() + due_in, Arc::from(device_id)));
-    }
-
-    /// The conflict actors, unless conflict detection is off.
-    pub(crate) fn conflict_actors(&self) -> Option<Arc<ConflictActors>> {
-        self.0.options.detect_conflicts.then(|| self.0.conflicts.clone())
-    }
-
-    /// How commits are retried, and the counter of retries.
-    pub(crate) fn store_retry(&self) -> (RetryPolicy, IntCounter) {
-        (self.0.options.store_retry, self.0.metrics.store_retries.clone())
-    }
-
-    /// All the slots of a device's mailbox, as a stopping actor takes them.
-    pub(crate) fn mailbox_capacity(&self) -> u32 {
-        self.0.options.mailbox_capacity as u32
     }
 }
 
@@ -326,12 +307,6 @@ async fn sleep_until_or_forever(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at.into()).await,
         None => std::future::pending().await,
     }
-}
-
-/// Which of `shards` a key belongs to (a device's arbiter, an employee's conflict
-/// actor): the same for a key in every run.
-pub(crate) fn shard_of<K: Hash + ?Sized>(key: &K, shards: usize) -> usize {
-    (BuildHasherDefault::<DefaultHasher>::default().hash_one(key) % shards as u64) as usize
 }
 
 #[cfg(test)]

@@ -23,11 +23,11 @@ mod support;
 
 use hdrhistogram::Histogram;
 use otg_actors::metrics::StoreMetrics;
-use otg_actors::seq_ranges::SeqRanges;
 use otg_actors::store::{
     AuditEvent, AuditKind, Commit, DeviceProgress, DeviceWrite, EmbeddedStore, EmbeddedStoreOptions, ScyllaStore,
     ScyllaStoreOptions, SeqEntry, Store, StoredRecord, SyncCounts, SyncTotals,
 };
+use otg_actors::SeqRanges;
 use otg_schema::signing::{DEVICE_ID_HEADER, REQUEST_TIME_HEADER, SIGNATURE_HEADER};
 use otg_schema::validate::{check_record, RecordRules};
 use otg_schema::wire::{self, AckStatus, Batch, BatchResponse, Geo, Record};

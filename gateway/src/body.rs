@@ -39,16 +39,14 @@ impl BodyPace {
     }
 }
 
+/// Reads a body of at most `limit` bytes (`declared_length`, within the limit, sizes
+/// the buffer; a body declared larger is refused by its caller from the headers).
 pub async fn read_limited(
     mut payload: Payload,
     limit: usize,
     declared_length: Option<usize>,
     pace: BodyPace,
 ) -> Result<Bytes, ApiError> {
-    if declared_length.is_some_and(|length| length > limit) {
-        drain(payload).await;
-        return Err(ApiError::PayloadTooLarge(limit));
-    }
     let started = Instant::now();
     let mut body = BytesMut::with_capacity(declared_length.unwrap_or(8 * 1024).min(limit));
     loop {

@@ -7,8 +7,8 @@ use crate::error::ApiError;
 use crate::routes::paging::{next_cursor, PageQuery};
 use crate::state::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
-use otg_actors::employee_timeline::ResolveError;
 use otg_actors::store::{ConflictRecord, Page, Resolution};
+use otg_actors::ResolveError;
 use serde::{Deserialize, Serialize};
 
 pub fn routes(config: &mut web::ServiceConfig) {

@@ -1,10 +1,11 @@
 //! Device endpoints (MessagePack): upload a batch, read the org's config, read status.
 //!
-//! A batch goes: content type, the device named in its headers (enrolled, not revoked),
-//! memory and bytes admission (and its client address's share), size limit and pace of
-//! the body, signature, the device's rate, decode, batch checks, the org's rate and the records budget at the
-//! batch's priority, record checks, then to the device's actor, and is answered once
-//! the actor says durable. What admission reserved is released with the answer.
+//! A batch goes: content type, declared size, the device named in its headers (enrolled,
+//! not revoked), memory and bytes admission (and its client address's share), size
+//! limit and pace of the body, signature, the device's rate, decode, batch checks, the
+//! org's rate and the records budget at the batch's priority, record checks, then to
+//! the device's actor, and is answered once the actor says durable. What admission
+//! reserved is released with the answer.
 
 use crate::admission::decide::Priority;
 use crate::admission::Reserved;
@@ -17,8 +18,8 @@ use crate::state::AppState;
 use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
-use otg_actors::dedupe::Incoming;
 use otg_actors::store::{ConflictRecord, DeviceEnrolment, PolicyOutcome};
+use otg_actors::Incoming;
 use otg_actors::Upload;
 use otg_schema::signing::PRIORITY_HEADER;
 use otg_schema::validate::{check_batch, check_record, RecordRules};
@@ -73,16 +74,19 @@ async fn authenticated(
     if !is_msgpack(request) {
         return Err(ApiError::UnsupportedMediaType);
     }
+    let (limit, declared) = (state.config.body_limit_bytes, content_length(request));
+    if declared.is_some_and(|length| length > limit) {
+        // Swallowed, not read into memory, so a client still sending sees the 413.
+        drain(payload).await;
+        return Err(ApiError::PayloadTooLarge(limit));
+    }
     let device = match enrolled_device(request, state.store.as_ref()).await {
         Ok(device) => device,
         Err(refused) => {
-            // Swallowed, not read into memory, so a client still sending sees the status.
             drain(payload).await;
             return Err(refused);
         }
     };
-    let limit = state.config.body_limit_bytes;
-    let declared = content_length(request);
     let admission = &state.admission;
     let (client, hint) = (request.peer_addr().map(|address| address.ip()), priority_hint(request));
     let mut reserved = match admission.reserve(client, hint, declared.unwrap_or(limit).min(limit) as u64).await {

@@ -224,8 +224,14 @@ impl Committer {
     /// event is marked counted in the same atomic batch. The committer is the only
     /// writer of all three, so reading and adding loses nothing.
     fn add_stats(&self, stats: Vec<SyncCounts>, batch: &mut OwnedWriteBatch) -> Result<(), StoreError> {
+        /// The totals a commit adds to: an org's hour, or a device's all-time.
+        #[derive(PartialEq, Eq, Hash)]
+        enum TotalsOf {
+            OrgHour(Vec<u8>),
+            Device(Vec<u8>),
+        }
         // Summed first: the batch's own writes are not read back.
-        let mut sums: std::collections::HashMap<(bool, Vec<u8>), SyncTotals> = std::collections::HashMap::new();
+        let mut sums: std::collections::HashMap<TotalsOf, SyncTotals> = std::collections::HashMap::new();
         let mut counted = std::collections::HashSet::new();
         for counts in stats {
             let event = keys::event(&counts.device_id, counts.key);
@@ -233,13 +239,15 @@ impl Committer {
                 continue;
             }
             batch.insert(&self.tables.stats_counted, event, []);
-            sums.entry((true, keys::timed_from(&counts.org_id, super::hour_of(counts.at))))
-                .or_default()
-                .add(&counts.totals);
-            sums.entry((false, counts.device_id.into_bytes())).or_default().add(&counts.totals);
+            let org_hour = keys::timed_from(&counts.org_id, super::hour_of(counts.at));
+            sums.entry(TotalsOf::OrgHour(org_hour)).or_default().add(&counts.totals);
+            sums.entry(TotalsOf::Device(counts.device_id.into_bytes())).or_default().add(&counts.totals);
         }
-        for ((by_org, key), sum) in sums {
-            let keyspace = if by_org { &self.tables.stats_by_org_hour } else { &self.tables.stats_by_device };
+        for (of, sum) in sums {
+            let (keyspace, key) = match of {
+                TotalsOf::OrgHour(key) => (&self.tables.stats_by_org_hour, key),
+                TotalsOf::Device(key) => (&self.tables.stats_by_device, key),
+            };
             let mut totals: SyncTotals = read(keyspace, &key)?.unwrap_or_default();
             totals.add(&sum);
             batch.insert(keyspace, key, encode(&totals));

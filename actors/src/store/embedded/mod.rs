@@ -12,158 +12,36 @@
 mod committer;
 mod live_log;
 mod read_barrier;
+mod replay;
+mod tables;
+mod write_set;
 
 use super::codec::{decode, encode};
 use super::keys;
 use super::{
     AdminResolution, AuditEvent, AuditKind, AuditScope, Commit, ConflictRecord, Cursor, DeviceEnrolment,
-    DeviceProgress, Page, Resolved, SeqEntry, Store, StoreError, SyncCounts, SyncTotals, TimelineEntry,
+    DeviceProgress, Page, Resolved, SeqEntry, Store, StoreError, SyncTotals, TimelineEntry,
 };
 use crate::metrics::StoreMetrics;
 use async_trait::async_trait;
 use committer::{Committer, Origin, PendingCommit, Queues as CommitterQueues};
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, OwnedWriteBatch, PersistMode};
+use fjall::{Database, Keyspace, OwnedWriteBatch, PersistMode};
 use live_log::{LiveCommit, LiveLog, LiveWriter};
 use otg_schema::{OrgSettings, UtcDay};
 use read_barrier::{ReadBarrier, Touched};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use replay::replay_live_log;
+use tables::{read, scan_after, Tables};
+use write_set::{audit_writes, batch_of, touched_by, writes_of, LiveEntry, Write};
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+pub use tables::EmbeddedStoreOptions;
 use tokio::sync::{mpsc, oneshot};
 
 /// The key in `meta` of the last live log entry applied to the tables.
 const LIVE_APPLIED: &[u8] = b"live_applied";
 /// Live commits that may wait for the live log writer.
 const LIVE_QUEUE: usize = 1024;
-
-/// Tuning of the embedded store.
-#[derive(Debug, Clone)]
-pub struct EmbeddedStoreOptions {
-    pub path: PathBuf,
-    /// Commits that may wait for the committer; callers beyond it wait to enqueue.
-    pub commit_queue_capacity: usize,
-    /// The most commits one fsync covers.
-    pub max_group_commits: usize,
-    /// The most device records one fsync covers (one commit may pass it alone).
-    pub max_group_records: usize,
-    /// A live commit of at most this many records goes through the live log; a larger
-    /// one (a device catching up, not a check-in) through the committer, so the log
-    /// stays small and fast. 0: none does.
-    pub live_log_max_records: usize,
-    /// A commit is live when its newest record was recorded at most this long before
-    /// the gateway received it: the admission's rule for a live batch, read from the
-    /// records themselves.
-    pub live_window_ms: i64,
-    /// fjall block cache, bytes.
-    pub cache_bytes: u64,
-    /// Largest memtable of each table before it is flushed, bytes. A table can hold a
-    /// few (one active, some sealed waiting for flush), so this bounds the store's
-    /// share of memory under load.
-    pub memtable_bytes: u64,
-}
-
-impl EmbeddedStoreOptions {
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        EmbeddedStoreOptions {
-            path: path.into(),
-            commit_queue_capacity: 4096,
-            max_group_commits: 1024,
-            max_group_records: 4_000,
-            live_log_max_records: 64,
-            live_window_ms: otg_schema::signing::LIVE_WINDOW_MS,
-            cache_bytes: 64 * 1024 * 1024,
-            memtable_bytes: 64 * 1024 * 1024,
-        }
-    }
-}
-
-#[derive(Clone)]
-struct Tables {
-    devices: Keyspace,
-    orgs: Keyspace,
-    progress: Keyspace,
-    seqs: Keyspace,
-    timeline: Keyspace,
-    conflicts: Keyspace,
-    /// A conflict's resolution, apart from its detection, so that writing a detection
-    /// again can never undo a resolution.
-    conflict_resolutions: Keyspace,
-    conflicts_by_org: Keyspace,
-    conflicts_by_device: Keyspace,
-    /// One empty value per timeline partition that holds anything: a point read with a
-    /// bloom filter answers "this day is empty" far cheaper than a prefix scan.
-    timeline_days: Keyspace,
-    audit_by_device: Keyspace,
-    audit_by_org: Keyspace,
-    stats_by_org_hour: Keyspace,
-    stats_by_device: Keyspace,
-    /// The (device, event key) of every event the statistics count: counts written
-    /// again are not added again.
-    stats_counted: Keyspace,
-    org_devices: Keyspace,
-    /// The store's own bookkeeping: how far the live log is applied.
-    meta: Keyspace,
-}
-
-/// The tables a commit writes, named in live log entries (by name: a table may be
-/// added, never renamed while a log may hold it).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-enum Table {
-    Progress,
-    Seqs,
-    Timeline,
-    TimelineDays,
-    Conflicts,
-    ConflictsByOrg,
-    ConflictsByDevice,
-    AuditByDevice,
-    AuditByOrg,
-}
-
-impl Tables {
-    fn of(&self, table: Table) -> &Keyspace {
-        match table {
-            Table::Progress => &self.progress,
-            Table::Seqs => &self.seqs,
-            Table::Timeline => &self.timeline,
-            Table::TimelineDays => &self.timeline_days,
-            Table::Conflicts => &self.conflicts,
-            Table::ConflictsByOrg => &self.conflicts_by_org,
-            Table::ConflictsByDevice => &self.conflicts_by_device,
-            Table::AuditByDevice => &self.audit_by_device,
-            Table::AuditByOrg => &self.audit_by_org,
-        }
-    }
-}
-
-/// One key and value a commit writes. The value is fjall's shared slice: copied once
-/// from its encoding, then shared by every key that holds it (a leave's days).
-#[derive(Debug, Serialize, Deserialize)]
-struct Write(Table, #[serde(with = "serde_bytes")] Vec<u8>, #[serde(with = "value_bytes")] fjall::UserValue);
-
-/// A value as MessagePack bytes in a live log entry.
-mod value_bytes {
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(value: &fjall::UserValue, serializer: S) -> Result<S::Ok, S::Error> {
-        serde_bytes::serialize(&**value, serializer)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<fjall::UserValue, D::Error> {
-        let bytes: serde_bytes::ByteBuf = serde_bytes::deserialize(deserializer)?;
-        Ok(bytes.into_vec().into())
-    }
-}
-
-/// A live log entry's payload: a commit's writes (its audit keys included, so that
-/// applying it again writes the same keys) and the counts it adds.
-#[derive(Serialize, Deserialize)]
-struct LiveEntry {
-    writes: Vec<Write>,
-    stats: Vec<SyncCounts>,
-}
 
 /// Where commits go.
 struct Senders {
@@ -197,38 +75,7 @@ impl EmbeddedStore {
             .manual_journal_persist(true)
             .open()
             .map_err(unavailable)?;
-        let memtable_bytes = options.memtable_bytes;
-        // lz4 on every level, not only from L2 on as fjall does by default: a storm's
-        // flushes and first compactions then write about 43% fewer bytes (docs/benchmarks.md).
-        // Options apply when a keyspace is created; existing ones keep theirs.
-        let compression = fjall::config::CompressionPolicy::all(fjall::CompressionType::Lz4);
-        let keyspace = |name: &str| {
-            let options = || {
-                KeyspaceCreateOptions::default()
-                    .max_memtable_size(memtable_bytes)
-                    .data_block_compression_policy(compression.clone())
-            };
-            db.keyspace(name, options).map_err(unavailable)
-        };
-        let tables = Tables {
-            devices: keyspace("devices")?,
-            orgs: keyspace("orgs")?,
-            progress: keyspace("progress")?,
-            seqs: keyspace("seqs")?,
-            timeline: keyspace("timeline")?,
-            conflicts: keyspace("conflicts")?,
-            conflict_resolutions: keyspace("conflict_resolutions")?,
-            conflicts_by_org: keyspace("conflicts_by_org")?,
-            conflicts_by_device: keyspace("conflicts_by_device")?,
-            timeline_days: keyspace("timeline_days")?,
-            audit_by_device: keyspace("audit_by_device")?,
-            audit_by_org: keyspace("audit_by_org")?,
-            stats_by_org_hour: keyspace("stats_by_org_hour")?,
-            stats_by_device: keyspace("stats_by_device")?,
-            stats_counted: keyspace("stats_counted")?,
-            org_devices: keyspace("org_devices")?,
-            meta: keyspace("meta")?,
-        };
+        let tables = Tables::open(&db, options.memtable_bytes)?;
         let failed = Arc::new(AtomicBool::new(false));
         let applied: u64 = read(&tables.meta, LIVE_APPLIED)?.unwrap_or(0);
         let (barrier, durable_lsn) = (Arc::new(ReadBarrier::new(applied)), Arc::new(AtomicU64::new(applied)));
@@ -280,53 +127,6 @@ impl EmbeddedStore {
             admin_writes: tokio::sync::Mutex::new(()),
             failed,
         })
-    }
-
-    /// Every key and value `commit` writes (the statistics aside, which the committer
-    /// adds), built on the caller's thread.
-    fn writes_of(commit: &Commit) -> Vec<Write> {
-        let Commit { device, timeline, conflicts, audit, .. } = commit;
-        let capacity = device.as_ref().map_or(0, |device| device.entries.len() + 1)
-            + timeline.len() * 2
-            + conflicts.len() * 4
-            + audit.len() * 2;
-        let mut writes = Vec::with_capacity(capacity);
-        if let Some(device) = device {
-            for entry in &device.entries {
-                writes.push(Write(Table::Seqs, keys::seq(&device.device_id, entry.seq()), encode(entry).into()));
-            }
-            writes.push(Write(Table::Progress, device.device_id.as_bytes().to_vec(), encode(&device.progress).into()));
-        }
-        let mut partitions = std::collections::HashSet::new();
-        for entry in timeline {
-            let value = fjall::UserValue::from(encode(entry));
-            for (day, at) in entry.positions() {
-                let key = keys::timeline(&entry.org_id, &entry.employee_id, day, at, &entry.device_id, entry.seq);
-                writes.push(Write(Table::Timeline, key, value.clone()));
-                partitions.insert(keys::timeline_partition(&entry.org_id, &entry.employee_id, day));
-            }
-        }
-        for partition in partitions {
-            writes.push(Write(Table::TimelineDays, partition, fjall::UserValue::empty()));
-        }
-        for conflict in conflicts {
-            let id = fjall::UserValue::from(conflict.id.as_bytes());
-            writes.push(Write(Table::Conflicts, conflict.id.as_bytes().to_vec(), encode(conflict).into()));
-            writes.push(Write(
-                Table::ConflictsByOrg,
-                keys::conflict_of_org(&conflict.org_id, conflict.detected_at, &conflict.id),
-                id.clone(),
-            ));
-            for device_id in conflict.device_ids() {
-                writes.push(Write(
-                    Table::ConflictsByDevice,
-                    keys::conflict_of_device(device_id, &conflict.id),
-                    id.clone(),
-                ));
-            }
-        }
-        writes.extend(audit.iter().flat_map(audit_writes));
-        writes
     }
 
     /// Whether `commit` goes through the live log: a live one (its newest record
@@ -446,7 +246,7 @@ impl Store for EmbeddedStore {
         if self.failed.load(Ordering::Relaxed) {
             return Err(failed_earlier());
         }
-        let writes = Self::writes_of(commit);
+        let writes = writes_of(commit);
         let records = commit.device.as_ref().map_or(0, |device| device.entries.len());
         let senders = self
             .senders
@@ -648,74 +448,9 @@ impl Store for EmbeddedStore {
     }
 }
 
-/// The atomic batch of `writes`, with room for the statistics the committer adds.
-fn batch_of(db: &Database, tables: &Tables, writes: Vec<Write>) -> OwnedWriteBatch {
-    let mut batch = OwnedWriteBatch::with_capacity(db.clone(), writes.len() + 3);
-    for Write(table, key, value) in writes {
-        batch.insert(tables.of(table), key, value);
-    }
-    batch
-}
-
-/// The two keys of an audit entry, by device and by org, each ordered by time and told
-/// apart by the entry's own key, so writing it again writes the same keys.
-fn audit_writes(event: &AuditEvent) -> [Write; 2] {
-    let encoded = encode(event);
-    let key = AuditEvent::key_of_encoded(&encoded);
-    let value = fjall::UserValue::from(encoded);
-    [
-        Write(Table::AuditByDevice, keys::timed(&event.device_id, event.at, key), value.clone()),
-        Write(Table::AuditByOrg, keys::timed(&event.org_id, event.at, key), value),
-    ]
-}
-
-/// What a live commit touches that a read may wait for: its device and employees.
-fn touched_by(commit: &Commit) -> Vec<Touched> {
-    let employees =
-        commit.timeline.iter().map(|entry| Touched::Employee(entry.org_id.to_string(), entry.employee_id.to_string()));
-    let touched: std::collections::HashSet<Touched> =
-        commit.device.iter().map(|device| Touched::Device(device.device_id.clone())).chain(employees).collect();
-    touched.into_iter().collect()
-}
-
-/// Applies the live log's entries after `applied` (acked before a crash or a stop,
-/// not yet in the tables), durably; returns the last entry's number.
-fn replay_live_log(committer: &Committer, dir: &std::path::Path, applied: u64) -> Result<u64, StoreError> {
-    let mut last = applied;
-    LiveLog::recover(dir, |lsn, payload| {
-        if lsn <= applied {
-            return Ok(());
-        }
-        let LiveEntry { writes, stats } = decode(&payload)?;
-        last = lsn;
-        committer.write(batch_of(&committer.db, &committer.tables, writes), stats, Some(lsn))
-    })?;
-    // Always: the mark read at open may not be on disk yet, and the log is deleted next.
-    committer.db.persist(PersistMode::SyncAll).map_err(unavailable)?;
-    if last > applied {
-        tracing::info!(entries = last - applied, "applied the live log's entries acked before the last stop");
-    }
-    Ok(last)
-}
-
-/// The items of a partition (`prefix`) that come after the key `after`.
-fn scan_after(keyspace: &Keyspace, prefix: &[u8], after: Option<&[u8]>) -> fjall::Iter {
-    match after.filter(|after| after.starts_with(prefix)) {
-        Some(after) => {
-            let (_, end) = fjall::util::prefix_to_range(prefix);
-            keyspace.range((std::ops::Bound::Excluded(fjall::UserKey::from(after)), end))
-        }
-        None => keyspace.prefix(prefix),
-    }
-}
-
 /// The first millisecond of the UTC hour of `at`.
 fn hour_of(at: i64) -> i64 {
     at.div_euclid(3_600_000) * 3_600_000
-}
-
-fn read<T: DeserializeOwned>(keyspace: &Keyspace, key: &[u8]) -> Result<Option<T>, StoreError> {
-    keyspace.get(key).map_err(unavailable)?.map(|bytes| decode(&bytes)).transpose()
 }
 
 fn unavailable(error: impl std::fmt::Display) -> StoreError {
@@ -733,6 +468,7 @@ fn closed() -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::SyncCounts;
 
     fn open(dir: &tempfile::TempDir) -> EmbeddedStore {
         let metrics = StoreMetrics::register(&prometheus::Registry::new()).unwrap();

@@ -1,5 +1,6 @@
-//! The conflict actors, as many as `device_arbiters`, each on an arbiter of its own, and
-//! which employee each keeps: the one its (org, employee) hashes to. On threads of
+//! `ConflictShards`: the conflict actors, as many as `device_arbiters`, each on an
+//! arbiter of its own, and which employee each keeps: the one its (org, employee)
+//! hashes to. On threads of
 //! their own, a placement (a live check-in's among them) never queues behind device
 //! actors building their commits.
 //!
@@ -10,20 +11,21 @@
 use crate::conflict_actor::{
     ConflictActor, ConflictActorOptions, EmployeeKey, EmployeeRecords, PlaceRecords, ResolveConflict,
 };
-use crate::employee_timeline::{Decision, Placed, ResolveError};
+use crate::employee_timeline::{AdminDecision, Placed, ResolveError};
+use crate::sharding::shard_of;
 use crate::store::{ConflictRecord, StoreError};
 use actix::prelude::*;
 use otg_schema::OrgSettings;
 use prometheus::IntCounterVec;
 use tokio::sync::oneshot;
 
-pub struct ConflictActors {
+pub(crate) struct ConflictShards {
     actors: Vec<Addr<ConflictActor>>,
     arbiters: Vec<ArbiterHandle>,
     detected: IntCounterVec,
 }
 
-impl ConflictActors {
+impl ConflictShards {
     /// Starts `count` conflict actors, each on a new arbiter; `max_employees` is shared
     /// out evenly. Must run inside an actix `System`.
     pub(crate) fn start(mut options: ConflictActorOptions, count: usize, detected: IntCounterVec) -> Self {
@@ -37,7 +39,7 @@ impl ConflictActors {
                 ConflictActor::start_in_arbiter(arbiter, move |_| ConflictActor::new(options))
             })
             .collect();
-        ConflictActors { actors, arbiters, detected }
+        ConflictShards { actors, arbiters, detected }
     }
 
     /// Stops their arbiters once nothing more will be sent.
@@ -98,7 +100,7 @@ impl ConflictActors {
     pub(crate) async fn resolve(
         &self,
         conflict: &ConflictRecord,
-        decision: Decision,
+        decision: AdminDecision,
     ) -> Result<ConflictRecord, ResolveError> {
         let employee: EmployeeKey = (conflict.org_id.as_str().into(), conflict.employee_id.as_str().into());
         let (reply, answer) = oneshot::channel();
@@ -108,6 +110,6 @@ impl ConflictActors {
 
     /// The actor an employee belongs to: the same in every run.
     fn index_of(&self, (org_id, employee_id): &EmployeeKey) -> usize {
-        crate::registry::shard_of(&(&**org_id, &**employee_id), self.actors.len())
+        shard_of(&(&**org_id, &**employee_id), self.actors.len())
     }
 }
