@@ -235,7 +235,8 @@ impl Handler<IngestBatch> for DeviceActor {
         self.last_active = Instant::now();
         let (shared, progress) = (self.shared.clone(), self.progress.take());
         let IngestBatch { upload, reply, mailbox_slot } = batch;
-        let Upload { org_id, batch_id, received_at, reported_pending, records, settings, live } = upload;
+        let Upload { org_id, batch_id, received_at, reported_pending, reported_health, records, settings, live } =
+            upload;
         self.gap_timeout = Some(Duration::from_secs(settings.gap_timeout_s.into()));
         let ingest = Ingest {
             device_id: self.device_id.clone(),
@@ -243,6 +244,7 @@ impl Handler<IngestBatch> for DeviceActor {
             batch_id,
             received_at,
             reported_pending,
+            reported_health,
             settings,
             live,
         };
@@ -301,6 +303,7 @@ impl Handler<EvaluateWaiting> for DeviceActor {
                 batch_id: String::new(),
                 received_at: now,
                 reported_pending: None,
+                reported_health: None,
                 settings,
                 live: false,
             };

@@ -14,8 +14,8 @@ use crate::evaluation::{self, EvaluationPlan};
 use crate::retry::{self, RetryPolicy};
 use crate::seq_ranges::SeqRanges;
 use crate::store::{
-    AuditAck, AuditEvent, AuditKind, Commit, ConflictRecord, DeviceProgress, DeviceWrite, RecordStatus, SeqEntry,
-    Store, StoreError, StoredRecord, SyncCounts, SyncTotals, TimelineEntry,
+    AuditAck, AuditEvent, AuditKind, Commit, ConflictRecord, DeviceHealth, DeviceProgress, DeviceWrite, RecordStatus,
+    SeqEntry, Store, StoreError, StoredRecord, SyncCounts, SyncTotals, TimelineEntry,
 };
 use otg_schema::wire::{Ack, AckStatus, RejectReason};
 use otg_schema::OrgSettings;
@@ -32,6 +32,8 @@ pub struct Upload {
     /// Server clock at receipt, unix ms.
     pub received_at: i64,
     pub reported_pending: Option<u64>,
+    /// What the batch said of the device's health; `None` when it said nothing of it.
+    pub reported_health: Option<DeviceHealth>,
     pub records: Vec<Incoming>,
     /// The org's settings when the batch arrived.
     pub settings: OrgSettings,
@@ -65,6 +67,7 @@ pub(crate) struct Ingest {
     pub batch_id: String,
     pub received_at: i64,
     pub reported_pending: Option<u64>,
+    pub reported_health: Option<DeviceHealth>,
     pub settings: OrgSettings,
     pub live: bool,
 }
@@ -132,6 +135,7 @@ impl Ingest {
             reported_pending: self.reported_pending.or(progress.reported_pending),
             evaluation: plan.after,
             totals,
+            health: self.reported_health.clone().unwrap_or(progress.health),
         };
         let next_seq = progress.received.next_seq();
         let commit = Commit {

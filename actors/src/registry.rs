@@ -324,6 +324,7 @@ mod tests {
             batch_id: "b".into(),
             received_at: 0,
             reported_pending: None,
+            reported_health: None,
             records: vec![incoming],
             settings: Default::default(),
             live: false,

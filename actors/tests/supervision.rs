@@ -59,6 +59,7 @@ impl Gateway {
             batch_id: "b".into(),
             received_at: CHECK_IN_AT + 86_400_000,
             reported_pending: None,
+            reported_health: None,
             records,
             settings: Default::default(),
             live: false,

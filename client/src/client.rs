@@ -85,13 +85,31 @@ pub struct Client<Q, T> {
     /// Failures in a row, for the backoff.
     failures: u32,
     not_before: Option<Instant>,
+    /// Reported with every batch, for the administrators' device health view.
+    app_version: Option<String>,
 }
 
 impl<Q: RecordQueue, T: Transport> Client<Q, T> {
     /// A client with the protocol's default org settings until `refresh_config`.
     pub fn new(device_id: impl Into<String>, secret: DeviceSecret, queue: Q, transport: T) -> Self {
         let config = OrgSettings::default().device_config();
-        Client { device_id: device_id.into(), secret, queue, transport, config, failures: 0, not_before: None }
+        Client {
+            device_id: device_id.into(),
+            secret,
+            queue,
+            transport,
+            config,
+            failures: 0,
+            not_before: None,
+            app_version: None,
+        }
+    }
+
+    /// The app's version (1 to 64 characters, no control characters), reported with
+    /// every batch so that administrators see which devices run what.
+    pub fn with_app_version(mut self, version: impl Into<String>) -> Self {
+        self.app_version = Some(version.into());
+        self
     }
 
     /// Queues a record (its `seq` is set here) within the org's storage limit, and
@@ -149,13 +167,16 @@ impl<Q: RecordQueue, T: Transport> Client<Q, T> {
             };
             let count = records.len();
             let pending = self.queue.pending()?.saturating_sub(count as u64);
+            // The device's health as it will be once this batch is acked, like `pending`.
+            let sending: Vec<i64> = records.iter().map(|record| record.seq).collect();
+            let sending_bytes: u64 = records.iter().map(|record| wire::encode(record).len() as u64).sum();
             let batch = Batch {
-                device_id: self.device_id.clone(),
-                batch_id: uuid::Uuid::new_v4().to_string(),
-                sent_at: now_ms(),
                 pending: Some(pending),
                 network: Some(network),
-                records,
+                queue_bytes: Some(self.queue.bytes()?.saturating_sub(sending_bytes)),
+                app_version: self.app_version.clone(),
+                oldest_pending_at: self.queue.oldest_recorded_at(&sending)?,
+                ..Batch::new(self.device_id.clone(), uuid::Uuid::new_v4().to_string(), now_ms(), records)
             };
             let started = Instant::now();
             let priority = if now_ms() - newest_recorded_at <= LIVE_WINDOW_MS { "live" } else { "backlog" };

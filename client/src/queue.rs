@@ -44,6 +44,10 @@ pub trait RecordQueue {
 
     /// Bytes the waiting records take, encoded.
     fn bytes(&self) -> Result<u64, QueueError>;
+
+    /// The oldest `recorded_at` among the waiting records other than `except` (a batch
+    /// on its way), for the device's health report.
+    fn oldest_recorded_at(&self, except: &[i64]) -> Result<Option<i64>, QueueError>;
 }
 
 /// Upload order of a kind: its place in `priorities`, unnamed kinds last.
@@ -139,6 +143,18 @@ impl RecordQueue for SqliteQueue {
     fn bytes(&self) -> Result<u64, QueueError> {
         Ok(self.db.query_row("SELECT COALESCE(SUM(LENGTH(body)), 0) FROM queue", [], |row| row.get(0))?)
     }
+
+    fn oldest_recorded_at(&self, except: &[i64]) -> Result<Option<i64>, QueueError> {
+        // Oldest first: at most `except.len() + 1` rows are read before the answer.
+        let mut statement = self.db.prepare_cached("SELECT seq, recorded_at FROM queue ORDER BY recorded_at")?;
+        let mut rows = statement.query([])?;
+        while let Some(row) = rows.next()? {
+            if !except.contains(&row.get::<_, i64>(0)?) {
+                return Ok(Some(row.get(1)?));
+            }
+        }
+        Ok(None)
+    }
 }
 
 /// The same contract in memory: for simulated devices and tests, not durable.
@@ -196,6 +212,15 @@ impl RecordQueue for MemoryQueue {
     fn bytes(&self) -> Result<u64, QueueError> {
         Ok(self.bytes)
     }
+
+    fn oldest_recorded_at(&self, except: &[i64]) -> Result<Option<i64>, QueueError> {
+        Ok(self
+            .records
+            .values()
+            .filter(|(record, _)| !except.contains(&record.seq))
+            .map(|(record, _)| record.recorded_at)
+            .min())
+    }
 }
 
 #[cfg(test)]
@@ -227,6 +252,8 @@ mod tests {
         assert_eq!(order, vec![2, 5, 3, 4, 1], "check-in/out, then breaks, then leave");
         assert_eq!(queue.next_batch(2, &priorities).unwrap().len(), 2);
 
+        assert_eq!(queue.oldest_recorded_at(&[]).unwrap(), Some(DAY0));
+        assert_eq!(queue.oldest_recorded_at(&[1, 3]).unwrap(), Some(DAY0 + 1), "a batch on its way is left out");
         queue.remove(&[2, 5]).unwrap();
         assert_eq!(queue.pending().unwrap(), 3);
         assert_eq!(queue.remove_older_than(DAY0 + 3).unwrap(), 2, "seqs 1 and 3 are older");

@@ -338,13 +338,10 @@ fn over_http(run_for: Duration, rate: Option<u64>, detect_conflicts: bool, store
                             next_send += interval;
                         }
                         let now = chrono::Utc::now().timestamp_millis();
+                        let records = kiosk_day(index, next_seq / RECORDS_PER_BATCH, next_seq, now);
                         let body = wire::encode(&Batch {
-                            device_id: device_id.clone(),
-                            batch_id: format!("b-{next_seq}"),
-                            sent_at: now,
                             pending: Some(0),
-                            network: None,
-                            records: kiosk_day(index, next_seq / RECORDS_PER_BATCH, next_seq, now),
+                            ..Batch::new(device_id.clone(), format!("b-{next_seq}"), now, records)
                         });
                         next_seq += RECORDS_PER_BATCH;
                         let request_time = now.to_string();

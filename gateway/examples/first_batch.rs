@@ -25,18 +25,12 @@ fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("the gateway returned no secret"))?;
 
     // 2. The device uploads a batch: MessagePack, signed over method, path, time and body.
-    let batch = Batch {
-        device_id: device_id.clone(),
-        batch_id: "b-0001".into(),
-        sent_at: now,
-        pending: Some(0),
-        network: None,
-        records: vec![Record {
-            offline: Some(true),
-            geo: Some(Geo { lat: 52.52, lon: 13.405, accuracy_m: 8.5 }),
-            ..Record::new(1, uuid::Uuid::new_v4().to_string(), "check_in", "emp-9", now - 60_000)
-        }],
+    let check_in = Record {
+        offline: Some(true),
+        geo: Some(Geo { lat: 52.52, lon: 13.405, accuracy_m: 8.5 }),
+        ..Record::new(1, uuid::Uuid::new_v4().to_string(), "check_in", "emp-9", now - 60_000)
     };
+    let batch = Batch { pending: Some(0), ..Batch::new(device_id.clone(), "b-0001", now, vec![check_in]) };
     let body = wire::encode(&batch);
     let request_time = now.to_string();
     let signature = secret.sign("POST", "/v1/sync/batches", &request_time, &body);

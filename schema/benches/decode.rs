@@ -22,14 +22,7 @@ fn batch(records: usize) -> Vec<u8> {
             )
         })
         .collect();
-    encode(&Batch {
-        device_id: "dev-123".into(),
-        batch_id: "b-0001".into(),
-        sent_at: NOW,
-        pending: Some(0),
-        network: None,
-        records,
-    })
+    encode(&Batch { pending: Some(0), ..Batch::new("dev-123", "b-0001", NOW, records) })
 }
 
 fn decode_and_validate(c: &mut Criterion) {

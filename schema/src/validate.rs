@@ -5,7 +5,7 @@
 
 use crate::record::{LeaveSpan, RecordKind, ValidRecord};
 use crate::time_bucket::UtcDay;
-use crate::wire::{self, Batch, RejectReason, MAX_BATCH_ID_CHARS, MAX_BATCH_RECORDS};
+use crate::wire::{self, Batch, RejectReason, MAX_APP_VERSION_CHARS, MAX_BATCH_ID_CHARS, MAX_BATCH_RECORDS};
 
 /// Longest `qr` payload, in characters.
 pub const MAX_QR_CHARS: usize = 512;
@@ -30,6 +30,8 @@ pub enum BatchError {
     RecordCount(usize),
     #[error("batch_id: must be 1 to {MAX_BATCH_ID_CHARS} characters")]
     BatchId,
+    #[error("app_version: must be 1 to {MAX_APP_VERSION_CHARS} characters, none of them control characters")]
+    AppVersion,
 }
 
 /// Checks what applies to the batch as a whole.
@@ -43,6 +45,14 @@ pub fn check_batch(batch: &Batch, header_device_id: &str) -> Result<(), BatchErr
     let batch_id_chars = batch.batch_id.chars().count();
     if batch_id_chars == 0 || batch_id_chars > MAX_BATCH_ID_CHARS {
         return Err(BatchError::BatchId);
+    }
+    // Shown to administrators: a version the app cannot state plainly is refused where
+    // its developer sees it, like a malformed `batch_id`.
+    if let Some(version) = &batch.app_version {
+        let chars = version.chars().count();
+        if chars == 0 || chars > MAX_APP_VERSION_CHARS || version.chars().any(char::is_control) {
+            return Err(BatchError::AppVersion);
+        }
     }
     Ok(())
 }
@@ -257,21 +267,20 @@ mod tests {
 
     #[test]
     fn batch_level_rules() {
-        let batch = Batch {
-            device_id: "dev-1".into(),
-            batch_id: "b-1".into(),
-            sent_at: NOW,
-            pending: None,
-            network: None,
-            records: vec![record()],
-        };
+        let batch = Batch::new("dev-1", "b-1", NOW, vec![record()]);
         assert_eq!(check_batch(&batch, "dev-1"), Ok(()));
         assert!(matches!(check_batch(&batch, "dev-2"), Err(BatchError::DeviceMismatch { .. })));
         let empty = Batch { records: vec![], ..batch.clone() };
         assert_eq!(check_batch(&empty, "dev-1"), Err(BatchError::RecordCount(0)));
         let full = Batch { records: vec![record(); 501], ..batch.clone() };
         assert_eq!(check_batch(&full, "dev-1"), Err(BatchError::RecordCount(501)));
-        let long_id = Batch { batch_id: "b".repeat(65), ..batch };
+        let long_id = Batch { batch_id: "b".repeat(65), ..batch.clone() };
         assert_eq!(check_batch(&long_id, "dev-1"), Err(BatchError::BatchId));
+        let version = |version: &str| Batch { app_version: Some(version.into()), ..batch.clone() };
+        assert_eq!(check_batch(&version("2.4.1 (build 77)"), "dev-1"), Ok(()));
+        assert_eq!(check_batch(&version(&"é".repeat(64)), "dev-1"), Ok(()));
+        assert_eq!(check_batch(&version(""), "dev-1"), Err(BatchError::AppVersion));
+        assert_eq!(check_batch(&version(&"v".repeat(65)), "dev-1"), Err(BatchError::AppVersion));
+        assert_eq!(check_batch(&version("2.4\n<script>"), "dev-1"), Err(BatchError::AppVersion));
     }
 }

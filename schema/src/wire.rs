@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 pub const MAX_BATCH_RECORDS: usize = 500;
 /// The longest `batch_id`, in characters.
 pub const MAX_BATCH_ID_CHARS: usize = 64;
+/// The longest `app_version`, in characters.
+pub const MAX_APP_VERSION_CHARS: usize = 64;
 
 /// `POST /v1/sync/batches` body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +27,39 @@ pub struct Batch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<Network>,
     pub records: Vec<Record>,
+    /// otg addition (device health): bytes the device's queue takes in its storage
+    /// after this batch, to be read against the org's `storage_limit_bytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_bytes: Option<u64>,
+    /// otg addition (device health): the app's version, 1 to 64 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_version: Option<String>,
+    /// otg addition (device health): `recorded_at` of the oldest record still queued
+    /// after this batch, unix ms; absent when none is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_pending_at: Option<i64>,
+}
+
+impl Batch {
+    /// A batch with only the required keys; set the optional ones with `..`.
+    pub fn new(device_id: impl Into<String>, batch_id: impl Into<String>, sent_at: i64, records: Vec<Record>) -> Self {
+        Batch {
+            device_id: device_id.into(),
+            batch_id: batch_id.into(),
+            sent_at,
+            pending: None,
+            network: None,
+            records,
+            queue_bytes: None,
+            app_version: None,
+            oldest_pending_at: None,
+        }
+    }
+
+    /// Whether the device reported any of the health fields (an older app reports none).
+    pub fn reports_health(&self) -> bool {
+        self.queue_bytes.is_some() || self.app_version.is_some() || self.oldest_pending_at.is_some()
+    }
 }
 
 /// The connection a device reports it is uploading over.

@@ -347,14 +347,7 @@ pub fn record(seq: i64, employee_id: &str) -> Record {
 
 /// Encodes a batch of `records` for `device_id`.
 pub fn batch(device_id: &str, batch_id: &str, records: Vec<Record>) -> Vec<u8> {
-    wire::encode(&Batch {
-        device_id: device_id.into(),
-        batch_id: batch_id.into(),
-        sent_at: now_ms(),
-        pending: Some(0),
-        network: None,
-        records,
-    })
+    wire::encode(&Batch { pending: Some(0), ..Batch::new(device_id, batch_id, now_ms(), records) })
 }
 
 /// Polls `condition` until it holds or `timeout` passes.

@@ -132,8 +132,14 @@ async fn devices_enrol_once_and_revoke_once(store: &dyn Store, ids: &Ids) {
 
 async fn commits_are_readable_by_seq_and_by_timeline(store: &dyn Store, ids: &Ids) {
     let (device, employee) = (ids.of("dev-2"), ids.of("emp-2"));
+    let health = DeviceHealth {
+        queue_bytes: Some(48_000),
+        app_version: Some("2.4.1".into()),
+        oldest_pending_at: Some(DAY_START - 86_400_000),
+        reported_at: Some(DAY_START),
+    };
     let mut progress =
-        DeviceProgress { last_sync_at: Some(DAY_START), reported_pending: Some(3), ..Default::default() };
+        DeviceProgress { last_sync_at: Some(DAY_START), reported_pending: Some(3), health, ..Default::default() };
     for seq in [1, 2, 4, 5] {
         progress.received.insert(seq);
     }

@@ -45,6 +45,23 @@ pub struct DeviceProgress {
     /// apart (`Store::device_totals` adds both).
     #[serde(default)]
     pub totals: SyncTotals,
+    /// What the device last said of its own health; kept until a batch says anything
+    /// of it again, so a batch from an older app leaves it as it was.
+    #[serde(default)]
+    pub health: DeviceHealth,
+}
+
+/// A device's own report of its health (the batch's optional health fields), for
+/// administrators to read against the org's storage limit and max offline days.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceHealth {
+    /// Bytes the device's queue takes in its storage.
+    pub queue_bytes: Option<u64>,
+    pub app_version: Option<String>,
+    /// `recorded_at` of the oldest record still queued on the device, unix ms.
+    pub oldest_pending_at: Option<i64>,
+    /// Server time of the batch that reported it, unix ms.
+    pub reported_at: Option<i64>,
 }
 
 /// Where conflict evaluation of a device's records stands. Records are evaluated in
@@ -429,4 +446,36 @@ pub struct Page<'a> {
 pub enum AuditScope<'a> {
     Device(&'a str),
     Org(&'a str),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::codec::{decode, encode};
+
+    /// The progress as it was stored before devices reported their health.
+    #[derive(Serialize)]
+    struct ProgressWithoutHealth {
+        received: SeqRanges,
+        last_sync_at: Option<i64>,
+        reported_pending: Option<u64>,
+        evaluation: EvaluationProgress,
+        totals: SyncTotals,
+    }
+
+    #[test]
+    fn progress_stored_before_health_was_reported_still_reads() {
+        let mut received = SeqRanges::default();
+        received.insert(1);
+        let old = ProgressWithoutHealth {
+            received: received.clone(),
+            last_sync_at: Some(5),
+            reported_pending: Some(2),
+            evaluation: EvaluationProgress::default(),
+            totals: SyncTotals::default(),
+        };
+        let progress: DeviceProgress = decode(&encode(&old)).unwrap();
+        assert_eq!(progress.received, received);
+        assert_eq!(progress.health, DeviceHealth::default());
+    }
 }

@@ -18,7 +18,7 @@ use crate::state::AppState;
 use actix_web::http::header;
 use actix_web::web::Bytes;
 use actix_web::{web, HttpRequest, HttpResponse};
-use otg_actors::store::{ConflictRecord, DeviceEnrolment, PolicyOutcome};
+use otg_actors::store::{ConflictRecord, DeviceEnrolment, DeviceHealth, PolicyOutcome};
 use otg_actors::Incoming;
 use otg_actors::Upload;
 use otg_schema::signing::PRIORITY_HEADER;
@@ -132,6 +132,12 @@ async fn ingest(
         max_offline_days: settings.max_offline_days,
         enrolled_employee: device.employee_id.as_deref(),
     };
+    let reported_health = batch.reports_health().then(|| DeviceHealth {
+        queue_bytes: batch.queue_bytes,
+        app_version: batch.app_version.clone(),
+        oldest_pending_at: batch.oldest_pending_at,
+        reported_at: Some(received_at),
+    });
     let Batch { batch_id, pending, records, .. } = batch;
     let records = records
         .into_iter()
@@ -148,6 +154,7 @@ async fn ingest(
         batch_id: batch_id.clone(),
         received_at,
         reported_pending: pending,
+        reported_health,
         records,
         settings,
         live,
