@@ -248,7 +248,7 @@ pub struct OpenConflict {
 /// mistyped (`records[3].seq: invalid type ...`). Tracking the path costs time, so it
 /// is done only to explain a value that failed to decode.
 pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    let mut deserializer = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+    let mut deserializer = deserializer(bytes);
     match T::deserialize(&mut deserializer) {
         Ok(value) if deserializer.position() as usize == bytes.len() => Ok(value),
         Ok(_) => Err(DecodeError("trailing bytes after the MessagePack value".into())),
@@ -258,7 +258,7 @@ pub fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeE
 
 /// Decodes again, tracking the path, to say where decoding failed.
 fn explain<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> DecodeError {
-    let mut deserializer = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+    let mut deserializer = deserializer(bytes);
     match serde_path_to_error::deserialize::<_, T>(&mut deserializer) {
         Ok(_) => DecodeError("the value does not decode".into()),
         Err(error) => {
@@ -270,6 +270,19 @@ fn explain<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> DecodeError {
             })
         }
     }
+}
+
+/// The deepest nesting a body may have. The wire types nest four levels (a batch, its
+/// records, a record, its `geo`); the rest is room for what newer apps add under keys
+/// this gateway ignores. rmp-serde's own limit (1024) is deeper than a 2 MiB thread's
+/// stack in a debug build: a 1 KiB body of nested arrays under an unknown key aborted
+/// the process (found by fuzzing, docs/fuzzing.md).
+pub const MAX_DEPTH: usize = 32;
+
+fn deserializer(bytes: &[u8]) -> rmp_serde::Deserializer<rmp_serde::decode::ReadReader<std::io::Cursor<&[u8]>>> {
+    let mut deserializer = rmp_serde::Deserializer::new(std::io::Cursor::new(bytes));
+    deserializer.set_max_depth(MAX_DEPTH);
+    deserializer
 }
 
 /// Encodes a value as a MessagePack map with string keys, as devices expect.
