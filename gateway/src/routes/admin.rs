@@ -19,7 +19,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct EnrolRequest {
+pub struct EnrolRequest {
     device_id: String,
     org_id: String,
     employee_id: Option<String>,

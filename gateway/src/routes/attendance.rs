@@ -16,7 +16,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
 }
 
 #[derive(Deserialize)]
-struct AttendanceQuery {
+pub struct AttendanceQuery {
     org_id: String,
     day: String,
 }

@@ -18,7 +18,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
 }
 
 #[derive(Deserialize)]
-struct ConflictsQuery {
+pub struct ConflictsQuery {
     org_id: String,
     status: Option<String>,
 }
@@ -59,7 +59,7 @@ async fn list_conflicts(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ResolveBody {
+pub struct ResolveBody {
     resolution: Resolution,
     #[serde(default)]
     note: String,

@@ -16,6 +16,16 @@ use actix_web::web;
 /// Largest admin JSON body.
 const ADMIN_BODY_LIMIT_BYTES: usize = 64 * 1024;
 
+/// The admin API's request shapes, for the fuzz targets (`fuzz/`) only.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    pub use super::admin::EnrolRequest;
+    pub use super::attendance::AttendanceQuery;
+    pub use super::conflicts::{ConflictsQuery, ResolveBody};
+    pub use super::paging::{next_cursor, PageQuery, MAX_LIMIT};
+    pub use super::reports::{AuditQuery, OrgQuery, StatsQuery};
+}
+
 pub fn configure(config: &mut web::ServiceConfig) {
     config
         .app_data(web::JsonConfig::default().limit(ADMIN_BODY_LIMIT_BYTES).error_handler(|error, _| {

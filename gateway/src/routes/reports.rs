@@ -19,7 +19,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
 }
 
 #[derive(Deserialize)]
-struct OrgQuery {
+pub struct OrgQuery {
     org_id: String,
 }
 
@@ -55,7 +55,7 @@ async fn sync_status(
 }
 
 #[derive(Deserialize)]
-struct StatsQuery {
+pub struct StatsQuery {
     org_id: String,
     window: Option<String>,
 }
@@ -91,7 +91,7 @@ async fn sync_stats(
 }
 
 #[derive(Deserialize)]
-struct AuditQuery {
+pub struct AuditQuery {
     device_id: Option<String>,
     org_id: Option<String>,
     since: Option<i64>,
