@@ -9,11 +9,13 @@ pub mod auth;
 pub mod body;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod failed_batches;
 pub mod metrics;
 pub mod routes;
 pub mod state;
+pub mod views;
 
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;

@@ -4,10 +4,9 @@ use crate::auth::authenticate_admin;
 use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::views::{self, DeviceSyncStatus};
 use actix_web::{web, HttpRequest, HttpResponse};
-use otg_actors::store::{DeviceEnrolment, StoreError};
-use otg_schema::validate::check_id;
-use otg_schema::DeviceSecret;
+use otg_actors::store::DeviceEnrolment;
 use serde::{Deserialize, Serialize};
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -41,17 +40,21 @@ struct DeviceView {
     enrolled_at: i64,
     revoked_at: Option<i64>,
     status: &'static str,
+    /// `GET` only: its sync status and health, as in the org's sync status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sync: Option<DeviceSyncStatus>,
 }
 
 impl From<DeviceEnrolment> for DeviceView {
     fn from(device: DeviceEnrolment) -> Self {
         DeviceView {
-            status: if device.revoked_at.is_some() { "revoked" } else { "active" },
+            status: views::device_status(&device),
             device_id: device.device_id,
             org_id: device.org_id,
             employee_id: device.employee_id,
             enrolled_at: device.enrolled_at,
             revoked_at: device.revoked_at,
+            sync: None,
         }
     }
 }
@@ -63,28 +66,8 @@ async fn enrol_device(
 ) -> Result<HttpResponse, ApiError> {
     authenticate_admin(&request, &state.admin_token)?;
     let EnrolRequest { device_id, org_id, employee_id } = enrol.into_inner();
-    let ids = [("device_id", Some(&device_id)), ("org_id", Some(&org_id)), ("employee_id", employee_id.as_ref())];
-    for (field, id) in ids {
-        if let Some(id) = id {
-            check_id(field, id).map_err(|rejection| ApiError::BadRequest(rejection.detail.unwrap_or_default()))?;
-        }
-    }
-    let secret = DeviceSecret(rand::random());
-    let enrolment = DeviceEnrolment {
-        device_id: device_id.clone(),
-        org_id,
-        employee_id,
-        secret: secret.0,
-        enrolled_at: now_ms(),
-        revoked_at: None,
-    };
-    match state.store.enrol_device(&enrolment).await {
-        Ok(()) => Ok(HttpResponse::Created().json(Enrolled { device_id, secret: secret.to_base64() })),
-        Err(StoreError::AlreadyExists) => {
-            Err(ApiError::AlreadyExists(format!("device {device_id:?} is already enrolled")))
-        }
-        Err(error) => Err(error.into()),
-    }
+    let enrolled = views::enrol_device(&state, device_id, org_id, employee_id).await?;
+    Ok(HttpResponse::Created().json(Enrolled { device_id: enrolled.device_id, secret: enrolled.secret.to_base64() }))
 }
 
 async fn show_device(
@@ -93,8 +76,10 @@ async fn show_device(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     authenticate_admin(&request, &state.admin_token)?;
-    let device = state.store.device(&device_id).await?.ok_or_else(|| unknown(&device_id))?;
-    Ok(HttpResponse::Ok().json(DeviceView::from(device)))
+    let device = views::show_device(&state, &device_id).await?;
+    let settings = state.store.org_settings(&device.org_id).await?;
+    let sync = views::device_sync_status(&state, &device, &settings, now_ms()).await?;
+    Ok(HttpResponse::Ok().json(DeviceView { sync: Some(sync), ..DeviceView::from(device) }))
 }
 
 async fn revoke_device(
@@ -103,10 +88,5 @@ async fn revoke_device(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     authenticate_admin(&request, &state.admin_token)?;
-    let device = state.store.revoke_device(&device_id, now_ms()).await?.ok_or_else(|| unknown(&device_id))?;
-    Ok(HttpResponse::Ok().json(DeviceView::from(device)))
-}
-
-fn unknown(device_id: &str) -> ApiError {
-    ApiError::NotFound(format!("no device {device_id:?}"))
+    Ok(HttpResponse::Ok().json(DeviceView::from(views::revoke_device(&state, &device_id).await?)))
 }

@@ -2,13 +2,12 @@
 //! and filtered by status, and resolve one.
 
 use crate::auth::authenticate_admin;
-use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::routes::paging::{next_cursor, PageQuery};
 use crate::state::AppState;
+use crate::views;
 use actix_web::{web, HttpRequest, HttpResponse};
 use otg_actors::store::{ConflictRecord, Page, Resolution};
-use otg_actors::ResolveError;
 use serde::{Deserialize, Serialize};
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -44,14 +43,9 @@ async fn list_conflicts(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     authenticate_admin(&request, &state.admin_token)?;
-    let open = match query.status.as_deref() {
-        None => None,
-        Some("open") => Some(true),
-        Some("resolved") => Some(false),
-        Some(other) => return Err(ApiError::BadRequest(format!("status: {other:?} is not open or resolved"))),
-    };
     let (limit, after) = (page.limit()?, page.after()?);
-    let found = state.store.conflicts(&query.org_id, open, Page { after: after.as_deref(), limit }).await?;
+    let page = Page { after: after.as_deref(), limit };
+    let found = views::conflicts_page(&state, &query.org_id, query.status.as_deref(), page).await?;
     let conflicts: Vec<ConflictView> = found.iter().map(|(conflict, _)| conflict.into()).collect();
     let next = next_cursor(found.last().map(|(_, cursor)| cursor.as_slice()), found.len(), limit);
     Ok(HttpResponse::Ok().json(serde_json::json!({"conflicts": conflicts, "next_cursor": next})))
@@ -72,19 +66,7 @@ async fn resolve_conflict(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     authenticate_admin(&request, &state.admin_token)?;
-    let conflict = state
-        .store
-        .conflict(&conflict_id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no conflict {conflict_id}")))?;
     let ResolveBody { resolution, note } = body.into_inner();
-    let resolved =
-        state.devices.resolve_conflict(&conflict, resolution, note, now_ms()).await.map_err(|error| match error {
-            ResolveError::NotFound(id) => ApiError::NotFound(format!("no conflict {id}")),
-            ResolveError::AlreadyResolved(id) => {
-                ApiError::AlreadyResolved(format!("conflict {id} is already resolved"))
-            }
-            ResolveError::Store(error) => error.into(),
-        })?;
+    let resolved = views::resolve_conflict(&state, &conflict_id, resolution, note).await?;
     Ok(HttpResponse::Ok().json(ConflictView::from(&resolved)))
 }

@@ -5,7 +5,7 @@ mod attendance;
 mod conflicts;
 mod ops;
 mod orgs;
-mod paging;
+pub(crate) mod paging;
 mod reports;
 mod sync;
 
@@ -49,6 +49,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .configure(attendance::routes)
         .configure(reports::routes)
         .configure(ops::routes)
+        .configure(crate::console::configure)
         .default_service(web::to(|| async {
             Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such endpoint".into()))
         }));

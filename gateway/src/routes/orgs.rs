@@ -4,8 +4,8 @@
 use crate::auth::authenticate_admin;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::views;
 use actix_web::{web, HttpRequest, HttpResponse};
-use otg_schema::validate::check_id;
 use otg_schema::OrgSettings;
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -31,8 +31,6 @@ async fn replace_settings(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     authenticate_admin(&request, &state.admin_token)?;
-    check_id("org_id", &org_id).map_err(|rejection| ApiError::BadRequest(rejection.detail.unwrap_or_default()))?;
-    settings.validate().map_err(ApiError::BadRequest)?;
-    state.store.put_org_settings(&org_id, &settings).await?;
+    views::replace_settings(&state, &org_id, &settings).await?;
     Ok(HttpResponse::Ok().json(settings.into_inner()))
 }

@@ -2,12 +2,12 @@
 //! statistics over a window, and the audit trail.
 
 use crate::auth::authenticate_admin;
-use crate::clock::now_ms;
 use crate::error::ApiError;
 use crate::routes::paging::{next_cursor, PageQuery};
 use crate::state::AppState;
+use crate::views::{self, StatsWindow};
 use actix_web::{web, HttpRequest, HttpResponse};
-use otg_actors::store::{AuditScope, Page, SyncTotals};
+use otg_actors::store::{AuditScope, Page};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -23,7 +23,8 @@ pub struct OrgQuery {
     org_id: String,
 }
 
-/// Per device of the org: last sync, next_seq, reported pending, failures, open conflicts.
+/// Per device of the org: last sync, next_seq, reported pending, failures, open
+/// conflicts, and its health against the org's limits.
 async fn sync_status(
     request: HttpRequest,
     query: web::Query<OrgQuery>,
@@ -32,25 +33,8 @@ async fn sync_status(
 ) -> Result<HttpResponse, ApiError> {
     authenticate_admin(&request, &state.admin_token)?;
     let (limit, after) = (page.limit()?, page.after()?);
-    let devices = state.store.devices_of_org(&query.org_id, Page { after: after.as_deref(), limit }).await?;
-    let mut rows = Vec::with_capacity(devices.len());
-    for (device, _) in &devices {
-        let progress = state.store.device_progress(&device.device_id).await?;
-        let totals = state.store.device_totals(&device.device_id).await?;
-        let open_conflicts = state.store.open_conflicts_of_device(&device.device_id).await?.len();
-        rows.push(json!({
-            "device_id": device.device_id,
-            "employee_id": device.employee_id,
-            "status": if device.revoked_at.is_some() { "revoked" } else { "active" },
-            "last_sync_at": progress.last_sync_at,
-            "next_seq": progress.received.next_seq(),
-            "pending": progress.reported_pending,
-            "batches_succeeded": totals.batches_succeeded,
-            "failures": totals.batches_failed,
-            "open_conflicts": open_conflicts,
-        }));
-    }
-    let next = next_cursor(devices.last().map(|(_, cursor)| cursor.as_slice()), devices.len(), limit);
+    let (rows, last) = views::sync_status_page(&state, &query.org_id, Page { after: after.as_deref(), limit }).await?;
+    let next = next_cursor(last.as_deref(), rows.len(), limit);
     Ok(HttpResponse::Ok().json(json!({"org_id": query.org_id, "devices": rows, "next_cursor": next})))
 }
 
@@ -68,26 +52,8 @@ async fn sync_stats(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     authenticate_admin(&request, &state.admin_token)?;
-    let window = query.window.as_deref().unwrap_or("24h");
-    let hours = match window {
-        "1h" => 1,
-        "24h" => 24,
-        "7d" => 168,
-        other => return Err(ApiError::BadRequest(format!("window: {other:?} is not 1h, 24h or 7d"))),
-    };
-    let since = now_ms() - (hours - 1) * 3_600_000;
-    let SyncTotals { batches_succeeded, batches_failed, accepted, duplicate, conflict, rejected } =
-        state.store.sync_totals(&query.org_id, since).await?;
-    let batches = batches_succeeded + batches_failed;
-    let success_rate = if batches == 0 { None } else { Some(batches_succeeded as f64 / batches as f64) };
-    Ok(HttpResponse::Ok().json(json!({
-        "org_id": query.org_id,
-        "window": window,
-        "batches_succeeded": batches_succeeded,
-        "batches_failed": batches_failed,
-        "records": {"accepted": accepted, "duplicate": duplicate, "conflict": conflict, "rejected": rejected},
-        "success_rate": success_rate,
-    })))
+    let window = StatsWindow::parse(query.window.as_deref().unwrap_or("24h"))?;
+    Ok(HttpResponse::Ok().json(views::sync_stats(&state, &query.org_id, window).await?))
 }
 
 #[derive(Deserialize)]
