@@ -13,6 +13,7 @@ pub mod console;
 pub mod error;
 pub mod failed_batches;
 pub mod metrics;
+pub mod openapi;
 pub mod routes;
 pub mod state;
 pub mod views;

@@ -49,6 +49,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .configure(attendance::routes)
         .configure(reports::routes)
         .configure(ops::routes)
+        .route("/v1/openapi.json", web::get().to(crate::openapi::serve))
         .configure(crate::console::configure)
         .default_service(web::to(|| async {
             Err::<actix_web::HttpResponse, _>(ApiError::NotFound("no such endpoint".into()))
