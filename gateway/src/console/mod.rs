@@ -30,7 +30,9 @@ use session::{Session, SessionKeys, COOKIE_NAME};
 use std::future::{ready, Ready};
 
 /// What every console response carries: no framing, no inline or outside script, no
-/// caching of pages that show secrets or an org's data, no referrer leaving the site.
+/// caching of pages that show secrets or an org's data, no referrer leaving the site
+/// (`same-origin`, not `no-referrer`: under that Chromium sends `Origin: null` on the
+/// console's own forms, which `same_origin` would refuse).
 const SECURITY_HEADERS: [(&str, &str); 5] = [
     (
         "Content-Security-Policy",
@@ -39,7 +41,7 @@ const SECURITY_HEADERS: [(&str, &str); 5] = [
     ),
     ("X-Frame-Options", "DENY"),
     ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
+    ("Referrer-Policy", "same-origin"),
     ("Cache-Control", "no-store"),
 ];
 
