@@ -105,8 +105,8 @@ fn conflict_card(
         section.card.conflict data-conflict=(conflict.id) {
             h2 { (conflict.kind.as_str()) " — employee " (conflict.employee_id) }
             p.muted {
-                "detected " (layout::time(conflict.detected_at)) " · policy " (format!("{:?}", conflict.policy))
-                " · " (format!("{:?}", conflict.outcome)) " · id " (conflict.id)
+                "detected " (layout::time(conflict.detected_at)) " · policy " (wire_name(conflict.policy))
+                " · " (wire_name(conflict.outcome)) " · id " (conflict.id)
             }
             div.pair {
                 (record_column("Newcomer (device record)", &conflict.device_record, device_record))
@@ -231,4 +231,13 @@ pub async fn resolve(
         query_escape(&org_id),
         query_escape(&resolved.id)
     )))
+}
+
+/// A value's name as the JSON API spells it (`server_wins`, `newcomer_superseded`), so
+/// the page and the API use the same words.
+fn wire_name(value: impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => String::new(),
+    }
 }
