@@ -8,6 +8,7 @@
 
 use otg_actors::metrics::StoreMetrics;
 use otg_actors::store::{EmbeddedStore, EmbeddedStoreOptions, Store};
+use otg_gateway::config::Config;
 use otg_gateway::routes::fuzzing::{
     next_cursor, AttendanceQuery, AuditQuery, ConflictsQuery, EnrolRequest, OrgQuery, PageQuery, ResolveBody,
     StatsQuery, MAX_LIMIT,
@@ -146,6 +147,30 @@ pub fn admin_query(data: &[u8]) {
             }
         }
     }
+}
+
+/// The gateway's configuration, as `otg-gateway` reads it at start-up: a config file's
+/// text, then environment variables (`Config::from_sources`). The input is the file's
+/// text, a NUL byte, then `NAME=value` lines. Whatever is accepted must validate the
+/// same way twice, and read back the same from its own TOML (what `check-config`
+/// prints) with no environment at all.
+pub fn config(data: &[u8]) {
+    let (file, environment) = match data.iter().position(|&byte| byte == 0) {
+        Some(nul) => (&data[..nul], &data[nul + 1..]),
+        None => (data, &[][..]),
+    };
+    let Ok(file) = std::str::from_utf8(file) else { return };
+    let environment: Vec<(String, String)> = String::from_utf8_lossy(environment)
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect();
+    let Ok(config) = Config::from_sources(Some(file), environment.clone()) else { return };
+    let again = Config::from_sources(Some(file), environment).expect("the same sources validate again");
+    assert_eq!(again, config);
+    let printed = toml::to_string(&config).expect("a valid config prints as TOML");
+    let read_back = Config::from_sources(Some(&printed), std::iter::empty()).expect("its printed form validates");
+    assert_eq!(read_back, config, "{printed}");
 }
 
 /// Sets the CRC of every whole frame (length, CRC, body) to its body's, up to the

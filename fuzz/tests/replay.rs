@@ -53,3 +53,8 @@ fn admin_body_corpus() {
 fn admin_query_corpus() {
     replay("admin_query", otg_fuzz::admin_query);
 }
+
+#[test]
+fn config_corpus() {
+    replay("config", otg_fuzz::config);
+}

@@ -7,7 +7,7 @@
 //! `OTG_PORT_8080_TCP_ADDR`, ... for a Service named `otg`): those are no settings, and
 //! refusing them would crash-loop every pod of such a namespace.
 
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Format, Serialized, Toml};
 use figment::Figment;
 use otg_actors::store::{Consistency, Replication, ScyllaStoreOptions};
 use serde::{Deserialize, Serialize};
@@ -203,15 +203,43 @@ pub enum StoreKind {
 impl Config {
     /// Defaults, then the TOML file if given, then `OTG_*` variables; then validated.
     pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let toml = match file {
+            Some(file) => Some(
+                std::fs::read_to_string(file)
+                    .map_err(|error| anyhow::anyhow!("config file {}: {error}", file.display()))?,
+            ),
+            None => None,
+        };
+        Self::from_sources(toml.as_deref(), std::env::vars())
+    }
+
+    /// Defaults, then `toml` (a config file's text), then the `OTG_*` variables among
+    /// `environment`; then validated. `load` with its sources handed in: what the
+    /// config fuzz target drives.
+    pub fn from_sources(
+        toml: Option<&str>,
+        environment: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(file) = file {
-            anyhow::ensure!(file.exists(), "config file {} does not exist", file.display());
-            figment = figment.merge(Toml::file(file));
+        if let Some(toml) = toml {
+            figment = figment.merge(Toml::string(toml));
         }
-        let config: Config = figment
-            .merge(Env::prefixed(ENV_PREFIX).filter(|key| !is_ignored_service_link(key.as_str())))
-            .extract()
-            .map_err(|error| anyhow::anyhow!("invalid configuration: {error}"))?;
+        // As figment's `Env::prefixed` reads the process's: the prefix in any case, the
+        // rest lower-cased, the value parsed as TOML would be (`42`, `true`, `"text"`).
+        for (name, value) in environment {
+            let Some(name) = name
+                .get(ENV_PREFIX.len()..)
+                .filter(|_| name.get(..ENV_PREFIX.len()).is_some_and(|prefix| prefix.eq_ignore_ascii_case(ENV_PREFIX)))
+            else {
+                continue;
+            };
+            if name.is_empty() || is_ignored_service_link(name) {
+                continue;
+            }
+            let value: figment::value::Value = value.parse().unwrap_or_else(|never| match never {});
+            figment = figment.merge((name.to_ascii_lowercase(), value));
+        }
+        let config: Config = figment.extract().map_err(|error| anyhow::anyhow!("invalid configuration: {error}"))?;
         config.validate()?;
         Ok(config)
     }
