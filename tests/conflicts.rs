@@ -290,7 +290,10 @@ fn conflicts_page_and_survive_a_restart(store: &TestStore) {
 
 fn records_behind_a_gap_are_evaluated_at_the_gap_timeout_even_across_a_restart(store: &TestStore) {
     let dir = tempfile::tempdir().unwrap();
-    let mut gateway = store.start(dir.path(), &[]);
+    // After a kill -9 the dead gateway's heartbeat stands until it expires, and the
+    // waiting devices it owned are woken then: kept short here.
+    let settings = [("OTG_MEMBERSHIP_TTL_S", "2")];
+    let mut gateway = store.start(dir.path(), &settings);
     assert_eq!(gateway.admin("PUT", "/v1/admin/orgs/acme/settings", Some(json!({"gap_timeout_s": 2}))).status, 200);
     let kiosk = gateway.enrol("kiosk", "acme", None);
     let phone = gateway.enrol("phone", "acme", Some("emp-1"));
@@ -308,7 +311,7 @@ fn records_behind_a_gap_are_evaluated_at_the_gap_timeout_even_across_a_restart(s
     let response = upload(&gateway, &phone, vec![at(4, "check_out", "emp-1", 16 * HOUR_MS + 20_000)]);
     assert_eq!(response.acks[0].status, AckStatus::Accepted);
     gateway.kill_hard();
-    let gateway = store.start(dir.path(), &[]);
+    let gateway = store.start(dir.path(), &settings);
     assert!(
         eventually(std::time::Duration::from_secs(10), || conflicts(&gateway, "").len() == 2),
         "found after the restart too"

@@ -1,11 +1,12 @@
 //! What a live device actor costs, and that idle ones are evicted: RSS with 100,000
-//! live device actors (each has loaded its progress), then after their idle timeout.
+//! live device actors (each has claimed its device and committed an empty batch), then
+//! after their idle timeout.
 //!
 //! `cargo bench -p otg-actors --bench actor_memory` (env: `BENCH_ACTORS`).
 
 use otg_actors::metrics::{DeviceMetrics, StoreMetrics};
 use otg_actors::store::{EmbeddedStore, EmbeddedStoreOptions, Store};
-use otg_actors::{DeviceActorOptions, DeviceRegistry};
+use otg_actors::{DeviceActorOptions, DeviceRegistry, Upload};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,13 +39,13 @@ fn main() {
 
         // Warm the allocator and the store with one round, so the figure is the actors'.
         for id in ids.iter().take(1_000) {
-            devices.progress(id).await.unwrap();
+            start_actor(&devices, id).await;
         }
         tokio::time::sleep(IDLE_TIMEOUT * 2).await;
         let before = rss_bytes();
         let started = Instant::now();
         for id in &ids {
-            devices.progress(id).await.unwrap();
+            start_actor(&devices, id).await;
         }
         let live = rss_bytes();
         let per_actor = (live - before) as f64 / actors as f64;
@@ -68,6 +69,22 @@ fn main() {
         store.close().await.unwrap();
         devices.stop();
     });
+}
+
+/// Starts the device's actor with a batch of no records: it claims the device and
+/// commits its progress.
+async fn start_actor(devices: &DeviceRegistry, device_id: &str) {
+    let upload = Upload {
+        org_id: "acme".into(),
+        batch_id: "b".into(),
+        received_at: 0,
+        reported_pending: None,
+        reported_health: None,
+        records: Vec::new(),
+        settings: Default::default(),
+        live: false,
+    };
+    devices.ingest(device_id, upload).unwrap().await.unwrap().unwrap();
 }
 
 /// Resident set size of this process, from /proc.

@@ -16,7 +16,7 @@
 //! placement at most, not for every one queued ahead of it.
 
 use crate::conflict_rules::RuleSettings;
-use crate::employee_timeline::{AdminDecision, Cache, CachedTimeline, Placed, ResolveError, ToPlace};
+use crate::employee_timeline::{AdminDecision, Cache, CachedTimeline, EmployeePlaced, ResolveError, ToPlace};
 use crate::store::{ConflictRecord, Store, StoreError};
 use crate::supervision::PanicWatch;
 use actix::prelude::*;
@@ -56,7 +56,7 @@ pub struct PlaceRecords {
     pub received_at: i64,
     pub rules: RuleSettings,
     pub policy: ConflictResolution,
-    pub reply: oneshot::Sender<Result<Vec<Vec<Placed>>, StoreError>>,
+    pub reply: oneshot::Sender<Result<Vec<EmployeePlaced>, StoreError>>,
     /// Whether the device's commit of these records succeeded; until it is known the
     /// employees are held. A failed (or abandoned) commit empties their caches.
     pub committed: oneshot::Receiver<bool>,
@@ -69,7 +69,7 @@ impl PlaceRecords {
         employees: Vec<EmployeeRecords>,
         received_at: i64,
         settings: &OrgSettings,
-        reply: oneshot::Sender<Result<Vec<Vec<Placed>>, StoreError>>,
+        reply: oneshot::Sender<Result<Vec<EmployeePlaced>, StoreError>>,
         committed: oneshot::Receiver<bool>,
     ) -> Self {
         let rules = RuleSettings {
@@ -237,7 +237,7 @@ impl ConflictActor {
         };
         let resolving = self.options.panic_watch.clone().run("resolving a conflict", resolving);
         ctx.spawn(resolving.into_actor(self).map(move |outcome, actor, ctx| {
-            let committed = outcome.is_ok();
+            let committed = matches!(outcome, Ok((Ok(_), _)));
             let (resolved, timelines) = match outcome {
                 Ok((resolved, timeline)) => (resolved, vec![timeline]),
                 Err(panic) => (Err(ResolveError::Store(interrupted(panic))), Vec::new()),
@@ -277,14 +277,17 @@ impl ConflictActor {
         }
     }
 
-    /// Frees a request's employees (forgetting what they cached if its commit failed)
-    /// and starts the parked requests that can go now.
+    /// Frees a request's employees (a commit that succeeded advanced each one's
+    /// timeline version; one that failed makes them forget what they cached) and starts
+    /// the parked requests that can go now.
     fn release(&mut self, keys: &[EmployeeKey], committed: bool, ctx: &mut Context<Self>) {
         for key in keys {
             if let Some(employee) = self.employees.get_mut(key) {
                 employee.held = false;
                 employee.last_used = Instant::now();
-                if !committed {
+                if committed {
+                    employee.cache.committed();
+                } else {
                     employee.cache = Cache::default();
                 }
             }
@@ -412,7 +415,7 @@ mod tests {
     }
 
     /// Where a placement's answer comes: each employee's placed records, or the store's error.
-    type PlacementAnswer = oneshot::Receiver<Result<Vec<Vec<Placed>>, StoreError>>;
+    type PlacementAnswer = oneshot::Receiver<Result<Vec<EmployeePlaced>, StoreError>>;
 
     /// Sends a placement; returns where its answer comes and the sender of its commit's outcome.
     fn place(actor: &Addr<ConflictActor>, employees: Vec<EmployeeRecords>) -> (PlacementAnswer, oneshot::Sender<bool>) {
@@ -421,8 +424,8 @@ mod tests {
         (answer, commit_known)
     }
 
-    fn conflicts(placed: Vec<Vec<Placed>>) -> usize {
-        placed.iter().flatten().map(|placed| placed.conflicts.len()).sum()
+    fn conflicts(placed: Vec<EmployeePlaced>) -> usize {
+        placed.iter().flat_map(|employee| &employee.placed).map(|placed| placed.conflicts.len()).sum()
     }
 
     /// Each answer is awaited by a task of its own, parked before anything is sent, so
@@ -534,7 +537,7 @@ mod tests {
         let settings = OrgSettings { conflict_resolution: ConflictResolution::DeviceWins, ..OrgSettings::default() };
         let ((reply, answer), (_commit_known, committed)) = (oneshot::channel(), oneshot::channel());
         actor.do_send(PlaceRecords::new(vec![records], day(6).start_unix_ms(), &settings, reply, committed));
-        let placed = answer.await.unwrap().unwrap().remove(0);
+        let placed = answer.await.unwrap().unwrap().remove(0).placed;
         assert_eq!(placed[0].conflicts.len(), 1, "the day-3 check-in overlaps the leave");
         assert_eq!(placed[0].superseded.len(), 1);
         assert!(placed[1].conflicts.is_empty(), "the leave no longer stands on day 5: {:?}", placed[1].conflicts);

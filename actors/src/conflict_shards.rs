@@ -11,7 +11,7 @@
 use crate::conflict_actor::{
     ConflictActor, ConflictActorOptions, EmployeeKey, EmployeeRecords, PlaceRecords, ResolveConflict,
 };
-use crate::employee_timeline::{AdminDecision, Placed, ResolveError};
+use crate::employee_timeline::{AdminDecision, EmployeePlaced, ResolveError};
 use crate::sharding::shard_of;
 use crate::store::{ConflictRecord, StoreError};
 use actix::prelude::*;
@@ -55,26 +55,26 @@ impl ConflictShards {
     }
 
     /// Places each employee's records in its timeline, and returns what was decided,
-    /// employee by employee in the order given, with the senders on which the caller
-    /// must say whether its commit succeeded (dropping them says no). Until then the
-    /// employees take no other request. A `live` batch's placement does not wait for
-    /// backlog placements to start.
+    /// employee by employee in the order given (with the timeline version each
+    /// placement read), with the senders on which the caller must say whether its
+    /// commit succeeded (dropping them says no). Until then the employees take no other
+    /// request. A `live` batch's placement does not wait for backlog placements to start.
     pub(crate) async fn place(
         &self,
         employees: Vec<EmployeeRecords>,
         received_at: i64,
         settings: &OrgSettings,
         live: bool,
-    ) -> Result<(Vec<Vec<Placed>>, Vec<oneshot::Sender<bool>>), StoreError> {
+    ) -> Result<(Vec<(EmployeeKey, EmployeePlaced)>, Vec<oneshot::Sender<bool>>), StoreError> {
         let mut by_actor: Vec<(Vec<usize>, Vec<EmployeeRecords>)> =
             (0..self.actors.len()).map(|_| (Vec::new(), Vec::new())).collect();
-        let count = employees.len();
+        let keys: Vec<EmployeeKey> = employees.iter().map(|employee| employee.employee.clone()).collect();
         for (position, employee) in employees.into_iter().enumerate() {
             let (positions, of_actor) = &mut by_actor[self.index_of(&employee.employee)];
             positions.push(position);
             of_actor.push(employee);
         }
-        let mut placed: Vec<Vec<Placed>> = (0..count).map(|_| Vec::new()).collect();
+        let mut placed: Vec<Option<EmployeePlaced>> = keys.iter().map(|_| None).collect();
         let mut commit_signals = Vec::new();
         for (actor, (positions, employees)) in
             self.actors.iter().zip(by_actor).filter(|(_, (positions, _))| !positions.is_empty())
@@ -90,9 +90,14 @@ impl ConflictShards {
             // On an error below, the signals collected so far drop: those employees forget.
             commit_signals.push(commit_known);
             for (position, decided) in positions.into_iter().zip(decided) {
-                placed[position] = decided;
+                placed[position] = Some(decided);
             }
         }
+        let placed = keys
+            .into_iter()
+            .zip(placed)
+            .map(|(key, placed)| (key, placed.expect("every employee was sent to its actor and answered")))
+            .collect();
         Ok((placed, commit_signals))
     }
 

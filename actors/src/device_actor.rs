@@ -7,12 +7,16 @@
 //! the store said durable.
 //!
 //! A panic in the pipeline is caught (`supervision`): that batch gets an error and
-//! nothing of it is acked, and the actor drops its cached progress and reads it again
-//! from the store, where a commit is either whole or not there (the progress row is its
-//! commit point).
+//! nothing of it is acked, and the actor drops its claim on the device and claims it
+//! again from the store, where a commit is either whole or not there (the progress row
+//! is its commit point).
+//!
+//! Several gateways may hold actors of one device: each claims the device (a new
+//! epoch) before its first commit, and a commit under an epoch another gateway has
+//! since claimed writes no progress and is decided again (`Ingest::run_owned`).
 
 use crate::ingest::{unix_now_ms, BatchOutcome, Ingest, IngestServices, Upload};
-use crate::store::{DeviceProgress, StoreError};
+use crate::store::{DeviceClaim, StoreError};
 use crate::supervision::PanicWatch;
 use actix::prelude::*;
 use prometheus::{IntCounter, IntCounterVec};
@@ -112,11 +116,6 @@ impl Drop for MailboxSlot {
     }
 }
 
-/// Read the device's sync progress (through the actor, so it is never stale).
-#[derive(Message)]
-#[rtype(result = "Result<DeviceProgress, StoreError>")]
-pub(crate) struct ReadProgress;
-
 /// Evaluate the records that have waited behind a gap for the org's gap timeout.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -129,8 +128,9 @@ pub(crate) struct DeviceActor {
     shared: Arc<DeviceActorShared>,
     /// The slots of this device's mailbox, shared with the registry.
     mailbox: Arc<Semaphore>,
-    /// Loaded from the store on first use, then kept current by every commit.
-    progress: Option<DeviceProgress>,
+    /// The device as this process holds it (its epoch and progress): claimed on first
+    /// use, then kept current by every commit; dropped on an error, claimed again.
+    claim: Option<DeviceClaim>,
     last_active: Instant,
     /// The org's gap timeout, as last read, and when the wake-up set is due (unix ms).
     gap_timeout: Option<Duration>,
@@ -150,7 +150,7 @@ impl DeviceActor {
             lane,
             shared,
             mailbox,
-            progress: None,
+            claim: None,
             last_active: Instant::now(),
             gap_timeout: None,
             wake_up_set_for: None,
@@ -158,10 +158,10 @@ impl DeviceActor {
         }
     }
 
-    /// Records wait behind a gap: have the directory wake this device when the gap
-    /// timeout is due (the actor itself may stop for idleness meanwhile).
-    fn wake_up_for_waiting(&mut self) {
-        let waiting_since = self.progress.as_ref().and_then(|progress| progress.evaluation.waiting_since);
+    /// Records wait behind a gap since `waiting_since`: have the directory wake this
+    /// device when the gap timeout is due (the actor itself may stop for idleness
+    /// meanwhile).
+    fn wake_up_for_waiting(&mut self, waiting_since: Option<i64>) {
         let (Some(since), Some(timeout)) = (waiting_since, self.gap_timeout) else {
             return;
         };
@@ -192,8 +192,8 @@ impl DeviceActor {
     }
 
     /// `work` with its panic caught and answered as an error. Whatever `work` took
-    /// goes with it: the device's progress (taken out of the actor for it) is read again
-    /// from the store next time.
+    /// goes with it: the device's claim (taken out of the actor for it) is made again
+    /// next time.
     fn supervised<T>(
         &self,
         doing: &'static str,
@@ -233,7 +233,7 @@ impl Handler<IngestBatch> for DeviceActor {
 
     fn handle(&mut self, batch: IngestBatch, _ctx: &mut Self::Context) -> Self::Result {
         self.last_active = Instant::now();
-        let (shared, progress) = (self.shared.clone(), self.progress.take());
+        let (shared, claim) = (self.shared.clone(), self.claim.take());
         let IngestBatch { upload, reply, mailbox_slot } = batch;
         let Upload { org_id, batch_id, received_at, reported_pending, reported_health, records, settings, live } =
             upload;
@@ -248,24 +248,18 @@ impl Handler<IngestBatch> for DeviceActor {
             settings,
             live,
         };
-        let run = async move {
-            let progress = match progress {
-                Some(progress) => progress,
-                None => shared.services.store.device_progress(&ingest.device_id).await?,
-            };
-            ingest.run(&shared.services, progress, records).await
-        };
+        let run = async move { ingest.run_owned(&shared.services, claim, records).await };
         AtomicResponse::new(Box::pin(self.supervised("ingesting a batch", run).into_actor(self).map(
             move |result, actor, ctx| {
                 actor.last_active = Instant::now();
-                let outcome = result.map(|(outcome, progress)| {
-                    actor.progress = Some(progress);
+                let outcome = result.map(|(outcome, claim)| {
+                    actor.wake_up_for_waiting(claim.progress.evaluation.waiting_since);
+                    actor.claim = Some(claim);
                     outcome
                 });
                 // The device may have hung up; its records were stored all the same.
                 let _ = reply.send(outcome);
                 drop(mailbox_slot);
-                actor.wake_up_for_waiting();
                 if Lane::of(live) != actor.lane {
                     actor.stop_unless_queued(StopReason::OtherLane, ctx);
                 }
@@ -278,7 +272,7 @@ impl Handler<EvaluateWaiting> for DeviceActor {
     type Result = AtomicResponse<Self, ()>;
 
     fn handle(&mut self, _: EvaluateWaiting, _ctx: &mut Self::Context) -> Self::Result {
-        let (shared, device_id, progress) = (self.shared.clone(), self.device_id.clone(), self.progress.take());
+        let (shared, device_id, claim) = (self.shared.clone(), self.device_id.clone(), self.claim.take());
         let run = async move {
             let store = &shared.services.store;
             let device = store
@@ -287,15 +281,15 @@ impl Handler<EvaluateWaiting> for DeviceActor {
                 .ok_or_else(|| StoreError::Corrupt(format!("device {device_id} has progress but no enrolment")))?;
             let settings = store.org_settings(&device.org_id).await?;
             let gap_timeout = Duration::from_secs(settings.gap_timeout_s.into());
-            let progress = match progress {
-                Some(progress) => progress,
+            let progress = match &claim {
+                Some(claim) => claim.progress.clone(),
                 None => store.device_progress(&device_id).await?,
             };
             let now = unix_now_ms();
             let due =
                 progress.evaluation.waiting_since.is_some_and(|since| now - since >= gap_timeout.as_millis() as i64);
             if !due {
-                return Ok((progress, gap_timeout));
+                return Ok((claim, gap_timeout, progress.evaluation.waiting_since));
             }
             let ingest = Ingest {
                 device_id,
@@ -307,15 +301,16 @@ impl Handler<EvaluateWaiting> for DeviceActor {
                 settings,
                 live: false,
             };
-            let (_, progress) = ingest.run(&shared.services, progress, Vec::new()).await?;
-            Ok((progress, gap_timeout))
+            let (_, claim) = ingest.run_owned(&shared.services, claim, Vec::new()).await?;
+            let waiting_since = claim.progress.evaluation.waiting_since;
+            Ok((Some(claim), gap_timeout, waiting_since))
         };
         AtomicResponse::new(Box::pin(self.supervised("evaluating records a gap held", run).into_actor(self).map(
             |result, actor, _ctx| match result {
-                Ok((progress, gap_timeout)) => {
-                    actor.progress = Some(progress);
+                Ok((claim, gap_timeout, waiting_since)) => {
+                    actor.claim = claim;
                     actor.gap_timeout = Some(gap_timeout);
-                    actor.wake_up_for_waiting();
+                    actor.wake_up_for_waiting(waiting_since);
                 }
                 Err(error) => {
                     tracing::warn!(%error, device_id = %actor.device_id, "evaluating records that waited behind a gap failed; retrying in 30 s");
@@ -324,30 +319,5 @@ impl Handler<EvaluateWaiting> for DeviceActor {
                 }
             },
         )))
-    }
-}
-
-impl Handler<ReadProgress> for DeviceActor {
-    type Result = AtomicResponse<Self, Result<DeviceProgress, StoreError>>;
-
-    fn handle(&mut self, _: ReadProgress, _ctx: &mut Self::Context) -> Self::Result {
-        self.last_active = Instant::now();
-        let cached = self.progress.clone();
-        let (store, device_id) = (self.shared.services.store.clone(), self.device_id.clone());
-        AtomicResponse::new(Box::pin(
-            async move {
-                match cached {
-                    Some(progress) => Ok(progress),
-                    None => store.device_progress(&device_id).await,
-                }
-            }
-            .into_actor(self)
-            .map(|result, actor, _ctx| {
-                if let Ok(progress) = &result {
-                    actor.progress = Some(progress.clone());
-                }
-                result
-            }),
-        ))
     }
 }

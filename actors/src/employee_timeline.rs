@@ -7,8 +7,8 @@
 
 use crate::conflict_rules::{self, ConflictKind, Event, RuleSettings};
 use crate::store::{
-    AdminResolution, AuditEvent, AuditKind, Commit, ConflictRecord, PolicyOutcome, RecordRef, RecordStatus, Resolution,
-    Resolved, Store, StoreError, TimelineEntry,
+    AdminResolution, AuditEvent, AuditKind, Commit, ConflictRecord, EmployeeAdvance, PolicyOutcome, RecordRef,
+    RecordStatus, Resolution, Resolved, Store, StoreError, TimelineEntry,
 };
 use otg_schema::{ConflictResolution, UtcDay};
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,6 +17,14 @@ use std::sync::Arc;
 /// Most UTC days an employee keeps cached; beyond that the days farthest from the last
 /// ones read are dropped.
 const MAX_CACHED_DAYS: usize = 32;
+
+/// What placing one employee's records decided, and the timeline version the decisions
+/// were made on (the commit advances it from there, or fails if it moved).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmployeePlaced {
+    pub placed: Vec<Placed>,
+    pub read_version: i64,
+}
 
 /// What placing one record decided, in the order of the request's records.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,9 +73,17 @@ pub(crate) struct Cache {
     written: Option<BTreeSet<UtcDay>>,
     /// The first day of the last span read: the cache keeps the days nearest it.
     recent: Option<UtcDay>,
+    /// The employee's timeline version (`Store::employee_version`), read before any
+    /// day, and advanced with every commit of this cache's decisions.
+    version: Option<i64>,
 }
 
 impl Cache {
+    /// A commit of what was decided on this cache succeeded: it advanced the version.
+    pub(crate) fn committed(&mut self) {
+        self.version = self.version.map(|version| version + 1);
+    }
+
     /// Drops the cached days farthest from the recent ones, down to `MAX_CACHED_DAYS`.
     pub(crate) fn trim(&mut self) {
         let Some(recent) = self.recent else { return };
@@ -102,8 +118,9 @@ impl CachedTimeline {
         received_at: i64,
         rules: RuleSettings,
         policy: ConflictResolution,
-    ) -> Result<Vec<Placed>, StoreError> {
+    ) -> Result<EmployeePlaced, StoreError> {
         fail::fail_point!("employee_timeline::place");
+        let read_version = self.version().await?;
         let mut placed = Vec::with_capacity(records.len());
         for ToPlace { mut entry, evaluate_now } in records {
             entry.status = if evaluate_now { RecordStatus::Active } else { RecordStatus::Pending };
@@ -126,12 +143,36 @@ impl CachedTimeline {
             self.put(&entry);
             placed.push(Placed { entry, superseded, conflicts });
         }
-        Ok(placed)
+        Ok(EmployeePlaced { placed, read_version })
+    }
+
+    /// The store's version of the timeline, with the cache emptied if it is behind it:
+    /// for a resolution, rare enough to check first rather than fail on a stale cache
+    /// (another gateway may have placed the very record it resolves).
+    async fn fresh_version(&mut self) -> Result<i64, StoreError> {
+        let stored = self.store.employee_version(&self.org_id, &self.employee_id).await?;
+        if self.cache.version != Some(stored) {
+            self.cache = Cache { version: Some(stored), ..Cache::default() };
+        }
+        Ok(stored)
+    }
+
+    /// The timeline version the cache's days are at least as new as: read from the
+    /// store before any day, when the cache is empty.
+    async fn version(&mut self) -> Result<i64, StoreError> {
+        if let Some(version) = self.cache.version {
+            return Ok(version);
+        }
+        self.cache = Cache::default();
+        let version = self.store.employee_version(&self.org_id, &self.employee_id).await?;
+        self.cache.version = Some(version);
+        Ok(version)
     }
 
     /// Records the decision and sets the records' statuses, in one durable commit;
     /// nothing is deleted.
     pub(crate) async fn resolve(&mut self, resolve: AdminDecision) -> Result<ConflictRecord, ResolveError> {
+        let read_version = self.fresh_version().await?;
         let conflict = self
             .store
             .conflict(&resolve.conflict_id)
@@ -175,7 +216,12 @@ impl CachedTimeline {
                 },
             })
             .collect();
-        let effects = Commit { timeline: timeline.clone(), audit, ..Commit::default() };
+        let employee = EmployeeAdvance {
+            org_id: self.org_id.to_string(),
+            employee_id: self.employee_id.to_string(),
+            read_version,
+        };
+        let effects = Commit { employees: vec![employee], timeline: timeline.clone(), audit, ..Commit::default() };
         match self.store.resolve_conflict(&conflict.id, &decision, &effects).await {
             Ok(Resolved::Now(resolved)) => {
                 for entry in &timeline {

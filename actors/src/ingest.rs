@@ -9,19 +9,20 @@
 use crate::conflict_actor::EmployeeRecords;
 use crate::conflict_shards::ConflictShards;
 use crate::dedupe::{self, Incoming, RecordDecision};
-use crate::employee_timeline::{Placed, ToPlace};
+use crate::employee_timeline::{EmployeePlaced, Placed, ToPlace};
 use crate::evaluation::{self, EvaluationPlan};
 use crate::retry::{self, RetryPolicy};
 use crate::seq_ranges::SeqRanges;
 use crate::store::{
-    AuditAck, AuditEvent, AuditKind, Commit, ConflictRecord, DeviceHealth, DeviceProgress, DeviceWrite, RecordStatus,
-    SeqEntry, Store, StoreError, StoredRecord, SyncCounts, SyncTotals, TimelineEntry,
+    AuditAck, AuditEvent, AuditKind, Commit, ConflictRecord, DeviceClaim, DeviceHealth, DeviceProgress, DeviceWrite,
+    EmployeeAdvance, RecordStatus, SeqEntry, Store, StoreError, StoredRecord, SyncCounts, SyncTotals, TimelineEntry,
 };
 use otg_schema::wire::{Ack, AckStatus, RejectReason};
 use otg_schema::OrgSettings;
 use prometheus::IntCounter;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// One checked batch of a device, as the gateway hands it over.
@@ -47,6 +48,13 @@ pub struct BatchOutcome {
     pub acks: Vec<Ack>,
     pub next_seq: u64,
 }
+
+/// Runs of one batch, at most: each after another gateway claimed the device or an
+/// employee's timeline moved under the batch's placement.
+const OWNED_ATTEMPTS: u32 = 6;
+/// The wait before the second run; it doubles with each run after, and each is spread
+/// by jitter, so gateways racing for one device or employee fall out of step.
+const OWNED_BACKOFF: Duration = Duration::from_millis(20);
 
 /// What the pipeline works with, the same for every device: handed to each device
 /// actor when it is built.
@@ -81,17 +89,51 @@ struct Placement {
     conflict_of: HashMap<u64, String>,
     /// One per conflict actor that placed records: says whether the commit succeeded.
     commit_signals: Vec<oneshot::Sender<bool>>,
+    /// The employees placed, with the timeline version each placement read.
+    employees: Vec<EmployeeAdvance>,
 }
 
 impl Ingest {
-    /// Decides, places and commits the batch's `records` against the device's
-    /// `progress`; returns the acks and the device's progress after the commit.
-    pub(crate) async fn run(
-        self,
+    /// Runs the batch for a device this process holds: under `claim`, or one made now.
+    /// When another gateway claimed the device meanwhile (`Fenced`), the batch is
+    /// decided again from a fresh claim; when an employee's timeline moved under its
+    /// placement (`TimelineMoved`), it is placed again on fresh reads. Neither wrote a
+    /// progress, so nothing was acked. Returns the outcome and the claim after the
+    /// commit.
+    pub(crate) async fn run_owned(
+        &self,
         services: &IngestServices,
-        progress: DeviceProgress,
+        mut claim: Option<DeviceClaim>,
+        records: Vec<Incoming>,
+    ) -> Result<(BatchOutcome, DeviceClaim), StoreError> {
+        let mut attempt = 1;
+        loop {
+            let current = match claim.take() {
+                Some(claim) => claim,
+                None => services.store.claim_device(&self.device_id).await?,
+            };
+            let epoch = current.epoch;
+            match self.run(services, current.clone(), records.clone()).await {
+                Ok((outcome, progress)) => return Ok((outcome, DeviceClaim { epoch, progress })),
+                Err(StoreError::Fenced(_)) if attempt < OWNED_ATTEMPTS => {}
+                Err(StoreError::TimelineMoved(_)) if attempt < OWNED_ATTEMPTS => claim = Some(current),
+                Err(error) => return Err(error),
+            }
+            let jitter = 0.5 + rand::random::<f64>();
+            tokio::time::sleep(OWNED_BACKOFF.mul_f64(f64::from(1u32 << (attempt - 1)) * jitter)).await;
+            attempt += 1;
+        }
+    }
+
+    /// Decides, places and commits the batch's `records` against the device's progress
+    /// as `claim` has it; returns the acks and the device's progress after the commit.
+    async fn run(
+        &self,
+        services: &IngestServices,
+        claim: DeviceClaim,
         records: Vec<Incoming>,
     ) -> Result<(BatchOutcome, DeviceProgress), StoreError> {
+        let DeviceClaim { epoch, progress } = claim;
         let (store, conflicts) = (services.store.as_ref(), services.conflicts.as_deref());
         let lookups = dedupe::seqs_to_look_up(&progress.received, &records);
         let previously: HashMap<u64, SeqEntry> = if lookups.is_empty() {
@@ -139,7 +181,13 @@ impl Ingest {
         };
         let next_seq = progress.received.next_seq();
         let commit = Commit {
-            device: Some(DeviceWrite { device_id: self.device_id.to_string(), entries, progress: progress.clone() }),
+            device: Some(DeviceWrite {
+                device_id: self.device_id.to_string(),
+                entries,
+                progress: progress.clone(),
+                epoch,
+            }),
+            employees: placement.employees,
             timeline: placement.timeline,
             conflicts: placement.conflicts,
             audit,
@@ -215,7 +263,16 @@ impl Ingest {
         }
         let (placed, commit_signals) = conflicts.place(employees, self.received_at, &self.settings, self.live).await?;
         let mut placement = Placement { commit_signals, ..Placement::default() };
-        for Placed { entry, superseded, conflicts } in placed.into_iter().flatten() {
+        let mut all_placed = Vec::new();
+        for (employee, EmployeePlaced { placed, read_version }) in placed {
+            placement.employees.push(EmployeeAdvance {
+                org_id: employee.0.to_string(),
+                employee_id: employee.1.to_string(),
+                read_version,
+            });
+            all_placed.extend(placed);
+        }
+        for Placed { entry, superseded, conflicts } in all_placed {
             if let Some(first) = conflicts.first() {
                 placement.conflict_of.insert(entry.seq, first.id.clone());
             }

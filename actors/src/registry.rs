@@ -19,7 +19,7 @@
 use crate::conflict_actor::ConflictActorOptions;
 use crate::conflict_shards::ConflictShards;
 use crate::device_actor::{
-    DeviceActor, DeviceActorShared, DeviceDirectory, EvaluateWaiting, IngestBatch, Lane, MailboxSlot, ReadProgress,
+    DeviceActor, DeviceActorShared, DeviceDirectory, EvaluateWaiting, IngestBatch, Lane, MailboxSlot,
 };
 use crate::employee_timeline::{AdminDecision, ResolveError};
 use crate::ingest::{BatchOutcome, IngestServices, Upload};
@@ -27,7 +27,7 @@ use crate::metrics::DeviceMetrics;
 use crate::retry::RetryPolicy;
 use crate::sharding::shard_of;
 use crate::store::{ConflictRecord, Resolution};
-use crate::store::{DeviceProgress, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::supervision::{ActorKind, PanicWatch};
 use actix::dev::SendError;
 use actix::prelude::*;
@@ -190,21 +190,6 @@ impl DeviceRegistry {
         Err(DeviceBusy(self.inner.options.mailbox_capacity))
     }
 
-    /// The device's progress as its actor sees it.
-    pub async fn progress(&self, device_id: &str) -> Result<DeviceProgress, StoreError> {
-        // A read has no effect, so it may simply be asked again of a fresh actor.
-        let entry = self.entry(device_id, Lane::Backlog);
-        if let Ok(progress) = entry.actor.send(ReadProgress).await {
-            return progress;
-        }
-        self.inner.directory.forget(device_id, &entry.actor);
-        self.entry(device_id, Lane::Backlog)
-            .actor
-            .send(ReadProgress)
-            .await
-            .map_err(|error| StoreError::Unavailable(error.to_string()))?
-    }
-
     /// Settles a conflict as an administrator decided.
     pub async fn resolve_conflict(
         &self,
@@ -217,10 +202,12 @@ impl DeviceRegistry {
         self.inner.conflicts.resolve(conflict, decision).await
     }
 
-    /// Wakes the actors of devices whose records wait behind a gap (after a restart),
-    /// so the gap timeout evaluates them even if the device never sends again.
-    pub async fn resume_waiting(&self) -> Result<usize, StoreError> {
-        let waiting = self.inner.store.devices_waiting_for_evaluation().await?;
+    /// Wakes the actors of the devices whose records wait behind a gap and that `mine`
+    /// says this gateway owns, so the gap timeout evaluates them even if the device
+    /// never sends again; returns how many. Waking one that is not due changes nothing.
+    pub async fn resume_waiting(&self, mine: impl Fn(&str) -> bool) -> Result<usize, StoreError> {
+        let mut waiting = self.inner.store.devices_waiting_for_evaluation().await?;
+        waiting.retain(|device_id| mine(device_id));
         for device_id in &waiting {
             let (registry, device_id) = (self.clone(), device_id.clone());
             actix::spawn(async move { registry.evaluate_waiting(&device_id).await });

@@ -227,7 +227,8 @@ fn store_ceiling(run_for: Duration, bench_store: &BenchStore) -> RunFigures {
                             last_sync_at: Some(now),
                             ..DeviceProgress::default()
                         };
-                        let device = DeviceWrite { device_id: device_id.clone(), entries, progress };
+                        // Epoch 0: a device nobody claimed, as the store's own tests write it.
+                        let device = DeviceWrite { device_id: device_id.clone(), entries, progress, epoch: 0 };
                         let audit = AuditEvent {
                             at: now + first_seq,
                             org_id: "acme".into(),

@@ -84,6 +84,12 @@ pub struct Config {
     pub conflict_backlog_placements: usize,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish.
     pub shutdown_timeout_s: u64,
+    /// How often this gateway writes its heartbeat into the store and reads which other
+    /// gateways are alive.
+    pub membership_heartbeat_ms: u64,
+    /// A gateway whose heartbeat is this old is dead: the others wake the waiting
+    /// devices it owned (devices themselves move at once, to whichever gateway they reach).
+    pub membership_ttl_s: u64,
     /// A batch whose newest record is at most this old is `live`; the rest is `backlog`.
     pub live_window_s: u64,
     /// Records admitted and not yet answered, all devices together; beyond it, 503.
@@ -160,6 +166,8 @@ impl Default for Config {
             conflict_cached_employees: 10_000,
             conflict_backlog_placements: 0,
             shutdown_timeout_s: 30,
+            membership_heartbeat_ms: 1_000,
+            membership_ttl_s: 10,
             live_window_s: (otg_schema::signing::LIVE_WINDOW_MS / 1000) as u64,
             max_in_flight_records: 12_000,
             backlog_share_percent: 75,
@@ -271,6 +279,11 @@ impl Config {
             ),
             (self.body_min_bytes_per_s >= 1, "body_min_bytes_per_s must be at least 1"),
             (self.body_grace_ms >= 100, "body_grace_ms must be at least 100"),
+            (self.membership_heartbeat_ms >= 100, "membership_heartbeat_ms must be at least 100"),
+            (
+                self.membership_ttl_s * 1000 >= 2 * self.membership_heartbeat_ms,
+                "membership_ttl_s must be at least two heartbeats (membership_heartbeat_ms)",
+            ),
             (
                 self.backlog_queue_wait_ms <= 60_000,
                 "backlog_queue_wait_ms must be at most 60000 (clients give up on a silent request)",

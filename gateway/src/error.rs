@@ -61,13 +61,17 @@ pub enum ApiError {
 
 /// A store error as the caller should see it: a value already there is a conflict,
 /// corruption is the server's fault (500, and `/readyz` turns red), and the rest is
-/// unavailability a device rides out by retrying.
+/// unavailability a device rides out by retrying (a device another gateway took over,
+/// or a timeline that kept moving, only reach here after the pipeline's own retries).
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::AlreadyExists => ApiError::AlreadyExists("it already exists".into()),
             StoreError::Corrupt(what) => ApiError::StoreCorrupt(what),
-            StoreError::Unavailable(_) | StoreError::Failed(_) => ApiError::StoreUnavailable(error.to_string()),
+            StoreError::Unavailable(_)
+            | StoreError::Failed(_)
+            | StoreError::Fenced(_)
+            | StoreError::TimelineMoved(_) => ApiError::StoreUnavailable(error.to_string()),
         }
     }
 }
@@ -186,6 +190,8 @@ mod tests {
             (StoreError::AlreadyExists, 409, "already_exists", false),
             (StoreError::Unavailable("a node timed out".into()), 503, "store_unavailable", true),
             (StoreError::Failed("a disk write failed".into()), 503, "store_unavailable", true),
+            (StoreError::Fenced("dev-1 was claimed by another gateway".into()), 503, "store_unavailable", true),
+            (StoreError::TimelineMoved("acme/emp-1".into()), 503, "store_unavailable", true),
             (StoreError::Corrupt("a progress row does not decode".into()), 500, "store_corrupt", false),
         ];
         for (store_error, status, code, says_when) in cases {

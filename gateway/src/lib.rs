@@ -12,6 +12,7 @@ pub mod config;
 pub mod console;
 pub mod error;
 pub mod failed_batches;
+pub mod membership;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
@@ -58,9 +59,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         DeviceMetrics::register(&metrics_registry)?,
     );
-    let waiting = devices.resume_waiting().await.context("finding records waiting behind a gap")?;
-    if waiting > 0 {
-        tracing::info!(devices = waiting, "records wait behind a gap; they are evaluated at their gap timeout");
+    let membership = membership::Membership::join(
+        store.clone(),
+        Duration::from_millis(config.membership_heartbeat_ms),
+        Duration::from_secs(config.membership_ttl_s),
+    )
+    .await
+    .context("joining the gateways")?;
+    wake_waiting_devices(&devices, &membership).await.context("finding records waiting behind a gap")?;
+    {
+        // A gateway joined, left or died: the waiting devices it owned now have owners
+        // among the others, who wake them.
+        let devices = devices.clone();
+        membership.clone().keep_beating(move |membership| {
+            let devices = devices.clone();
+            actix_web::rt::spawn(async move {
+                if let Err(error) = wake_waiting_devices(&devices, &membership).await {
+                    tracing::warn!(%error, "waking the waiting devices this gateway now owns failed");
+                }
+            });
+        });
     }
     let admin_token = admin_token(&config)?;
     let metrics = metrics::GatewayMetrics::register(&metrics_registry)?;
@@ -103,7 +121,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(%address, "listening");
 
     let handle = server.handle();
-    let after_stop = state.clone();
+    let (after_stop, leaving) = (state.clone(), membership.clone());
     actix_web::rt::spawn(async move {
         let (mut terminate, mut interrupt) = (
             signal(SignalKind::terminate()).expect("SIGTERM handler"),
@@ -113,6 +131,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             _ = terminate.recv() => tracing::info!("SIGTERM: draining"),
             _ = interrupt.recv() => tracing::info!("SIGINT: draining"),
         }
+        // Out of the live gateways first, so the others own what this one did at once.
+        leaving.leave().await;
         state.start_draining();
         handle.stop(true).await;
     });
@@ -122,6 +142,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     store.close().await.context("flushing the store")?;
     devices.stop();
     tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Wakes the devices whose records wait behind a gap and that this gateway owns, so
+/// the gap timeout evaluates them even if they never send again; each such device is
+/// woken by one gateway, not by all of them.
+async fn wake_waiting_devices(devices: &DeviceRegistry, membership: &membership::Membership) -> anyhow::Result<()> {
+    let woken = devices.resume_waiting(|device_id| membership.owns(device_id)).await?;
+    if woken > 0 {
+        tracing::info!(devices = woken, "records wait behind a gap; they are evaluated at their gap timeout");
+    }
     Ok(())
 }
 

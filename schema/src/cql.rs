@@ -10,8 +10,10 @@ pub struct Migration {
 }
 
 /// Every version, in order. A released file is never edited: a change is a new one.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "initial", cql: include_str!("../cql/V001__initial.cql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "initial", cql: include_str!("../cql/V001__initial.cql") },
+    Migration { version: 2, name: "ownership", cql: include_str!("../cql/V002__ownership.cql") },
+];
 
 /// The version a gateway of this build needs.
 pub fn latest_version() -> i32 {

@@ -30,6 +30,9 @@ pub async fn run_all(store: &dyn Store) {
     conflicts_are_listed_and_resolved_once(store, &ids).await;
     waiting_devices_are_listed(store, &ids).await;
     retried_writes_count_once(store, &ids).await;
+    a_device_commits_only_under_its_latest_claim(store, &ids).await;
+    a_placement_on_a_moved_timeline_is_refused(store, &ids).await;
+    gateways_are_live_until_they_leave_or_expire(store, &ids).await;
 }
 
 /// Ids unique to one run of the suite.
@@ -46,8 +49,10 @@ impl Ids {
     }
 }
 
+/// A device commit of a device nobody claimed (epoch 0): what the store's own tests
+/// write; gateways always claim first.
 pub fn device_commit(device_id: &str, entries: Vec<SeqEntry>, progress: DeviceProgress) -> Commit {
-    Commit::of_device(DeviceWrite { device_id: device_id.into(), entries, progress })
+    Commit::of_device(DeviceWrite { device_id: device_id.into(), entries, progress, epoch: 0 })
 }
 
 pub fn record(seq: u64, employee_id: &str, recorded_at: i64) -> ValidRecord {
@@ -525,4 +530,80 @@ async fn retried_writes_count_once(store: &dyn Store, ids: &Ids) {
     assert_eq!(trail(store, AuditScope::Device(&device)).await.len(), 3, "enrolled, revoked, one batch");
     assert_eq!(trail(store, AuditScope::Org(&org)).await.len(), 3);
     assert_eq!(store.timeline(&org, "emp-r", UtcDay::of_unix_ms(DAY_START)).await.unwrap().len(), 1);
+}
+
+/// Two gateways hold one device: the later claim fences the earlier one. A commit under
+/// the earlier epoch writes no progress, and the seq row it may have written never
+/// hides the one the newer owner wrote (whatever order they landed in).
+async fn a_device_commits_only_under_its_latest_claim(store: &dyn Store, ids: &Ids) {
+    let device = ids.of("dev-owned");
+    let first = store.claim_device(&device).await.unwrap();
+    assert_eq!(first.progress, DeviceProgress::default(), "a new device has received nothing");
+    let commit_under = |epoch: i64, seq: u64, record_id: &str, received: &[u64]| {
+        let mut progress = DeviceProgress::default();
+        for &seq in received {
+            progress.received.insert(seq);
+        }
+        let record = ValidRecord { record_id: record_id.into(), ..record(seq, "emp-1", DAY_START + seq as i64 * HOUR) };
+        let write = DeviceWrite { device_id: device.clone(), entries: vec![stored(&device, record)], progress, epoch };
+        Commit::of_device(write)
+    };
+    store.commit(&commit_under(first.epoch, 1, "00000000-0000-4000-8000-00000000000a", &[1])).await.unwrap();
+
+    let second = store.claim_device(&device).await.unwrap();
+    assert!(second.epoch > first.epoch, "each claim is under a greater epoch");
+    assert!(second.progress.received.contains(1), "a claim sees every commit made before it");
+    let newer = commit_under(second.epoch, 2, "00000000-0000-4000-8000-00000000000b", &[1, 2]);
+    store.commit(&newer).await.unwrap();
+    let stale = commit_under(first.epoch, 2, "00000000-0000-4000-8000-00000000000c", &[1, 2]);
+    assert!(matches!(store.commit(&stale).await, Err(StoreError::Fenced(_))), "the earlier owner is fenced");
+
+    let progress = store.device_progress(&device).await.unwrap();
+    assert_eq!(progress.received.next_seq(), 3);
+    let Some(SeqEntry::Stored(kept)) = store.seq_entries(&device, &[2]).await.unwrap().remove(0) else {
+        panic!("seq 2 holds a record");
+    };
+    assert_eq!(kept.record.record_id, "00000000-0000-4000-8000-00000000000b", "the newer owner's record stands");
+}
+
+/// Two placements of one employee made on the same timeline version: the first commit
+/// advances it, the second is refused and writes no progress, to be placed again.
+async fn a_placement_on_a_moved_timeline_is_refused(store: &dyn Store, ids: &Ids) {
+    let (org, employee) = (ids.of("versions-org"), ids.of("emp"));
+    let read_version = store.employee_version(&org, &employee).await.unwrap();
+    assert_eq!(read_version, 0, "an employee never placed is at version 0");
+    let placement = |device: &str| {
+        let mut progress = DeviceProgress::default();
+        progress.received.insert(1);
+        let entries = vec![stored_in(&org, device, record(1, &employee, DAY_START))];
+        let advance = EmployeeAdvance { org_id: org.clone(), employee_id: employee.clone(), read_version };
+        Commit { employees: vec![advance], ..device_commit(device, entries, progress) }
+    };
+    let (kiosk, phone) = (ids.of("versions-kiosk"), ids.of("versions-phone"));
+    store.commit(&placement(&kiosk)).await.unwrap();
+    assert_eq!(store.employee_version(&org, &employee).await.unwrap(), 1);
+    let refused = store.commit(&placement(&phone)).await;
+    assert!(matches!(refused, Err(StoreError::TimelineMoved(_))), "{refused:?}");
+    let progress = store.device_progress(&phone).await.unwrap();
+    assert_eq!(progress.received.next_seq(), 1, "the refused placement's batch is not received");
+    assert_eq!(store.employee_version(&org, &employee).await.unwrap(), 1, "a refused placement advances nothing");
+}
+
+/// A heartbeat makes a gateway live until its TTL runs out; leaving ends it at once.
+async fn gateways_are_live_until_they_leave_or_expire(store: &dyn Store, ids: &Ids) {
+    let member = |name: &str| GatewayMember { gateway_id: ids.of(name), started_at: DAY_START };
+    let live =
+        |gateways: Vec<GatewayMember>, name: &str| gateways.iter().any(|gateway| gateway.gateway_id == ids.of(name));
+    store.heartbeat(&member("gw-staying"), std::time::Duration::from_secs(60)).await.unwrap();
+    store.heartbeat(&member("gw-leaving"), std::time::Duration::from_secs(60)).await.unwrap();
+    store.heartbeat(&member("gw-dying"), std::time::Duration::from_secs(1)).await.unwrap();
+    let gateways = store.live_gateways().await.unwrap();
+    assert!(live(gateways.clone(), "gw-staying") && live(gateways.clone(), "gw-leaving") && live(gateways, "gw-dying"));
+    store.leave(&ids.of("gw-leaving")).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    let gateways = store.live_gateways().await.unwrap();
+    assert!(live(gateways.clone(), "gw-staying"), "a gateway that keeps its heartbeat stays");
+    assert!(!live(gateways.clone(), "gw-leaving"), "a gateway that left is gone at once");
+    assert!(!live(gateways, "gw-dying"), "a gateway whose heartbeat expired is gone");
+    store.leave(&ids.of("gw-staying")).await.unwrap();
 }

@@ -54,6 +54,15 @@ pub enum StoreError {
     Failed(String),
     #[error("stored value is corrupt: {0}")]
     Corrupt(String),
+    /// The device was claimed under a newer epoch (by another gateway): this commit
+    /// wrote no progress; the caller claims the device again and decides afresh.
+    #[error("fenced: {0}")]
+    Fenced(String),
+    /// An employee's timeline changed since the placement read it (another gateway
+    /// placed records of the employee): nothing of this commit was written; the
+    /// caller places again on a fresh read.
+    #[error("the timeline of {0} moved")]
+    TimelineMoved(String),
 }
 
 /// Where otg keeps everything. Writes return only once durable.
@@ -73,6 +82,20 @@ pub trait Store: Send + Sync + 'static {
 
     /// The device's progress; the default (nothing received) for a new device.
     async fn device_progress(&self, device_id: &str) -> Result<DeviceProgress, StoreError>;
+
+    /// Takes the device for the caller under a new epoch, greater than every earlier
+    /// one, and returns it with the device's progress as of then: every commit of an
+    /// earlier epoch that returned is in it, and from now on commits under an earlier
+    /// epoch fail with `Fenced` and write no progress (a conditional write where
+    /// several gateways share the store).
+    async fn claim_device(&self, device_id: &str) -> Result<DeviceClaim, StoreError>;
+
+    /// An employee's timeline version (0 for one never placed): a commit that places
+    /// records of the employee advances it, after writing their rows, from the version
+    /// its placement read, and fails with `TimelineMoved`, writing no progress, if it
+    /// moved meanwhile. Read the version before the timeline: every commit that
+    /// advanced to it is then in what is read.
+    async fn employee_version(&self, org_id: &str, employee_id: &str) -> Result<i64, StoreError>;
 
     /// The devices with records waiting behind a gap for conflict evaluation.
     async fn devices_waiting_for_evaluation(&self) -> Result<Vec<String>, StoreError>;
@@ -143,6 +166,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replaces the org's settings, durably.
     async fn put_org_settings(&self, org_id: &str, settings: &OrgSettings) -> Result<(), StoreError>;
+
+    /// Writes that this gateway is alive, until `ttl` from now unless written again.
+    async fn heartbeat(&self, gateway: &GatewayMember, ttl: std::time::Duration) -> Result<(), StoreError>;
+
+    /// The gateways whose last heartbeat has not expired, in id order.
+    async fn live_gateways(&self) -> Result<Vec<GatewayMember>, StoreError>;
+
+    /// Removes this gateway from the live ones at once (it is shutting down).
+    async fn leave(&self, gateway_id: &str) -> Result<(), StoreError>;
 
     /// Succeeds when the store can serve reads and writes.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -123,6 +123,9 @@ impl SeqEntry {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Commit {
     pub device: Option<DeviceWrite>,
+    /// The employees whose records this commit places, each with the timeline version
+    /// its placement read: advanced first, and if one moved, nothing is written.
+    pub employees: Vec<EmployeeAdvance>,
     /// New timeline entries, or stored ones with a new status.
     pub timeline: Vec<TimelineEntry>,
     /// Conflicts detected: written if absent. Writing one again never undoes its
@@ -269,6 +272,33 @@ pub struct DeviceWrite {
     /// Newly received seqs only; resends and reused seqs write nothing.
     pub entries: Vec<SeqEntry>,
     pub progress: DeviceProgress,
+    /// The epoch the committer claimed the device under (`Store::claim_device`).
+    pub epoch: i64,
+}
+
+/// A device claimed by the caller: the epoch its commits are made under, and its
+/// progress as of the claim.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceClaim {
+    pub epoch: i64,
+    pub progress: DeviceProgress,
+}
+
+/// A gateway process sharing the store with others: its id (fresh at every start) and
+/// when it started, unix ms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayMember {
+    pub gateway_id: String,
+    pub started_at: i64,
+}
+
+/// An employee whose timeline a commit changes, and the version the change was
+/// decided on (`Store::employee_version`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmployeeAdvance {
+    pub org_id: String,
+    pub employee_id: String,
+    pub read_version: i64,
 }
 
 /// Whether a stored record counts in the effective timeline. Nothing is ever deleted.

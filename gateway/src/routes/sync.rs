@@ -173,7 +173,8 @@ async fn device_config(request: HttpRequest, state: web::Data<AppState>) -> Resu
 
 async fn device_status(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let device = authenticate_device(&request, b"", state.store.as_ref()).await?;
-    let progress = state.devices.progress(&device.device_id).await?;
+    // From the store, not a device actor: another gateway may hold the device.
+    let progress = state.store.device_progress(&device.device_id).await?;
     let open_conflicts = state.store.open_conflicts_of_device(&device.device_id).await?;
     Ok(msgpack(&DeviceStatus {
         next_seq: progress.received.next_seq(),

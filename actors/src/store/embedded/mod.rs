@@ -11,6 +11,7 @@
 
 mod committer;
 mod live_log;
+mod ownership;
 mod read_barrier;
 mod replay;
 mod tables;
@@ -19,8 +20,8 @@ mod write_set;
 use super::codec::{decode, encode};
 use super::keys;
 use super::{
-    AdminResolution, AuditEvent, AuditKind, AuditScope, Commit, ConflictRecord, Cursor, DeviceEnrolment,
-    DeviceProgress, Page, Resolved, SeqEntry, Store, StoreError, SyncTotals, TimelineEntry,
+    AdminResolution, AuditEvent, AuditKind, AuditScope, Commit, ConflictRecord, Cursor, DeviceClaim, DeviceEnrolment,
+    DeviceProgress, GatewayMember, Page, Resolved, SeqEntry, Store, StoreError, SyncTotals, TimelineEntry,
 };
 use crate::metrics::StoreMetrics;
 use async_trait::async_trait;
@@ -65,6 +66,7 @@ pub struct EmbeddedStore {
     /// Set by the first failed write: fjall refuses every write after one (it poisons
     /// itself), so the store stays unavailable until the gateway restarts.
     failed: Arc<AtomicBool>,
+    ownership: ownership::Ownership,
 }
 
 impl EmbeddedStore {
@@ -126,6 +128,7 @@ impl EmbeddedStore {
             live_window_ms: options.live_window_ms,
             admin_writes: tokio::sync::Mutex::new(()),
             failed,
+            ownership: Default::default(),
         })
     }
 
@@ -225,6 +228,29 @@ impl Store for EmbeddedStore {
         Ok(read(&self.tables.progress, device_id.as_bytes())?.unwrap_or_default())
     }
 
+    async fn claim_device(&self, device_id: &str) -> Result<DeviceClaim, StoreError> {
+        let epoch = self.ownership.claim(device_id);
+        Ok(DeviceClaim { epoch, progress: self.device_progress(device_id).await? })
+    }
+
+    async fn employee_version(&self, org_id: &str, employee_id: &str) -> Result<i64, StoreError> {
+        Ok(self.ownership.employee_version(org_id, employee_id))
+    }
+
+    async fn heartbeat(&self, gateway: &GatewayMember, ttl: std::time::Duration) -> Result<(), StoreError> {
+        self.ownership.heartbeat(gateway, ttl);
+        Ok(())
+    }
+
+    async fn live_gateways(&self) -> Result<Vec<GatewayMember>, StoreError> {
+        Ok(self.ownership.live_gateways())
+    }
+
+    async fn leave(&self, gateway_id: &str) -> Result<(), StoreError> {
+        self.ownership.leave(gateway_id);
+        Ok(())
+    }
+
     async fn devices_waiting_for_evaluation(&self) -> Result<Vec<String>, StoreError> {
         self.barrier.wait(None).await?;
         let mut waiting = Vec::new();
@@ -246,6 +272,10 @@ impl Store for EmbeddedStore {
         if self.failed.load(Ordering::Relaxed) {
             return Err(failed_earlier());
         }
+        if let Some(device) = &commit.device {
+            self.ownership.check_epoch(device)?;
+        }
+        self.ownership.advance(&commit.employees)?;
         let writes = writes_of(commit);
         let records = commit.device.as_ref().map_or(0, |device| device.entries.len());
         let senders = self
@@ -491,6 +521,7 @@ mod tests {
             device_id: "dev-reopen".into(),
             entries: vec![],
             progress: DeviceProgress::default(),
+            epoch: 0,
         };
         assert!(
             store.commit(&Commit { device: Some(write), ..Commit::default() }).await.is_err(),

@@ -23,7 +23,8 @@ pub(super) fn replay_live_log(committer: &Committer, dir: &std::path::Path, appl
         }
         let LiveEntry { writes, stats } = decode(&payload)?;
         // fjall panics on a key it cannot hold: an entry with one is damage, refused.
-        if let Some(Write(_, key, _)) = writes.iter().find(|Write(_, key, _)| !(1..=MAX_KEY_BYTES).contains(&key.len())) {
+        if let Some(Write(_, key, _)) = writes.iter().find(|Write(_, key, _)| !(1..=MAX_KEY_BYTES).contains(&key.len()))
+        {
             return Err(StoreError::Corrupt(format!("live log entry {lsn}: a key of {} bytes", key.len())));
         }
         last = lsn;

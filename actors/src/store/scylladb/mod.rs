@@ -15,6 +15,7 @@
 
 mod errors;
 mod listings;
+mod ownership;
 mod queries;
 mod schema;
 mod statements;
@@ -24,8 +25,8 @@ pub use schema::{valid_keyspace, Replication};
 
 use super::codec::decode;
 use super::{
-    AdminResolution, AuditEvent, AuditKind, AuditScope, Commit, ConflictRecord, Cursor, DeviceEnrolment,
-    DeviceProgress, Page, Resolved, SeqEntry, Store, StoreError, SyncTotals, TimelineEntry,
+    AdminResolution, AuditEvent, AuditKind, AuditScope, Commit, ConflictRecord, Cursor, DeviceClaim, DeviceEnrolment,
+    DeviceProgress, GatewayMember, Page, Resolved, SeqEntry, Store, StoreError, SyncTotals, TimelineEntry,
 };
 use crate::store::codec::encode;
 use async_trait::async_trait;
@@ -299,6 +300,26 @@ impl Store for ScyllaStore {
 
     /// A scan of every device's progress, page by page, filtered here: a filter on the
     /// server (`ALLOW FILTERING`) could scan the whole table for one page and time out.
+    async fn claim_device(&self, device_id: &str) -> Result<DeviceClaim, StoreError> {
+        self.claim(device_id).await
+    }
+
+    async fn employee_version(&self, org_id: &str, employee_id: &str) -> Result<i64, StoreError> {
+        self.read_employee_version(org_id, employee_id).await
+    }
+
+    async fn heartbeat(&self, gateway: &GatewayMember, ttl: Duration) -> Result<(), StoreError> {
+        self.write_heartbeat(gateway, ttl).await
+    }
+
+    async fn live_gateways(&self) -> Result<Vec<GatewayMember>, StoreError> {
+        self.read_live_gateways().await
+    }
+
+    async fn leave(&self, gateway_id: &str) -> Result<(), StoreError> {
+        self.delete_gateway(gateway_id).await
+    }
+
     async fn devices_waiting_for_evaluation(&self) -> Result<Vec<String>, StoreError> {
         let rows: Vec<(String, Option<bool>)> = self.all_rows(&self.statements.select_waiting, ()).await?;
         Ok(rows.into_iter().filter(|(_, waiting)| *waiting == Some(true)).map(|(device_id, _)| device_id).collect())

@@ -17,9 +17,18 @@ pub(super) struct Statements {
     pub revoke_device: PreparedStatement,
     pub insert_org_device: PreparedStatement,
     pub select_org_devices: PreparedStatement,
-    pub insert_progress: PreparedStatement,
+    pub write_progress: PreparedStatement,
     pub select_progress: PreparedStatement,
+    pub select_state_serial: PreparedStatement,
+    pub claim_new_device: PreparedStatement,
+    pub claim_device: PreparedStatement,
     pub select_waiting: PreparedStatement,
+    pub select_employee_version: PreparedStatement,
+    pub insert_employee_version: PreparedStatement,
+    pub advance_employee_version: PreparedStatement,
+    pub insert_gateway: PreparedStatement,
+    pub select_gateways: PreparedStatement,
+    pub delete_gateway: PreparedStatement,
     pub insert_seq: PreparedStatement,
     pub select_seqs: PreparedStatement,
     pub insert_timeline: PreparedStatement,
@@ -120,15 +129,51 @@ impl Statements {
                 Idempotent,
             )
             .await?,
-            insert_progress: prepare(
-                "INSERT INTO device_progress (device_id, progress, waiting) VALUES (?, ?, ?)",
+            // The commit point, fenced: written only by the holder of the device's epoch.
+            write_progress: prepare(
+                "UPDATE device_state SET progress = ?, waiting = ? WHERE device_id = ? IF epoch = ?",
+                Conditional,
+            )
+            .await?,
+            select_progress: prepare("SELECT progress FROM device_state WHERE device_id = ?", Idempotent).await?,
+            select_state_serial: prepare("SELECT progress, epoch FROM device_state WHERE device_id = ?", SerialRead)
+                .await?,
+            claim_new_device: prepare(
+                "INSERT INTO device_state (device_id, epoch) VALUES (?, ?) IF NOT EXISTS",
+                Conditional,
+            )
+            .await?,
+            claim_device: prepare("UPDATE device_state SET epoch = ? WHERE device_id = ? IF epoch = ?", Conditional)
+                .await?,
+            select_waiting: prepare("SELECT device_id, waiting FROM device_state", Idempotent).await?,
+            select_employee_version: prepare(
+                "SELECT version FROM employee_versions WHERE org_id = ? AND employee_id = ?",
+                SerialRead,
+            )
+            .await?,
+            insert_employee_version: prepare(
+                "INSERT INTO employee_versions (org_id, employee_id, version) VALUES (?, ?, 1) IF NOT EXISTS",
+                Conditional,
+            )
+            .await?,
+            advance_employee_version: prepare(
+                "UPDATE employee_versions SET version = ? WHERE org_id = ? AND employee_id = ? IF version = ?",
+                Conditional,
+            )
+            .await?,
+            insert_gateway: prepare(
+                "INSERT INTO gateways (gateway_id, started_at) VALUES (?, ?) USING TTL ?",
                 Idempotent,
             )
             .await?,
-            select_progress: prepare("SELECT progress FROM device_progress WHERE device_id = ?", Idempotent).await?,
-            select_waiting: prepare("SELECT device_id, waiting FROM device_progress", Idempotent).await?,
-            insert_seq: prepare("INSERT INTO seqs (device_id, seq_bucket, seq, entry) VALUES (?, ?, ?, ?)", Idempotent)
-                .await?,
+            select_gateways: prepare("SELECT gateway_id, started_at FROM gateways", Idempotent).await?,
+            delete_gateway: prepare("DELETE FROM gateways WHERE gateway_id = ?", Idempotent).await?,
+            // Stamped with the writer's epoch: a newer owner's row always wins.
+            insert_seq: prepare(
+                "INSERT INTO seqs (device_id, seq_bucket, seq, entry) VALUES (?, ?, ?, ?) USING TIMESTAMP ?",
+                Idempotent,
+            )
+            .await?,
             select_seqs: prepare(
                 "SELECT seq, entry FROM seqs WHERE device_id = ? AND seq_bucket = ? AND seq IN ?",
                 Idempotent,

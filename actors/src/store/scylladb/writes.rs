@@ -3,8 +3,12 @@
 //! Rows of one partition go in unlogged batches (one mutation on each replica); the
 //! rest run concurrently. The order is the trait's contract: a commit that finds
 //! conflicts writes them first (their index rows, then the conflicts), so no record's
-//! status is ever changed by a conflict that is not stored; then every other row; then,
-//! once all are acknowledged, the device's progress, the commit point.
+//! status is ever changed by a conflict that is not stored; then every other row; then
+//! the versions of the employees placed are advanced, after their rows, so a gateway
+//! that reads a version finds the rows of every commit that advanced to it (a
+//! placement made on a timeline that moved meanwhile fails here, `ownership.rs`);
+//! then, once all are acknowledged, the device's progress, the commit point, if the
+//! device's epoch is still the committer's.
 
 use super::errors::cql_error;
 use super::ScyllaStore;
@@ -106,10 +110,11 @@ impl ScyllaStore {
         self.audit_writes(&commit.audit, &mut rows);
         self.stats_writes(&commit.stats, commit.device.is_none(), &mut rows);
         rows.run().await?;
+        if !commit.employees.is_empty() {
+            self.advance_employees(&commit.employees).await?;
+        }
         if let Some(device) = &commit.device {
-            let waiting = device.progress.evaluation.waiting_since.is_some();
-            let values = (device.device_id.as_str(), encode(&device.progress), waiting);
-            self.execute(&self.statements.insert_progress, values).await?;
+            self.write_progress(device).await?;
         }
         Ok(())
     }
@@ -123,7 +128,8 @@ impl ScyllaStore {
             let mut buckets: BTreeMap<i64, Vec<_>> = BTreeMap::new();
             for entry in &device.entries {
                 let (seq, bucket) = (entry.seq() as i64, (entry.seq() / SEQ_BUCKET) as i64);
-                buckets.entry(bucket).or_default().push((device.device_id.as_str(), bucket, seq, encode(entry)));
+                let row = (device.device_id.as_str(), bucket, seq, encode(entry), device.epoch);
+                buckets.entry(bucket).or_default().push(row);
             }
             for rows in buckets.into_values() {
                 writes.batched(&statements.insert_seq, rows);

@@ -1,0 +1,138 @@
+//! Who may write a device's progress and an employee's timeline, when several gateways
+//! share one cluster: conditional writes (LWT) on `device_state.epoch` and
+//! `employee_versions.version` (schema V002); and which gateways are alive (`gateways`,
+//! rows that expire by TTL unless refreshed).
+//!
+//! A device is claimed by raising its epoch (`IF epoch = <the one read>`); its progress
+//! is then read at serial consistency, after the claim, so no commit of the previous
+//! owner can land unseen: from the claim on, that owner's progress writes (`IF epoch =
+//! <its epoch>`) are refused. An epoch is the greater of one past the last and the
+//! clock in microseconds, because it is also the write timestamp of the owner's seq
+//! rows: a newer owner's rows then always win over a stale owner's late ones.
+
+use super::queries::Conditional;
+use super::ScyllaStore;
+use crate::store::codec::{decode, encode};
+use crate::store::{DeviceClaim, DeviceProgress, DeviceWrite, EmployeeAdvance, GatewayMember, StoreError};
+
+use std::time::Duration;
+
+/// Claims that may lose a race before the claim fails (the device is being sent to
+/// several gateways at once; the caller answers 503 and the device retries).
+const CLAIM_ATTEMPTS: usize = 8;
+
+type StateRow = (Option<Vec<u8>>, Option<i64>);
+
+impl ScyllaStore {
+    /// Takes the device for this gateway under a new epoch.
+    pub(super) async fn claim(&self, device_id: &str) -> Result<DeviceClaim, StoreError> {
+        let mut proposed = None;
+        for _ in 0..CLAIM_ATTEMPTS {
+            let state = self.serial_state(device_id).await?;
+            let current = state.as_ref().and_then(|(_, epoch)| *epoch);
+            if let (Some(proposed), Some((progress, _))) = (proposed, &state) {
+                // An earlier attempt whose outcome was unknown did land.
+                if current == Some(proposed) {
+                    return Ok(DeviceClaim { epoch: proposed, progress: progress_of(progress.as_deref())? });
+                }
+            }
+            let next = current.map_or(0, |epoch| epoch + 1).max(now_micros());
+            proposed = Some(next);
+            let outcome = match &state {
+                None => self.conditional(&self.statements.claim_new_device, (device_id, next)).await?,
+                Some(_) => self.conditional(&self.statements.claim_device, (next, device_id, current)).await?,
+            };
+            if let Conditional::Applied = outcome {
+                // Read after the claim: every commit of an earlier owner is in it.
+                let progress = self.serial_state(device_id).await?.and_then(|(progress, _)| progress);
+                return Ok(DeviceClaim { epoch: next, progress: progress_of(progress.as_deref())? });
+            }
+        }
+        Err(StoreError::Unavailable(format!("device {device_id} is being claimed by several gateways at once")))
+    }
+
+    /// Writes the device's progress if it still holds the epoch: the commit point.
+    pub(super) async fn write_progress(&self, device: &DeviceWrite) -> Result<(), StoreError> {
+        let waiting = device.progress.evaluation.waiting_since.is_some();
+        let encoded = encode(&device.progress);
+        // Epoch 0 is a device nobody claimed: its row has no epoch yet (or no row at all).
+        let epoch = (device.epoch != 0).then_some(device.epoch);
+        let values = (&encoded, waiting, device.device_id.as_str(), epoch);
+        match self.conditional(&self.statements.write_progress, values).await? {
+            Conditional::Applied => Ok(()),
+            Conditional::NotApplied => Err(fenced(&device.device_id)),
+            Conditional::Unknown(error) => match self.serial_state(&device.device_id).await? {
+                Some((Some(stored), stored_epoch)) if stored_epoch == epoch && stored == encoded => Ok(()),
+                Some((_, stored_epoch)) if stored_epoch != epoch => Err(fenced(&device.device_id)),
+                // Still ours and not written: the whole commit is tried again.
+                _ => Err(StoreError::Unavailable(format!("progress of {}: {error}", device.device_id))),
+            },
+        }
+    }
+
+    /// An employee's timeline version: 0 for one never placed.
+    pub(super) async fn read_employee_version(&self, org_id: &str, employee_id: &str) -> Result<i64, StoreError> {
+        let rows: Vec<(Option<i64>,)> =
+            self.rows(&self.statements.select_employee_version, (org_id, employee_id)).await?;
+        Ok(rows.into_iter().next().and_then(|(version,)| version).unwrap_or(0))
+    }
+
+    /// Advances each employee's version from the one its placement read; one that
+    /// moved meanwhile fails the commit (`TimelineMoved`) before its progress: the rows
+    /// already written are a cut commit's, which readers tolerate. An outcome that is
+    /// unknown counts as moved: the placement is made again on a fresh read, which is
+    /// always safe.
+    pub(super) async fn advance_employees(&self, employees: &[EmployeeAdvance]) -> Result<(), StoreError> {
+        let advances = employees.iter().map(|advance| async move {
+            let (org, employee) = (advance.org_id.as_str(), advance.employee_id.as_str());
+            let outcome = if advance.read_version == 0 {
+                self.conditional(&self.statements.insert_employee_version, (org, employee)).await?
+            } else {
+                let values = (advance.read_version + 1, org, employee, advance.read_version);
+                self.conditional(&self.statements.advance_employee_version, values).await?
+            };
+            match outcome {
+                Conditional::Applied => Ok(()),
+                _ => Err(StoreError::TimelineMoved(format!("{org}/{employee}"))),
+            }
+        });
+        futures_util::future::try_join_all(advances).await.map(drop)
+    }
+
+    pub(super) async fn write_heartbeat(&self, gateway: &GatewayMember, ttl: Duration) -> Result<(), StoreError> {
+        let ttl_s = ttl.as_secs().clamp(1, i32::MAX as u64) as i32;
+        let values = (gateway.gateway_id.as_str(), gateway.started_at, ttl_s);
+        self.execute(&self.statements.insert_gateway, values).await.map(drop)
+    }
+
+    pub(super) async fn read_live_gateways(&self) -> Result<Vec<GatewayMember>, StoreError> {
+        let rows: Vec<(String, Option<i64>)> = self.all_rows(&self.statements.select_gateways, ()).await?;
+        let mut live: Vec<GatewayMember> = rows
+            .into_iter()
+            .map(|(gateway_id, started_at)| GatewayMember { gateway_id, started_at: started_at.unwrap_or(0) })
+            .collect();
+        live.sort_by(|a, b| a.gateway_id.cmp(&b.gateway_id));
+        Ok(live)
+    }
+
+    pub(super) async fn delete_gateway(&self, gateway_id: &str) -> Result<(), StoreError> {
+        self.execute(&self.statements.delete_gateway, (gateway_id,)).await.map(drop)
+    }
+
+    async fn serial_state(&self, device_id: &str) -> Result<Option<StateRow>, StoreError> {
+        let rows: Vec<StateRow> = self.rows(&self.statements.select_state_serial, (device_id,)).await?;
+        Ok(rows.into_iter().next())
+    }
+}
+
+fn progress_of(encoded: Option<&[u8]>) -> Result<DeviceProgress, StoreError> {
+    encoded.map_or(Ok(DeviceProgress::default()), decode)
+}
+
+fn fenced(device_id: &str) -> StoreError {
+    StoreError::Fenced(format!("device {device_id} was claimed by another gateway"))
+}
+
+fn now_micros() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |since| since.as_micros() as i64)
+}
