@@ -59,6 +59,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
         DeviceMetrics::register(&metrics_registry)?,
     );
+    let admin_token = admin_token(&config)?;
+    let metrics = metrics::GatewayMetrics::register(&metrics_registry)?;
+    let failed_batches = failed_batches::FailedBatches::start(store.clone(), &metrics_registry)?;
+    let admission = admission::Admission::start(&config, &metrics_registry)?;
     let membership = membership::Membership::join(
         store.clone(),
         Duration::from_millis(config.membership_heartbeat_ms),
@@ -67,11 +71,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     .await
     .context("joining the gateways")?;
     wake_waiting_devices(&devices, &membership).await.context("finding records waiting behind a gap")?;
+    admission.share_org_rates(membership.live_count());
     {
         // A gateway joined, left or died: the waiting devices it owned now have owners
-        // among the others, who wake them.
-        let devices = devices.clone();
+        // among the others, who wake them, and each org's rate has a new share.
+        let (devices, admission) = (devices.clone(), admission.clone());
         membership.clone().keep_beating(move |membership| {
+            admission.share_org_rates(membership.live_count());
             let devices = devices.clone();
             actix_web::rt::spawn(async move {
                 if let Err(error) = wake_waiting_devices(&devices, &membership).await {
@@ -80,10 +86,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             });
         });
     }
-    let admin_token = admin_token(&config)?;
-    let metrics = metrics::GatewayMetrics::register(&metrics_registry)?;
-    let failed_batches = failed_batches::FailedBatches::start(store.clone(), &metrics_registry)?;
-    let admission = admission::Admission::start(&config, &metrics_registry)?;
     let listener = listen(config.listen_addr).with_context(|| format!("binding {}", config.listen_addr))?;
     let address = listener.local_addr()?;
     let (workers, shutdown_timeout) = (config.http_workers(), config.shutdown_timeout_s);

@@ -46,7 +46,7 @@ struct Shared {
     records: AtomicU64,
     bytes: AtomicU64,
     devices: DefaultKeyedRateLimiter<String>,
-    orgs: DefaultKeyedRateLimiter<String>,
+    orgs: OrgRates,
     drain: DrainMeter,
     /// Records refused lately: demand that will come back, so it counts as work ahead.
     refused: RecentCount,
@@ -105,8 +105,6 @@ impl Admission {
     pub fn start(config: &Config, registry: &Registry) -> anyhow::Result<Self> {
         let device_quota =
             Quota::per_second(nonzero(config.device_batches_per_s)).allow_burst(nonzero(config.device_batch_burst));
-        let org_quota =
-            Quota::per_second(nonzero(config.org_records_per_s)).allow_burst(nonzero(config.org_record_burst));
         let shared = Arc::new(Shared {
             budget: Budget::new(config.max_in_flight_records, config.backlog_share_percent),
             max_bytes: config.max_in_flight_bytes,
@@ -114,7 +112,7 @@ impl Admission {
             records: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             devices: RateLimiter::keyed(device_quota),
-            orgs: RateLimiter::keyed(org_quota),
+            orgs: OrgRates::new(config.org_records_per_s, config.org_record_burst),
             drain: DrainMeter::new(config.drain_records_per_s as f64),
             refused: RecentCount::default(),
             admitted_records: AtomicU64::new(0),
@@ -255,10 +253,11 @@ impl Admission {
         // Room first, then the org's rate: a batch refused for room spends no tokens.
         let admitted = Admitted { _reserved: reserved, records, priority };
         let count = NonZeroU32::new(records.clamp(1, u32::MAX as u64) as u32).expect("clamped to at least 1");
-        match shared.orgs.check_key_n(&org_id.to_owned(), count) {
+        let orgs = shared.orgs.limiter();
+        match orgs.check_key_n(&org_id.to_owned(), count) {
             Ok(Ok(())) => {}
             Ok(Err(not_until)) => {
-                let wait = not_until.wait_time_from(governor::clock::Clock::now(shared.orgs.clock()));
+                let wait = not_until.wait_time_from(governor::clock::Clock::now(orgs.clock()));
                 return Err(self.rate_limited("org", wait));
             }
             // Config validation keeps the burst at least one full batch.
@@ -270,6 +269,11 @@ impl Admission {
             shared.admitted_batches.fetch_add(1, Ordering::Relaxed);
         }
         Ok(admitted)
+    }
+
+    /// Shares each org's record rate among `gateways` live gateways (see `OrgRates`).
+    pub fn share_org_rates(&self, gateways: usize) {
+        self.shared.orgs.share_among(gateways);
     }
 
     /// Counts records durably acked: the drain rate `Retry-After` is computed from.
@@ -346,6 +350,46 @@ impl Shared {
     }
 }
 
+/// Each org's record rate (`org_records_per_s`, `org_record_burst`), shared out among
+/// the live gateways: each admits its share, so the fleet admits about the configured
+/// rate whichever gateways an org's devices reach (evenly, by hash or at random). A
+/// change of the live set starts the shares afresh (a burst's worth of slack, once).
+struct OrgRates {
+    limiter: std::sync::RwLock<Arc<DefaultKeyedRateLimiter<String>>>,
+    per_second: u32,
+    burst: u32,
+    gateways: AtomicUsize,
+}
+
+impl OrgRates {
+    fn new(per_second: u32, burst: u32) -> Self {
+        let rates = OrgRates {
+            limiter: std::sync::RwLock::new(Arc::new(RateLimiter::keyed(Quota::per_second(NonZeroU32::MIN)))),
+            per_second,
+            burst,
+            gateways: AtomicUsize::new(0),
+        };
+        rates.share_among(1);
+        rates
+    }
+
+    fn limiter(&self) -> Arc<DefaultKeyedRateLimiter<String>> {
+        self.limiter.read().expect("org rates lock").clone()
+    }
+
+    fn share_among(&self, gateways: usize) {
+        let gateways = gateways.max(1);
+        if self.gateways.swap(gateways, Ordering::AcqRel) == gateways {
+            return;
+        }
+        let share = |total: u32| total.div_ceil(gateways as u32);
+        // Never below one full batch: a share that small would refuse every batch.
+        let burst = share(self.burst).max(MAX_BATCH_RECORDS as u32);
+        let quota = Quota::per_second(nonzero(share(self.per_second))).allow_burst(nonzero(burst));
+        *self.limiter.write().expect("org rates lock") = Arc::new(RateLimiter::keyed(quota));
+    }
+}
+
 fn nonzero(value: u32) -> NonZeroU32 {
     NonZeroU32::new(value).unwrap_or(NonZeroU32::MIN)
 }
@@ -368,7 +412,8 @@ async fn upkeep(shared: Arc<Shared>) {
             metrics.rss.set(shared.memory.rss() as i64);
         }
         if tick % 240 == 0 {
-            for limiter in [&shared.devices, &shared.orgs] {
+            let orgs = shared.orgs.limiter();
+            for limiter in [&shared.devices, &*orgs] {
                 limiter.retain_recent();
                 limiter.shrink_to_fit();
             }
@@ -433,5 +478,26 @@ impl AdmissionMetrics {
 
     fn count_refused(&self, reason: &str, priority: Option<Priority>) {
         self.refused.with_label_values(&[reason, priority.map_or("unknown", Priority::as_str)]).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admits(rates: &OrgRates, records: u32) -> bool {
+        let count = NonZeroU32::new(records).unwrap();
+        matches!(rates.limiter().check_key_n(&"acme".to_owned(), count), Ok(Ok(())))
+    }
+
+    #[test]
+    fn an_orgs_rate_is_shared_among_the_live_gateways_never_below_one_batch() {
+        let rates = OrgRates::new(2_000, 2_000);
+        assert!(admits(&rates, 2_000), "one gateway admits the whole burst");
+        rates.share_among(2);
+        assert!(!admits(&rates, 1_001), "two gateways admit half each");
+        assert!(admits(&rates, 1_000));
+        rates.share_among(8);
+        assert!(admits(&rates, 500), "a share is never below one full batch");
     }
 }
