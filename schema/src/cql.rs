@@ -48,12 +48,16 @@ mod tests {
 
     #[test]
     fn every_file_splits_into_create_statements() {
-        let statements = MIGRATIONS[0].statements();
-        assert!(statements.len() >= 15, "{} statements", statements.len());
-        for statement in &statements {
-            assert!(statement.starts_with("CREATE TABLE IF NOT EXISTS"), "{statement}");
-            assert!(!statement.contains(';') && !statement.contains("--"), "{statement}");
+        assert!(MIGRATIONS[0].statements().len() >= 15, "version 1 creates the model's tables");
+        for (index, migration) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(migration.version, index as i32 + 1, "versions are numbered one after another");
+            let statements = migration.statements();
+            assert!(!statements.is_empty(), "version {} has statements", migration.version);
+            for statement in &statements {
+                assert!(statement.starts_with("CREATE TABLE IF NOT EXISTS"), "{statement}");
+                assert!(!statement.contains(';') && !statement.contains("--"), "{statement}");
+            }
         }
-        assert_eq!(latest_version(), 1);
+        assert_eq!(latest_version(), MIGRATIONS.len() as i32);
     }
 }
