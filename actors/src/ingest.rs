@@ -19,7 +19,7 @@ use crate::store::{
 };
 use otg_schema::wire::{Ack, AckStatus, RejectReason};
 use otg_schema::OrgSettings;
-use prometheus::IntCounter;
+use prometheus::{IntCounter, IntCounterVec};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +65,30 @@ pub(crate) struct IngestServices {
     /// How a commit is retried when the store fails transiently, and the retry counter.
     pub store_retry: RetryPolicy,
     pub store_retries: IntCounter,
+    /// `otg_device_ownership_events_total`, by `OwnershipEvent`.
+    pub ownership: IntCounterVec,
+}
+
+/// What happened to a device's ownership during a batch: what the scale-out benchmark
+/// reads to see how often gateways contend for one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OwnershipEvent {
+    Claimed,
+    Fenced,
+    TimelineMoved,
+}
+
+impl OwnershipEvent {
+    pub(crate) const ALL: [OwnershipEvent; 3] =
+        [OwnershipEvent::Claimed, OwnershipEvent::Fenced, OwnershipEvent::TimelineMoved];
+
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            OwnershipEvent::Claimed => "claimed",
+            OwnershipEvent::Fenced => "fenced",
+            OwnershipEvent::TimelineMoved => "timeline_moved",
+        }
+    }
 }
 
 /// One batch on its way through dedupe, the durable write and the acks. A run without
@@ -93,6 +117,12 @@ struct Placement {
     employees: Vec<EmployeeAdvance>,
 }
 
+impl IngestServices {
+    fn count(&self, event: OwnershipEvent) {
+        self.ownership.with_label_values(&[event.as_str()]).inc();
+    }
+}
+
 impl Ingest {
     /// Runs the batch for a device this process holds: under `claim`, or one made now.
     /// When another gateway claimed the device meanwhile (`Fenced`), the batch is
@@ -110,13 +140,20 @@ impl Ingest {
         loop {
             let current = match claim.take() {
                 Some(claim) => claim,
-                None => services.store.claim_device(&self.device_id).await?,
+                None => {
+                    let claimed = services.store.claim_device(&self.device_id).await?;
+                    services.count(OwnershipEvent::Claimed);
+                    claimed
+                }
             };
             let epoch = current.epoch;
             match self.run(services, current.clone(), records.clone()).await {
                 Ok((outcome, progress)) => return Ok((outcome, DeviceClaim { epoch, progress })),
-                Err(StoreError::Fenced(_)) if attempt < OWNED_ATTEMPTS => {}
-                Err(StoreError::TimelineMoved(_)) if attempt < OWNED_ATTEMPTS => claim = Some(current),
+                Err(StoreError::Fenced(_)) if attempt < OWNED_ATTEMPTS => services.count(OwnershipEvent::Fenced),
+                Err(StoreError::TimelineMoved(_)) if attempt < OWNED_ATTEMPTS => {
+                    services.count(OwnershipEvent::TimelineMoved);
+                    claim = Some(current)
+                }
                 Err(error) => return Err(error),
             }
             let jitter = 0.5 + rand::random::<f64>();

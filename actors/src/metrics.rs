@@ -90,6 +90,8 @@ pub struct DeviceMetrics {
     pub conflicts: IntCounterVec,
     /// Commits tried again after a transient store failure.
     pub store_retries: IntCounter,
+    /// Device claims, and batches decided again because ownership moved under them.
+    pub ownership: IntCounterVec,
 }
 
 impl DeviceMetrics {
@@ -106,7 +108,12 @@ impl DeviceMetrics {
             mailbox_batches: IntGauge::new("otg_device_mailbox_batches", "Batches queued for or in work at device actors, all devices together.")?,
             conflicts: IntCounterVec::new(Opts::new("otg_conflicts_detected_total", "Conflicts found, by kind."), &["kind"])?,
             store_retries: IntCounter::new("otg_store_commit_retries_total", "Batch commits tried again after a transient store failure.")?,
+            ownership: IntCounterVec::new(Opts::new("otg_device_ownership_events_total", "Device ownership on a shared store, by event: claimed (this gateway took the device on, at its first batch here or after another gateway's claim), fenced (another gateway claimed the device under a batch, decided again), timeline_moved (an employee's timeline moved under a placement, placed again)."), &["event"])?,
         };
+        registry.register(Box::new(metrics.ownership.clone()))?;
+        for event in crate::ingest::OwnershipEvent::ALL {
+            metrics.ownership.with_label_values(&[event.as_str()]);
+        }
         registry.register(Box::new(metrics.store_retries.clone()))?;
         registry.register(Box::new(metrics.mailbox_batches.clone()))?;
         registry.register(Box::new(metrics.conflicts.clone()))?;

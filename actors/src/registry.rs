@@ -140,6 +140,7 @@ impl DeviceRegistry {
                 conflicts: options.detect_conflicts.then(|| conflicts.clone()),
                 store_retry: options.store_retry,
                 store_retries: metrics.store_retries.clone(),
+                ownership: metrics.ownership.clone(),
             },
             directory: directory.clone(),
             idle_timeout: options.idle_timeout,
