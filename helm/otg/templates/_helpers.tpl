@@ -98,9 +98,6 @@ written as integers.
 {{- with .Values.auth.adminToken }}
 admin-token: {{ . | b64enc | quote }}
 {{- end }}
-{{- with .Values.auth.internalSecret }}
-internal-secret: {{ . | b64enc | quote }}
-{{- end }}
 {{- end }}
 {{- end }}
 
