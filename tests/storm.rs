@@ -1,10 +1,14 @@
 //! The load tester's storm scenarios, small, against the real gateway: a few hundred
 //! devices reconnect at once with their backlog while live check-ins go on (and, in
 //! the crash scenario, the gateway is killed with -9 and restarted mid-storm). Each
-//! must end with every record acked exactly once and stored exactly once.
+//! must end with every record acked exactly once and stored exactly once. On the CQL
+//! cluster, a fleet of three gateways with devices routed at random, one of them killed.
+
+mod support;
 
 use clap::Parser;
 use otg_loadtest::Options;
+use support::ScyllaKeyspace;
 
 fn storm(scenario: &[&str]) -> otg_loadtest::report::Report {
     let out = tempfile::tempdir().unwrap();
@@ -85,4 +89,38 @@ fn a_gateway_killed_mid_storm_loses_nothing_and_stores_nothing_twice() {
         "200",
     ]);
     assert_nothing_lost_nothing_twice(&report, 18_000);
+}
+
+#[test]
+fn three_gateways_with_random_routing_one_killed_lose_nothing_and_store_nothing_twice() {
+    let Some(keyspace) = ScyllaKeyspace::create() else { return };
+    let mut arguments = vec!["crash", "--gateways", "3", "--routing", "random"];
+    let settings: Vec<String> = keyspace.settings().iter().map(|(name, value)| format!("{name}={value}")).collect();
+    for setting in &settings {
+        arguments.extend_from_slice(&["--gateway-env", setting]);
+    }
+    arguments.extend_from_slice(&[
+        "--devices",
+        "150",
+        "--records-per-device",
+        "40",
+        "--steady-seconds",
+        "0",
+        "--outage-seconds",
+        "1",
+        "--reconnect-window",
+        "3",
+        "--kill-after",
+        "2",
+        "--live-devices",
+        "4",
+        "--live-interval-ms",
+        "250",
+    ]);
+    let report = storm(&arguments);
+    assert_nothing_lost_nothing_twice(&report, 6_000);
+    assert_eq!(report.gateways, 3);
+    // Each device's batches reached several gateways, so devices were claimed more than
+    // once; the fleet's figures are summed from every gateway's /metrics.
+    assert!(report.ownership.claimed > 150, "{:?}", report.ownership);
 }

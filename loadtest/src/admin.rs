@@ -77,7 +77,8 @@ impl Admin {
             .clone())
     }
 
-    /// An unlabelled gauge or counter from `/metrics`.
+    /// One series from `/metrics`: a name, with its labels as the gateway prints them
+    /// (`otg_x_total{kind="a"}`) if it has any.
     pub async fn metric(&self, name: &str) -> Option<f64> {
         let text = self.http.get(format!("{}/metrics", self.base_url)).send().await.ok()?.text().await.ok()?;
         text.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())

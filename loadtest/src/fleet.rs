@@ -1,8 +1,9 @@
 //! The simulated devices: site kiosks, each an `otg-client` over an in-memory queue,
 //! recording realistic shifts and syncing as a real app would.
 
+use crate::routing::Route;
 use crate::stats::Stats;
-use otg_client::{Client, HttpTransport, MemoryQueue, Network, SyncOutcome, SyncReport};
+use otg_client::{Client, MemoryQueue, Network, SyncOutcome, SyncReport};
 use otg_schema::wire::{AckStatus, Record};
 use otg_schema::DeviceSecret;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +22,7 @@ pub fn now_ms() -> i64 {
 
 pub struct Device {
     pub id: String,
-    client: Client<MemoryQueue, HttpTransport>,
+    client: Client<MemoryQueue, Route>,
     /// Acks received, by seq.
     acks: Vec<u8>,
     /// Records queued so far; their seqs are 1..=generated.
@@ -41,7 +42,7 @@ pub struct AckCount {
 }
 
 impl Device {
-    pub fn new(id: String, secret: DeviceSecret, transport: HttpTransport) -> Self {
+    pub fn new(id: String, secret: DeviceSecret, transport: Route) -> Self {
         let client = Client::new(id.clone(), secret, MemoryQueue::default(), transport);
         Device { id, client, acks: vec![0], generated: 0, failures: 0 }
     }

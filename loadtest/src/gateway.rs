@@ -1,5 +1,6 @@
-//! A gateway the load tester started: its process, its data dir, its memory, and a
-//! `kill -9` and restart on the same address for the `crash` scenario.
+//! The gateways the load tester started: each one's process, data dir and memory, and
+//! a `kill -9` and restart on the same address for the `crash` scenario. Several share
+//! one ScyllaDB keyspace, as a deployment's gateways share one cluster.
 
 use anyhow::{bail, Context};
 use std::io::{BufRead, BufReader};
@@ -16,19 +17,31 @@ pub struct LocalGateway {
 }
 
 impl LocalGateway {
-    /// Starts `binary` on a free port and a fresh data dir, with extra `OTG_*` settings.
-    pub fn start(binary: &Path, settings: Vec<(String, String)>) -> anyhow::Result<Self> {
+    /// Starts `count` gateways of `binary`, each on a free port and a fresh data dir,
+    /// with extra `OTG_*` settings and one admin token. More than one need a store they
+    /// can share: ScyllaDB.
+    pub fn start_fleet(binary: &Path, settings: Vec<(String, String)>, count: usize) -> anyhow::Result<Vec<Self>> {
         if !binary.exists() {
             bail!(
                 "no gateway binary at {}: build it first (cargo build --release --bins) or pass --gateway-bin",
                 binary.display()
             );
         }
-        let data_dir = tempfile::tempdir()?;
+        if count > 1 && !on_cql(&settings) {
+            bail!(
+                "{count} gateways need one store to share: add --gateway-env OTG_STORE=scylla (and OTG_SCYLLA_NODES)"
+            );
+        }
         let admin_token = format!("loadtest-{}", uuid::Uuid::new_v4());
         let settings = prepare_cql_keyspace(binary, settings)?;
-        let (child, base_url) = spawn(binary, data_dir.path(), "127.0.0.1:0", &admin_token, &settings)?;
-        Ok(LocalGateway { binary: binary.to_owned(), data_dir, settings, child, base_url, admin_token })
+        (0..count)
+            .map(|_| {
+                let data_dir = tempfile::tempdir()?;
+                let (child, base_url) = spawn(binary, data_dir.path(), "127.0.0.1:0", &admin_token, &settings)?;
+                let (binary, settings, admin_token) = (binary.to_owned(), settings.clone(), admin_token.clone());
+                Ok(LocalGateway { binary, data_dir, settings, child, base_url, admin_token })
+            })
+            .collect()
     }
 
     pub fn pid(&self) -> u32 {
@@ -65,7 +78,7 @@ impl Drop for LocalGateway {
 /// the settings name one (a fleet's device ids would collide with an earlier run's),
 /// made ready with `otg-gateway migrate`.
 fn prepare_cql_keyspace(binary: &Path, mut settings: Vec<(String, String)>) -> anyhow::Result<Vec<(String, String)>> {
-    if !settings.iter().any(|(name, value)| name == "OTG_STORE" && value == "scylla") {
+    if !on_cql(&settings) {
         return Ok(settings);
     }
     if !settings.iter().any(|(name, _)| name == "OTG_SCYLLA_KEYSPACE") {
@@ -82,6 +95,10 @@ fn prepare_cql_keyspace(binary: &Path, mut settings: Vec<(String, String)>) -> a
         bail!("{} migrate failed: {}", binary.display(), String::from_utf8_lossy(&output.stderr).trim());
     }
     Ok(settings)
+}
+
+fn on_cql(settings: &[(String, String)]) -> bool {
+    settings.iter().any(|(name, value)| name == "OTG_STORE" && value == "scylla")
 }
 
 fn spawn(

@@ -1,7 +1,9 @@
 //! The report: figures, verification, the per-second timeline; written as JSON, as
 //! markdown and as an SVG chart of throughput and live latency over time.
 
+use crate::admin::Admin;
 use crate::fleet::AckCount;
+use crate::routing::Routing;
 use crate::stats::{Latency, Second, Stats};
 use plotters::prelude::*;
 use serde::Serialize;
@@ -14,6 +16,11 @@ pub struct Report {
     pub scenario: String,
     pub command: String,
     pub org_id: String,
+    /// Gateways loaded, all on one store, and how devices were spread over them.
+    pub gateways: usize,
+    pub routing: Routing,
+    /// Device ownership events summed over the gateways (non-zero on a shared store).
+    pub ownership: Ownership,
     pub devices: usize,
     /// Records/s acked with kiosks uploading back to back, if measured.
     pub steady_records_per_s: Option<f64>,
@@ -73,6 +80,34 @@ impl Storm {
     }
 }
 
+/// `otg_device_ownership_events_total` summed over the gateways, as each counts since
+/// it started (a gateway restarted by `crash` from its restart).
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Ownership {
+    /// Devices a gateway took on: at its first batch there, or after another's claim.
+    pub claimed: u64,
+    /// Batches decided again because another gateway claimed their device meanwhile.
+    pub fenced: u64,
+    /// Placements redone because an employee's timeline moved under them.
+    pub timeline_moved: u64,
+}
+
+impl Ownership {
+    pub async fn sum(admins: &[Admin]) -> Self {
+        let mut sum = Ownership::default();
+        for admin in admins {
+            let count = |event: &'static str| async move {
+                let series = format!("otg_device_ownership_events_total{{event=\"{event}\"}}");
+                admin.metric(&series).await.unwrap_or(0.0) as u64
+            };
+            sum.claimed += count("claimed").await;
+            sum.fenced += count("fenced").await;
+            sum.timeline_moved += count("timeline_moved").await;
+        }
+        sum
+    }
+}
+
 /// Every record acked exactly once and stored exactly once.
 #[derive(Debug, Clone, Serialize)]
 pub struct Verification {
@@ -116,6 +151,9 @@ impl Report {
             scenario: scenario.to_owned(),
             command: String::new(),
             org_id: org_id.to_owned(),
+            gateways: 1,
+            routing: Routing::Hash,
+            ownership: Ownership::default(),
             devices,
             steady_records_per_s,
             storm,
@@ -143,6 +181,7 @@ impl Report {
         let mut row = |name: &str, value: String| {
             let _ = writeln!(text, "| {name} | {value} |");
         };
+        row("gateways", format!("{} ({:?} routing)", self.gateways, self.routing).to_lowercase());
         row("devices", self.devices.to_string());
         if let Some(steady) = self.steady_records_per_s {
             row("steady state, records/s", format!("{steady:.0}"));
@@ -169,7 +208,17 @@ impl Report {
             );
         }
         row("429 / 503 answers", format!("{} / {}", self.refused_429, self.refused_503));
-        row("gateway peak RSS", format!("{:.0} MiB", self.gateway_peak_rss_bytes as f64 / (1024.0 * 1024.0)));
+        row(
+            "gateway peak RSS (largest gateway)",
+            format!("{:.0} MiB", self.gateway_peak_rss_bytes as f64 / (1024.0 * 1024.0)),
+        );
+        if self.ownership.claimed > 0 {
+            let Ownership { claimed, fenced, timeline_moved } = &self.ownership;
+            row(
+                "device claims / batches fenced / placements redone",
+                format!("{claimed} / {fenced} / {timeline_moved}"),
+            );
+        }
         let check = &self.verification;
         row("records", check.acks.records.to_string());
         row(

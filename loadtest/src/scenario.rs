@@ -4,12 +4,12 @@
 use crate::admin::Admin;
 use crate::fleet::{busy_kiosk, live_kiosk, now_ms, AckCount, Device};
 use crate::gateway::LocalGateway;
-use crate::report::{Report, Storm, Verification};
+use crate::report::{Ownership, Report, Storm, Verification};
+use crate::routing::{Gateways, Routing};
 use crate::stats::Stats;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use otg_client::HttpTransport;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,16 +30,25 @@ const BACKLOG_ENDS_BEFORE_MS: i64 = 15 * 60_000;
 pub struct Options {
     #[command(subcommand)]
     pub scenario: Scenario,
-    /// The gateway to load; unset, one is started (see --gateway-bin) on a fresh data dir.
-    #[arg(long, global = true)]
-    pub url: Option<String>,
-    /// The admin token of the gateway at --url.
+    /// A gateway to load; repeat it for a fleet of gateways on one store. Unset,
+    /// --gateways are started (see --gateway-bin).
+    #[arg(long = "url", global = true)]
+    pub urls: Vec<String>,
+    /// The admin token of the gateways at --url.
     #[arg(long, global = true, env = "OTG_ADMIN_TOKEN")]
     pub admin_token: Option<String>,
+    /// How many gateways to start when no --url is given, each on a fresh data dir;
+    /// more than one share a ScyllaDB keyspace (--gateway-env OTG_STORE=scylla).
+    #[arg(long, global = true, default_value_t = 1)]
+    pub gateways: usize,
+    /// How devices reach the gateways: `hash` keeps each device on one, as an ingress
+    /// hashing X-Device-Id would; `random` sends each request to any (affinity broken).
+    #[arg(long, global = true, value_enum, default_value_t = Routing::Hash)]
+    pub routing: Routing,
     /// The gateway binary to start; by default `otg-gateway` beside this binary.
     #[arg(long, global = true)]
     pub gateway_bin: Option<PathBuf>,
-    /// An `OTG_*` setting for the started gateway, as NAME=VALUE; repeatable.
+    /// An `OTG_*` setting for the started gateways, as NAME=VALUE; repeatable.
     #[arg(long = "gateway-env", global = true, value_parser = setting)]
     pub gateway_env: Vec<(String, String)>,
     /// Where report.json, report.md and report.svg are written.
@@ -64,7 +73,8 @@ pub enum Scenario {
     Outage(Outage),
     /// A fleet syncing at realistic rates for a long time: latency and memory over time.
     Soak(Soak),
-    /// The outage, with the started gateway killed (-9) and restarted mid-storm.
+    /// The outage, with a started gateway (the first) killed (-9) and restarted
+    /// mid-storm, and a database node too if --db-fault says how.
     Crash(Crash),
 }
 
@@ -114,6 +124,10 @@ pub struct Crash {
     /// Seconds into the reconnect storm the gateway is killed and restarted.
     #[arg(long, default_value_t = 5)]
     pub kill_after: u64,
+    /// A shell command run at the same moment to kill a database node, e.g.
+    /// `scripts/cassandra kill 3` or `kubectl delete pod scylla-2 --force`.
+    #[arg(long)]
+    pub db_fault: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -134,48 +148,55 @@ fn setting(text: &str) -> Result<(String, String), String> {
 
 /// What every phase shares.
 struct Run {
+    /// The admin API of the first gateway: they all share one store.
     admin: Admin,
-    base_url: String,
-    transport: HttpTransport,
+    /// Every gateway's, for its metrics.
+    admins: Vec<Admin>,
+    urls: Vec<String>,
+    routing: Routing,
+    /// The fleet's way to the gateways (the live kiosks have their own connections).
+    gateways: Gateways,
     org_id: String,
     stats: Arc<Stats>,
     connections: Arc<Semaphore>,
-    gateway: Option<Arc<Mutex<LocalGateway>>>,
+    /// The gateways this run started, if it started them.
+    started: Vec<Arc<Mutex<LocalGateway>>>,
     quiet: bool,
 }
 
 /// Runs the scenario `options` names and returns its report (also written to `--out`).
 pub async fn run(options: Options) -> anyhow::Result<Report> {
     raise_open_file_limit();
-    let gateway = match &options.url {
-        Some(_) => None,
-        None => {
-            let binary = match &options.gateway_bin {
-                Some(binary) => binary.clone(),
-                None => std::env::current_exe()?.with_file_name("otg-gateway"),
-            };
-            Some(LocalGateway::start(&binary, options.gateway_env.clone())?)
-        }
+    let started = if options.urls.is_empty() {
+        let binary = match &options.gateway_bin {
+            Some(binary) => binary.clone(),
+            None => std::env::current_exe()?.with_file_name("otg-gateway"),
+        };
+        LocalGateway::start_fleet(&binary, options.gateway_env.clone(), options.gateways.max(1))?
+    } else {
+        Vec::new()
     };
-    let (base_url, token) = match (&gateway, &options.url) {
-        (Some(gateway), _) => (gateway.base_url.clone(), gateway.admin_token.clone()),
-        (None, Some(url)) => (
-            url.clone(),
+    let (urls, token) = match started.first() {
+        Some(first) => (started.iter().map(|gateway| gateway.base_url.clone()).collect(), first.admin_token.clone()),
+        None => (
+            options.urls.clone(),
             options.admin_token.clone().context("--admin-token (or OTG_ADMIN_TOKEN) is needed with --url")?,
         ),
-        (None, None) => unreachable!("a gateway is started when no --url is given"),
     };
+    let admins: Vec<Admin> = urls.iter().map(|url| Admin::new(url, &token)).collect();
     let run = Run {
-        admin: Admin::new(&base_url, &token),
-        base_url: base_url.clone(),
-        transport: HttpTransport::new(&base_url, Duration::from_secs(30))?,
+        admin: admins[0].clone(),
+        admins,
+        gateways: Gateways::new(&urls, options.routing, Duration::from_secs(30))?,
+        urls,
+        routing: options.routing,
         org_id: format!("loadtest-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
         stats: Arc::new(Stats::new()),
         connections: Arc::new(Semaphore::new(options.connections.max(1))),
-        gateway: gateway.map(|gateway| Arc::new(Mutex::new(gateway))),
+        started: started.into_iter().map(|gateway| Arc::new(Mutex::new(gateway))).collect(),
         quiet: options.quiet,
     };
-    let sampler = tokio::spawn(sample_memory(run.admin.clone(), run.gateway.clone(), run.stats.clone()));
+    let sampler = tokio::spawn(sample_memory(run.admins.clone(), run.started.clone(), run.stats.clone()));
     let mut report = match &options.scenario {
         Scenario::Steady(steady) => {
             let (devices, records_per_s) = run.steady(steady).await?;
@@ -183,8 +204,8 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         }
         Scenario::Outage(outage) => run.outage(outage, None).await?,
         Scenario::Crash(crash) => {
-            anyhow::ensure!(run.gateway.is_some(), "the crash scenario kills a gateway it started: leave out --url");
-            run.outage(&crash.outage, Some(Duration::from_secs(crash.kill_after))).await?
+            anyhow::ensure!(!run.started.is_empty(), "the crash scenario kills a gateway it started: leave out --url");
+            run.outage(&crash.outage, Some(crash)).await?
         }
         Scenario::Soak(soak) => run.soak(soak).await?,
     };
@@ -196,20 +217,20 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
 
 impl Run {
     async fn enrol(&self, prefix: &str, count: usize) -> anyhow::Result<Vec<Device>> {
-        self.enrol_over(prefix, count, &self.transport).await
+        self.enrol_over(prefix, count, &self.gateways).await
     }
 
-    async fn enrol_over(&self, prefix: &str, count: usize, transport: &HttpTransport) -> anyhow::Result<Vec<Device>> {
+    async fn enrol_over(&self, prefix: &str, count: usize, gateways: &Gateways) -> anyhow::Result<Vec<Device>> {
         let mut enrolments = JoinSet::new();
         let limit = Arc::new(Semaphore::new(64));
         for n in 0..count {
-            let (admin, org_id, transport, limit) =
-                (self.admin.clone(), self.org_id.clone(), transport.clone(), limit.clone());
+            let (admin, org_id, limit) = (self.admin.clone(), self.org_id.clone(), limit.clone());
             let id = format!("{}-{prefix}-{n}", self.org_id);
+            let route = gateways.route(&id);
             enrolments.spawn(async move {
                 let _slot = limit.acquire().await?;
                 let secret = admin.enrol(&id, &org_id).await?;
-                anyhow::Ok(Device::new(id, secret, transport))
+                anyhow::Ok(Device::new(id, secret, route))
             });
         }
         let mut devices = Vec::with_capacity(count);
@@ -246,7 +267,7 @@ impl Run {
         Ok((devices, self.stats.acked_between(from, to) as f64 / seconds as f64))
     }
 
-    async fn outage(&self, outage: &Outage, kill_after: Option<Duration>) -> anyhow::Result<Report> {
+    async fn outage(&self, outage: &Outage, crash: Option<&Crash>) -> anyhow::Result<Report> {
         let (mut devices, steady_rate) = if outage.steady_seconds > 0 {
             let steady =
                 Steady { devices: outage.steady_devices, seconds: outage.steady_seconds, records_per_batch: 100 };
@@ -259,7 +280,7 @@ impl Run {
         // Live kiosks have connections and a thread of their own, as they would in the
         // field: their latency is not the fleet's queueing in this process.
         let live = self
-            .enrol_over("live", outage.live_devices, &HttpTransport::new(&self.base_url, Duration::from_secs(30))?)
+            .enrol_over("live", outage.live_devices, &Gateways::new(&self.urls, self.routing, Duration::from_secs(30))?)
             .await?;
 
         // The outage: live kiosks go on; the fleet records its backlog offline.
@@ -301,16 +322,11 @@ impl Run {
                 device
             });
         }
-        let crash = kill_after.zip(self.gateway.clone()).map(|(after, gateway)| {
-            tokio::spawn(async move {
-                tokio::time::sleep(after).await;
-                tokio::task::spawn_blocking(move || gateway.lock().expect("gateway lock").crash_and_restart()).await?
-            })
-        });
+        let faults = crash.map(|crash| tokio::spawn(inject_faults(crash.clone(), self.started[0].clone())));
         let fleet = join_all(storm).await?;
         let drain = self.stats.elapsed() - reconnected;
-        if let Some(crash) = crash {
-            crash.await?.context("restarting the gateway after the crash")?;
+        if let Some(faults) = faults {
+            faults.await??;
         }
         stop_live.store(true, Ordering::Relaxed);
         devices.extend(
@@ -322,7 +338,7 @@ impl Run {
 
         let storm = Storm::measure(&self.stats, backlog, reconnected, drain, steady_rate);
         devices.extend(fleet);
-        let name = if kill_after.is_some() { "crash" } else { "outage" };
+        let name = if crash.is_some() { "crash" } else { "outage" };
         self.report(name, devices, steady_rate, Some(storm)).await
     }
 
@@ -374,7 +390,7 @@ impl Run {
             failures,
         );
         let (timeline, live, backlog) = self.stats.finish();
-        Ok(Report::new(
+        let mut report = Report::new(
             scenario,
             &self.org_id,
             devices.len(),
@@ -384,7 +400,11 @@ impl Run {
             backlog,
             timeline,
             verification,
-        ))
+        );
+        report.gateways = self.urls.len();
+        report.routing = self.routing;
+        report.ownership = Ownership::sum(&self.admins).await;
+        Ok(report)
     }
 
     fn progress(&self, records: Option<u64>, phase: &'static str) -> ProgressBar {
@@ -424,13 +444,38 @@ async fn join_all(mut tasks: JoinSet<Device>) -> anyhow::Result<Vec<Device>> {
     Ok(devices)
 }
 
-/// The gateway's memory once a second: from /proc for a started gateway, else from its
-/// `/metrics`.
-async fn sample_memory(admin: Admin, gateway: Option<Arc<Mutex<LocalGateway>>>, stats: Arc<Stats>) {
+/// `kill -9` of the first started gateway `crash.kill_after` into the storm, with the
+/// database fault at the same moment, then the gateway's restart on its address.
+async fn inject_faults(crash: Crash, gateway: Arc<Mutex<LocalGateway>>) -> anyhow::Result<()> {
+    tokio::time::sleep(Duration::from_secs(crash.kill_after)).await;
+    let database = match &crash.db_fault {
+        Some(command) => Some(std::process::Command::new("sh").arg("-c").arg(command).spawn()?),
+        None => None,
+    };
+    tokio::task::spawn_blocking(move || {
+        gateway.lock().expect("gateway lock").crash_and_restart().context("restarting the gateway after the crash")?;
+        if let Some(mut database) = database {
+            let status = database.wait().context("running --db-fault")?;
+            anyhow::ensure!(status.success(), "--db-fault exited with {status}");
+        }
+        Ok(())
+    })
+    .await?
+}
+
+/// The largest gateway's memory once a second: from /proc for started gateways, else
+/// from their `/metrics`.
+async fn sample_memory(admins: Vec<Admin>, started: Vec<Arc<Mutex<LocalGateway>>>, stats: Arc<Stats>) {
     loop {
-        let rss = match &gateway {
-            Some(gateway) => gateway.lock().expect("gateway lock").rss_bytes(),
-            None => admin.metric("otg_process_resident_memory_bytes").await.map(|bytes| bytes as u64),
+        let rss = if started.is_empty() {
+            let mut largest = None;
+            for admin in &admins {
+                largest =
+                    largest.max(admin.metric("otg_process_resident_memory_bytes").await.map(|bytes| bytes as u64));
+            }
+            largest
+        } else {
+            started.iter().filter_map(|gateway| gateway.lock().expect("gateway lock").rss_bytes()).max()
         };
         if let Some(rss) = rss {
             stats.sample_rss(rss);
