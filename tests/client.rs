@@ -68,6 +68,10 @@ fn the_queue_goes_up_in_priority_order_and_what_is_acked_is_deleted() {
         assert_eq!(report.outcome, SyncOutcome::Drained);
         assert_eq!((report.acked(), report.pending, report.uploads.len()), (5, 0, 3));
         assert_eq!(report.to_show().count(), 0, "{report:?}");
+        // Each upload keeps the gateway's word on where its time went.
+        for upload in &report.uploads {
+            assert!(upload.server_timing.as_deref().is_some_and(|timing| timing.contains("commit;dur=")), "{upload:?}");
+        }
     });
     // Check-in and check-out first, then the breaks, the leave request (seq 1) last.
     assert_eq!(batches_in_trail(&gateway, "phone-1"), vec![vec![2, 5], vec![3, 4], vec![1]]);

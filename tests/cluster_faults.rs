@@ -168,7 +168,7 @@ fn upload_somewhere(urls: &[String], alive: &[AtomicBool], device: &TestDevice, 
     let (status, retry_after) = (response.status(), response.header("Retry-After").map(str::to_owned));
     let mut reply_body = Vec::new();
     std::io::Read::read_to_end(&mut response.into_reader(), &mut reply_body).ok()?;
-    Some(Reply { status, retry_after, content_type: String::new(), body: reply_body })
+    Some(Reply { status, retry_after, server_timing: None, content_type: String::new(), body: reply_body })
 }
 
 fn rand_index(count: usize) -> usize {

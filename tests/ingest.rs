@@ -20,6 +20,7 @@ on_both_stores!(
     device_reads_config_and_status,
     enrolment_and_revocation,
     health_readiness_and_metrics,
+    an_acked_batch_says_where_its_time_went,
     a_clean_restart_keeps_everything_and_a_resend_is_all_duplicate,
     an_evicted_device_actor_resumes_from_the_store,
 );
@@ -281,6 +282,40 @@ fn health_readiness_and_metrics(store: &TestStore) {
     assert!(metrics.contains("otg_ingest_batches_total{outcome=\"ok\"} 1"), "{metrics}");
     assert_eq!(gateway.metric("otg_device_actors_active"), 1.0);
     assert_eq!(send(ureq::get(&gateway.url("/nowhere")), b"").status, 404);
+}
+
+fn an_acked_batch_says_where_its_time_went(store: &TestStore) {
+    let (gateway, _dir) = gateway(store, &[]);
+    let device = gateway.enrol("dev-timing", "acme", None);
+    let started = std::time::Instant::now();
+    let reply = gateway.upload(&device, &batch(&device.id, "b-1", vec![record(1, "emp-1"), record(2, "emp-2")]));
+    let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let header = reply.server_timing.expect("a Server-Timing header");
+    let stages: Vec<(&str, f64)> = header
+        .split(", ")
+        .map(|metric| {
+            let (name, duration) = metric.split_once(";dur=").unwrap_or_else(|| panic!("{header}"));
+            (name, duration.parse().unwrap_or_else(|_| panic!("{header}")))
+        })
+        .collect();
+    let names: Vec<&str> = stages.iter().map(|(name, _)| *name).collect();
+    assert_eq!(names, ["admission", "queue", "placement", "commit", "answer", "total"], "{header}");
+    let (parts, total) = (stages[..5].iter().map(|(_, ms)| ms).sum::<f64>(), stages[5].1);
+    // Each figure is rounded to 0.01 ms.
+    assert!((parts - total).abs() < 0.05, "the stages add up to the total: {header}");
+    assert!(total > 0.0 && total <= took_ms, "the gateway's total is within what the device saw: {header}");
+
+    // Records of four days ago make a backlog batch; each of its stages was observed once.
+    let metrics = send(ureq::get(&gateway.url("/metrics")), b"").text();
+    for stage in ["admission", "queue", "placement", "commit", "answer"] {
+        let count = metrics.lines().find(|line| {
+            line.starts_with("otg_ingest_batch_stage_seconds_count{")
+                && line.contains(&format!("stage=\"{stage}\""))
+                && line.contains("priority=\"backlog\"")
+        });
+        assert!(count.is_some_and(|line| line.ends_with(" 1")), "{stage}: {count:?}");
+    }
 }
 
 fn a_clean_restart_keeps_everything_and_a_resend_is_all_duplicate(store: &TestStore) {

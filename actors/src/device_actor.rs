@@ -94,6 +94,8 @@ pub(crate) struct IngestBatch {
     pub upload: Upload,
     pub reply: oneshot::Sender<Result<BatchOutcome, StoreError>>,
     pub mailbox_slot: MailboxSlot,
+    /// When it was put in the mailbox: its wait there is `Stages::queued`.
+    pub queued_at: Instant,
 }
 
 /// A device's mailbox slot, held by a batch from queueing until it is answered; it
@@ -234,7 +236,8 @@ impl Handler<IngestBatch> for DeviceActor {
     fn handle(&mut self, batch: IngestBatch, _ctx: &mut Self::Context) -> Self::Result {
         self.last_active = Instant::now();
         let (shared, claim) = (self.shared.clone(), self.claim.take());
-        let IngestBatch { upload, reply, mailbox_slot } = batch;
+        let IngestBatch { upload, reply, mailbox_slot, queued_at } = batch;
+        let queued = queued_at.elapsed();
         let Upload { org_id, batch_id, received_at, reported_pending, reported_health, records, settings, live } =
             upload;
         self.gap_timeout = Some(Duration::from_secs(settings.gap_timeout_s.into()));
@@ -252,9 +255,10 @@ impl Handler<IngestBatch> for DeviceActor {
         AtomicResponse::new(Box::pin(self.supervised("ingesting a batch", run).into_actor(self).map(
             move |result, actor, ctx| {
                 actor.last_active = Instant::now();
-                let outcome = result.map(|(outcome, claim)| {
+                let outcome = result.map(|(mut outcome, claim)| {
                     actor.wake_up_for_waiting(claim.progress.evaluation.waiting_since);
                     actor.claim = Some(claim);
+                    outcome.stages.queued = queued;
                     outcome
                 });
                 // The device may have hung up; its records were stored all the same.

@@ -22,7 +22,7 @@ use otg_schema::OrgSettings;
 use prometheus::{IntCounter, IntCounterVec};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// One checked batch of a device, as the gateway hands it over.
@@ -42,11 +42,26 @@ pub struct Upload {
     pub live: bool,
 }
 
-/// The acks of a durable batch, in the order of its records.
+/// The acks of a durable batch, in the order of its records, and where its time went.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchOutcome {
     pub acks: Vec<Ack>,
     pub next_seq: u64,
+    pub stages: Stages,
+}
+
+/// Where a batch's time inside the actors went: what the gateway's stage metrics and its
+/// slow-batch log are made of, so a stall can be laid at one stage's door.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Stages {
+    /// In its device actor's mailbox, behind the device's earlier batches.
+    pub queued: Duration,
+    /// The device's claim, dedupe's reads and the placement in the employees'
+    /// timelines (waiting at the conflict actors included), and any run decided again.
+    pub placement: Duration,
+    /// The durable write, until the store said durable: the live log's write or the
+    /// group commit's fsync on the embedded store, the quorum's answer on ScyllaDB.
+    pub commit: Duration,
 }
 
 /// Runs of one batch, at most: each after another gateway claimed the device or an
@@ -136,6 +151,7 @@ impl Ingest {
         mut claim: Option<DeviceClaim>,
         records: Vec<Incoming>,
     ) -> Result<(BatchOutcome, DeviceClaim), StoreError> {
+        let started = Instant::now();
         let mut attempt = 1;
         loop {
             let current = match claim.take() {
@@ -148,7 +164,10 @@ impl Ingest {
             };
             let epoch = current.epoch;
             match self.run(services, current.clone(), records.clone()).await {
-                Ok((outcome, progress)) => return Ok((outcome, DeviceClaim { epoch, progress })),
+                Ok((mut outcome, progress)) => {
+                    outcome.stages.placement = started.elapsed().saturating_sub(outcome.stages.commit);
+                    return Ok((outcome, DeviceClaim { epoch, progress }));
+                }
                 Err(StoreError::Fenced(_)) if attempt < OWNED_ATTEMPTS => services.count(OwnershipEvent::Fenced),
                 Err(StoreError::TimelineMoved(_)) if attempt < OWNED_ATTEMPTS => {
                     services.count(OwnershipEvent::TimelineMoved);
@@ -237,7 +256,9 @@ impl Ingest {
             .map(|conflict| conflict.kind)
             .collect();
         fail::fail_point!("ingest::before_commit");
+        let commit_started = Instant::now();
         let committed = retry::retrying(&services.store_retry, &services.store_retries, || store.commit(&commit)).await;
+        let stages = Stages { commit: commit_started.elapsed(), ..Stages::default() };
         // The conflict actors waiting on this commit keep or drop what they cached.
         for commit_known in placement.commit_signals {
             let _ = commit_known.send(committed.is_ok());
@@ -248,7 +269,7 @@ impl Ingest {
                 conflicts.count_detected(kind);
             }
         }
-        Ok((BatchOutcome { acks, next_seq }, progress))
+        Ok((BatchOutcome { acks, next_seq, stages }, progress))
     }
 
     /// Places this batch's stored records, and earlier ones a filled gap releases, in

@@ -27,7 +27,7 @@ mod supervision;
 pub use conflict_rules::ConflictKind;
 pub use dedupe::Incoming;
 pub use employee_timeline::ResolveError;
-pub use ingest::{BatchOutcome, Upload};
+pub use ingest::{BatchOutcome, Stages, Upload};
 pub use registry::{DeviceActorOptions, DeviceBusy, DeviceRegistry};
 pub use retry::RetryPolicy;
 pub use seq_ranges::SeqRanges;

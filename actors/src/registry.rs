@@ -178,7 +178,8 @@ impl DeviceRegistry {
             };
             let (upload_now, reply) = upload.take().expect("an upload is sent at most once");
             let mailbox_slot = MailboxSlot::new(mailbox_slot, self.inner.metrics.mailbox_batches.clone());
-            match entry.actor.try_send(IngestBatch { upload: upload_now, reply, mailbox_slot }) {
+            let queued_at = Instant::now();
+            match entry.actor.try_send(IngestBatch { upload: upload_now, reply, mailbox_slot, queued_at }) {
                 Ok(()) => return Ok(outcome),
                 Err(SendError::Full(_)) => break,
                 Err(SendError::Closed(returned)) => {

@@ -48,6 +48,8 @@ pub struct Upload {
     pub took: Duration,
     /// The newest `recorded_at` in the batch.
     pub newest_recorded_at: i64,
+    /// The gateway's `Server-Timing` for it: where its time went there.
+    pub server_timing: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -181,8 +183,15 @@ impl<Q: RecordQueue, T: Transport> Client<Q, T> {
             let started = Instant::now();
             let priority = if now_ms() - newest_recorded_at <= LIVE_WINDOW_MS { "live" } else { "backlog" };
             let sent = self.send("POST", BATCHES_PATH, wire::encode(&batch), Some(priority)).await;
-            let status = sent.as_ref().map_or(0, |response| response.status);
-            report.uploads.push(Upload { records: count, status, took: started.elapsed(), newest_recorded_at });
+            let (status, server_timing) =
+                sent.as_ref().map_or((0, None), |response| (response.status, response.server_timing.clone()));
+            report.uploads.push(Upload {
+                records: count,
+                status,
+                took: started.elapsed(),
+                newest_recorded_at,
+                server_timing,
+            });
             let response = match sent {
                 Ok(response) => response,
                 Err(error) => return Ok(self.failed(error.to_string())),

@@ -14,6 +14,8 @@ pub struct Response {
     pub status: u16,
     /// The `Retry-After` header, if any.
     pub retry_after: Option<String>,
+    /// The `Server-Timing` header, if any: where the gateway spent the request's time.
+    pub server_timing: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -57,9 +59,9 @@ impl Transport for HttpTransport {
         }
         let response = builder.send().await.map_err(|error| TransportError(error.to_string()))?;
         let status = response.status().as_u16();
-        let retry_after =
-            response.headers().get("retry-after").and_then(|value| value.to_str().ok()).map(str::to_owned);
+        let header = |name: &str| response.headers().get(name).and_then(|value| value.to_str().ok()).map(str::to_owned);
+        let (retry_after, server_timing) = (header("retry-after"), header("server-timing"));
         let body = response.bytes().await.map_err(|error| TransportError(error.to_string()))?.to_vec();
-        Ok(Response { status, retry_after, body })
+        Ok(Response { status, retry_after, server_timing, body })
     }
 }

@@ -130,6 +130,9 @@ pub struct Config {
     pub store_retry_max_ms: u64,
     /// ...until this long after the first attempt; then the batch gets 503.
     pub store_retry_deadline_ms: u64,
+    /// An acked batch that took at least this long is logged (a warning) with its time
+    /// by stage; 0: never.
+    pub slow_batch_log_ms: u64,
     /// `tracing` filter, e.g. `info` or `otg_gateway=debug`.
     pub log: String,
     /// How log lines are written to stderr: `text` for people, `json` (one object a
@@ -186,6 +189,7 @@ impl Default for Config {
             store_retry_base_ms: 20,
             store_retry_max_ms: 500,
             store_retry_deadline_ms: 2_000,
+            slow_batch_log_ms: 250,
             log: "info,fjall=warn,lsm_tree=warn".into(),
             log_format: LogFormat::Text,
         }

@@ -6,6 +6,7 @@
 pub mod admission;
 pub mod allocator;
 pub mod auth;
+pub mod batch_timing;
 pub mod body;
 pub mod clock;
 pub mod config;

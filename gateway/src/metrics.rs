@@ -1,7 +1,8 @@
 //! The gateway's metrics: batches by outcome, records by ack status, rejections by
-//! reason, batch latency. Labels come from small fixed sets, never from ids.
+//! reason, batch latency and its stages. Labels come from small fixed sets, never from ids.
 
 use crate::admission::decide::Priority;
+use crate::batch_timing::BatchTiming;
 use otg_schema::wire::{Ack, AckStatus};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use std::time::Duration;
@@ -12,6 +13,7 @@ pub struct GatewayMetrics {
     records: IntCounterVec,
     rejections: IntCounterVec,
     batch_duration: HistogramVec,
+    batch_stages: HistogramVec,
 }
 
 impl GatewayMetrics {
@@ -37,15 +39,31 @@ impl GatewayMetrics {
                 .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
                 &["priority"],
             )?,
+            batch_stages: HistogramVec::new(
+                HistogramOpts::new(
+                    "otg_ingest_batch_stage_seconds",
+                    "Where an acked batch's time went, by stage (admission, queue, placement, commit, answer) and priority.",
+                )
+                .buckets(vec![0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]),
+                &["stage", "priority"],
+            )?,
         };
         registry.register(Box::new(metrics.batches.clone()))?;
         registry.register(Box::new(metrics.records.clone()))?;
         registry.register(Box::new(metrics.rejections.clone()))?;
         registry.register(Box::new(metrics.batch_duration.clone()))?;
+        registry.register(Box::new(metrics.batch_stages.clone()))?;
         for status in AckStatus::ALL {
             metrics.records.with_label_values(&[status.as_str()]);
         }
         Ok(metrics)
+    }
+
+    /// Where an acked batch's time went.
+    pub fn observe_stages(&self, priority: Priority, timing: &BatchTiming) {
+        for (stage, took) in timing.by_stage() {
+            self.batch_stages.with_label_values(&[stage, priority.as_str()]).observe(took.as_secs_f64());
+        }
     }
 
     /// Counts one answered batch; `acks` and its priority only when it was acked.

@@ -92,6 +92,15 @@ fn signed_headers() -> [Value; 3] {
         .map(|name| json!({"name": name, "in": "header", "required": true, "schema": {"type": "string"}}))
 }
 
+/// An answer that says where the batch's time went (docs/PROTOCOL.md, "Acks").
+fn with_server_timing(mut answer: Value) -> Value {
+    answer["headers"] = json!({"Server-Timing": {
+        "description": "the batch's time by stage, ms: admission, queue, placement, commit, answer, total",
+        "schema": {"type": "string"},
+    }});
+    answer
+}
+
 /// The whole document.
 pub fn document() -> Value {
     let admin = json!([{"adminToken": []}]);
@@ -115,7 +124,7 @@ pub fn document() -> Value {
                     {"name": "X-OTG-Priority", "in": "header", "required": false, "schema": {"type": "string", "enum": ["live", "backlog"]}}],
                 "requestBody": {"required": true, "content": {"application/msgpack": {"schema": {"type": "string", "format": "binary"}}}},
                 "responses": device_answers(json!({
-                    "200": msgpack_answer("the acks, once durable", json!({"type": "object"})),
+                    "200": with_server_timing(msgpack_answer("the acks, once durable", json!({"type": "object"}))),
                     "400": error_answer("malformed body or invalid batch"),
                     "408": error_answer("the body arrived too slowly"),
                     "413": error_answer("body over the limit"),

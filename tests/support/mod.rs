@@ -293,6 +293,7 @@ impl TestDevice {
 pub struct Reply {
     pub status: u16,
     pub retry_after: Option<String>,
+    pub server_timing: Option<String>,
     pub content_type: String,
     pub body: Vec<u8>,
 }
@@ -326,10 +327,11 @@ pub fn send(request: ureq::Request, body: &[u8]) -> Reply {
     };
     let status = response.status();
     let retry_after = response.header("Retry-After").map(str::to_owned);
+    let server_timing = response.header("Server-Timing").map(str::to_owned);
     let content_type = response.header("Content-Type").unwrap_or_default().to_owned();
     let mut body = Vec::new();
     std::io::Read::read_to_end(&mut response.into_reader(), &mut body).unwrap();
-    Reply { status, retry_after, content_type, body }
+    Reply { status, retry_after, server_timing, content_type, body }
 }
 
 pub fn now_ms() -> i64 {

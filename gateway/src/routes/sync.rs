@@ -4,12 +4,14 @@
 //! not revoked), memory and bytes admission (and its client address's share), size
 //! limit and pace of the body, signature, the device's rate, decode, batch checks, the
 //! org's rate and the records budget at the batch's priority, record checks, then to
-//! the device's actor, and is answered once the actor says durable. What admission
+//! the device's actor, and is answered once the actor says durable, with a
+//! `Server-Timing` header saying where its time went (`batch_timing`). What admission
 //! reserved is released with the answer.
 
 use crate::admission::decide::Priority;
 use crate::admission::Reserved;
 use crate::auth::{authenticate_device, check_signature, enrolled_device};
+use crate::batch_timing::BatchTiming;
 use crate::body::{drain, read_limited, BodyPace};
 use crate::clock::now_ms;
 use crate::config::Config;
@@ -46,7 +48,8 @@ async fn upload_batch(
         Ok((device, body, reserved)) => {
             tracing::Span::current().record("device_id", device.device_id.as_str());
             let mut batch_id = None;
-            let result = ingest(&device, body, reserved, received_at, &state, &mut batch_id, &mut priority).await;
+            let arrived = Arrived { received_at, started };
+            let result = ingest(&device, body, reserved, arrived, &state, &mut batch_id, &mut priority).await;
             if let Err(error) = &result {
                 state.failed_batches.record(&device, error, batch_id, received_at, started.elapsed());
             }
@@ -55,11 +58,38 @@ async fn upload_batch(
         Err(error) => Err(error),
     };
     let (outcome, acks) = match &result {
-        Ok(response) => ("ok", response.acks.as_slice()),
+        Ok((response, _)) => ("ok", response.acks.as_slice()),
         Err(error) => (error.code(), &[][..]),
     };
     state.metrics.observe_batch(outcome, priority, started.elapsed(), acks);
-    result.map(|response| msgpack(&response))
+    let (response, timing) = result?;
+    if let Some(priority) = priority {
+        state.metrics.observe_stages(priority, &timing);
+    }
+    let slow_after = Duration::from_millis(state.config.slow_batch_log_ms);
+    if !slow_after.is_zero() && timing.total >= slow_after {
+        tracing::warn!(
+            batch_id = %response.batch_id,
+            records = response.acks.len(),
+            timing = %timing.server_timing(),
+            dominant = timing.dominant(),
+            "slow batch: {} ms, most of it in {}",
+            timing.total.as_millis(),
+            timing.dominant()
+        );
+    }
+    let mut answer = msgpack(&response);
+    if let Ok(value) = header::HeaderValue::from_str(&timing.server_timing()) {
+        answer.headers_mut().insert(header::HeaderName::from_static("server-timing"), value);
+    }
+    Ok(answer)
+}
+
+/// When a batch's request arrived: by the server's clock (stored with it) and by the
+/// monotonic clock (its stages are measured from it).
+struct Arrived {
+    received_at: i64,
+    started: Instant,
 }
 
 /// The body of a well-formed, signed request within its device's rate, the device that
@@ -107,16 +137,18 @@ fn body_pace(config: &Config) -> BodyPace {
     BodyPace { grace: Duration::from_millis(config.body_grace_ms), min_bytes_per_s: config.body_min_bytes_per_s }
 }
 
-/// Decodes, checks and hands a device's batch to its actor; answers once durable.
+/// Decodes, checks and hands a device's batch to its actor; answers once durable, with
+/// where the batch's time went.
 async fn ingest(
     device: &DeviceEnrolment,
     body: Bytes,
     reserved: Reserved,
-    received_at: i64,
+    arrived: Arrived,
     state: &AppState,
     batch_id_seen: &mut Option<String>,
     priority_seen: &mut Option<Priority>,
-) -> Result<BatchResponse, ApiError> {
+) -> Result<(BatchResponse, BatchTiming), ApiError> {
+    let Arrived { received_at, started } = arrived;
     let batch: Batch = wire::decode(&body).map_err(ApiError::Malformed)?;
     drop(body);
     *batch_id_seen = Some(batch.batch_id.clone());
@@ -159,11 +191,14 @@ async fn ingest(
         settings,
         live,
     };
+    let admission = started.elapsed();
     let durable = state.devices.ingest(&device.device_id, upload)?;
     let outcome = durable.await.map_err(|_| ApiError::StoreUnavailable("the device actor stopped".into()))??;
     state.admission.drained(outcome.acks.len() as u64);
     drop(admitted);
-    Ok(BatchResponse { batch_id, acks: outcome.acks, next_seq: outcome.next_seq, server_time: now_ms() })
+    let timing = BatchTiming { admission, stages: outcome.stages, total: started.elapsed() };
+    let response = BatchResponse { batch_id, acks: outcome.acks, next_seq: outcome.next_seq, server_time: now_ms() };
+    Ok((response, timing))
 }
 
 async fn device_config(request: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
