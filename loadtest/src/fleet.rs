@@ -8,7 +8,7 @@ use otg_schema::wire::{AckStatus, Record};
 use otg_schema::DeviceSecret;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 
 /// Employees who use one kiosk.
@@ -68,8 +68,18 @@ impl Device {
 
     /// One `sync_now`, counted; the outcome tells the caller what next.
     pub async fn sync(&mut self, stats: &Stats, connections: &Semaphore) -> SyncOutcome {
+        self.sync_due(None, stats, connections).await
+    }
+
+    /// A sync that was due at `due`: how late it starts (a free connection, this
+    /// process's scheduling) is the load tester's own lag, kept apart from the
+    /// gateway's latency.
+    pub async fn sync_due(&mut self, due: Option<Instant>, stats: &Stats, connections: &Semaphore) -> SyncOutcome {
         let report = {
             let _connection = connections.acquire().await.expect("the connection semaphore stays open");
+            if let Some(due) = due {
+                stats.observe_lag(due.elapsed());
+            }
             self.client.sync_now(Some(Network::Wifi)).await
         };
         match report {
@@ -147,14 +157,14 @@ pub async fn live_kiosk(
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for turn in 0usize.. {
-        ticks.tick().await;
+        let due = ticks.tick().await.into_std();
         if stop.load(Ordering::Relaxed) {
             break;
         }
         let employee = turn % EMPLOYEES;
         let kind = if (turn / EMPLOYEES).is_multiple_of(2) { "check_in" } else { "check_out" };
         device.record(kind, employee, now_ms());
-        if let SyncOutcome::RetryIn(wait) = device.sync(&stats, &connections).await {
+        if let SyncOutcome::RetryIn(wait) = device.sync_due(Some(due), &stats, &connections).await {
             tokio::time::sleep(wait).await;
         }
     }

@@ -4,7 +4,7 @@
 use crate::admin::Admin;
 use crate::fleet::AckCount;
 use crate::routing::Routing;
-use crate::stats::{Latency, Second, Stats};
+use crate::stats::{Finished, Latency, Second, Stats};
 use plotters::prelude::*;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -27,11 +27,28 @@ pub struct Report {
     pub storm: Option<Storm>,
     pub live: Latency,
     pub backlog: Latency,
+    /// How late live syncs started after they were due: the load tester's own lag,
+    /// which a gateway's latency figure must not be blamed for.
+    pub scheduling_lag: Latency,
+    /// The seconds whose live p99 was over the run's `--slow-ms`, with where most of
+    /// their live batches' time went.
+    pub slow_seconds: Vec<SlowSecond>,
     pub refused_429: u64,
     pub refused_503: u64,
     pub gateway_peak_rss_bytes: u64,
     pub verification: Verification,
     pub timeline: Vec<Second>,
+}
+
+/// A second whose live p99 was over the threshold.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlowSecond {
+    pub second: u64,
+    pub live_p99_ms: f64,
+    /// The gateway's stage (admission, queue, placement, commit, answer) or `outside`
+    /// (network, the load tester's own waits) that took most of its live batches' time.
+    pub dominant_stage: String,
+    pub lag_p99_ms: f64,
 }
 
 /// The reconnect storm.
@@ -57,7 +74,7 @@ impl Storm {
         drain: Duration,
         steady: Option<f64>,
     ) -> Self {
-        let (timeline, _, _) = stats.finish();
+        let timeline = stats.finish().timeline;
         let storm: Vec<&Second> = timeline
             .iter()
             .filter(|second| second.second >= reconnected.as_secs() && second.second < (reconnected + drain).as_secs())
@@ -142,11 +159,21 @@ impl Report {
         devices: usize,
         steady_records_per_s: Option<f64>,
         storm: Option<Storm>,
-        live: Latency,
-        backlog: Latency,
-        timeline: Vec<Second>,
+        observed: Finished,
+        slow_ms: f64,
         verification: Verification,
     ) -> Self {
+        let Finished { timeline, live, backlog, lag } = observed;
+        let slow_seconds = timeline
+            .iter()
+            .filter(|second| second.live_p99_ms > slow_ms)
+            .map(|second| SlowSecond {
+                second: second.second,
+                live_p99_ms: second.live_p99_ms,
+                dominant_stage: second.dominant_stage().unwrap_or("unknown").to_owned(),
+                lag_p99_ms: second.lag_p99_ms,
+            })
+            .collect();
         Report {
             scenario: scenario.to_owned(),
             command: String::new(),
@@ -159,6 +186,8 @@ impl Report {
             storm,
             live,
             backlog,
+            scheduling_lag: lag,
+            slow_seconds,
             refused_429: timeline.iter().map(|second| second.refused_429).sum(),
             refused_503: timeline.iter().map(|second| second.refused_503).sum(),
             gateway_peak_rss_bytes: timeline.iter().map(|second| second.gateway_rss_bytes).max().unwrap_or(0),
@@ -197,15 +226,15 @@ impl Report {
                 row("drain / steady state", format!("{ratio:.2}"));
             }
         }
+        let quantiles = |latency: &Latency| {
+            format!("{:.1} / {:.1} / {:.1} / {:.1} ms", latency.p50_ms, latency.p95_ms, latency.p99_ms, latency.max_ms)
+        };
         for (name, latency) in [("live", &self.live), ("backlog", &self.backlog)] {
             row(&format!("{name} batches"), latency.batches.to_string());
-            row(
-                &format!("{name} latency p50 / p95 / p99 / max"),
-                format!(
-                    "{:.1} / {:.1} / {:.1} / {:.1} ms",
-                    latency.p50_ms, latency.p95_ms, latency.p99_ms, latency.max_ms
-                ),
-            );
+            row(&format!("{name} latency p50 / p95 / p99 / max"), quantiles(latency));
+        }
+        if self.scheduling_lag.batches > 0 {
+            row("load tester's own lag (live sync due → sent) p50 / p95 / p99 / max", quantiles(&self.scheduling_lag));
         }
         row("429 / 503 answers", format!("{} / {}", self.refused_429, self.refused_503));
         row(
@@ -218,6 +247,14 @@ impl Report {
                 "device claims / batches fenced / placements redone",
                 format!("{claimed} / {fenced} / {timeline_moved}"),
             );
+        }
+        if !self.slow_seconds.is_empty() {
+            let named: Vec<String> = self
+                .slow_seconds
+                .iter()
+                .map(|slow| format!("{} s: {:.0} ms, {}", slow.second, slow.live_p99_ms, slow.dominant_stage))
+                .collect();
+            row("seconds over the live p99 threshold (second: p99, dominant stage)", named.join("; "));
         }
         let check = &self.verification;
         row("records", check.acks.records.to_string());
@@ -235,11 +272,13 @@ impl Report {
         text
     }
 
-    /// Two panels over time: records/s acked (backlog and live), and live p99 latency.
+    /// Three panels over time: records/s acked (backlog and live); live p99 latency
+    /// beside the load tester's own lag; the gateway's resident memory.
     fn chart(&self, path: &Path) -> anyhow::Result<()> {
-        let root = SVGBackend::new(path, (1000, 640)).into_drawing_area();
+        let root = SVGBackend::new(path, (1000, 880)).into_drawing_area();
         root.fill(&WHITE)?;
-        let (upper, lower) = root.split_vertically(360);
+        let (upper, rest) = root.split_vertically(360);
+        let (lower, bottom) = rest.split_vertically(270);
         let seconds = self.timeline.len().max(2) as u64;
         let peak =
             self.timeline.iter().map(|second| second.backlog_records + second.live_records).max().unwrap_or(1).max(1);
@@ -266,20 +305,51 @@ impl Report {
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN));
         throughput.configure_series_labels().border_style(BLACK).draw()?;
 
-        let slowest = self.timeline.iter().map(|second| second.live_p99_ms).fold(1.0, f64::max);
+        let slowest = self.timeline.iter().map(|second| second.live_p99_ms.max(second.lag_p99_ms)).fold(1.0, f64::max);
         let mut latency = ChartBuilder::on(&lower)
-            .caption("live batch latency, p99 per second (ms)", ("sans-serif", 18))
+            .caption("live batch latency and the load tester's own lag, p99 per second (ms)", ("sans-serif", 18))
             .margin(10)
             .x_label_area_size(30)
             .y_label_area_size(70)
             .build_cartesian_2d(0u64..seconds, 0f64..slowest * 1.1)?;
         latency.configure_mesh().x_desc("seconds").y_desc("ms").draw()?;
-        latency.draw_series(LineSeries::new(
+        latency
+            .draw_series(LineSeries::new(
+                self.timeline
+                    .iter()
+                    .filter(|second| second.live_p99_ms > 0.0)
+                    .map(|second| (second.second, second.live_p99_ms)),
+                &RED,
+            ))?
+            .label("live latency")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
+        latency
+            .draw_series(LineSeries::new(
+                self.timeline
+                    .iter()
+                    .filter(|second| second.lag_p99_ms > 0.0)
+                    .map(|second| (second.second, second.lag_p99_ms)),
+                &MAGENTA,
+            ))?
+            .label("load tester's lag")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], MAGENTA));
+        latency.configure_series_labels().border_style(BLACK).draw()?;
+
+        let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+        let largest = mib(self.gateway_peak_rss_bytes).max(1.0);
+        let mut memory = ChartBuilder::on(&bottom)
+            .caption("gateway resident memory (MiB; the largest gateway)", ("sans-serif", 18))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0u64..seconds, 0f64..largest * 1.1)?;
+        memory.configure_mesh().x_desc("seconds").y_desc("MiB").draw()?;
+        memory.draw_series(LineSeries::new(
             self.timeline
                 .iter()
-                .filter(|second| second.live_p99_ms > 0.0)
-                .map(|second| (second.second, second.live_p99_ms)),
-            &RED,
+                .filter(|second| second.gateway_rss_bytes > 0)
+                .map(|second| (second.second, mib(second.gateway_rss_bytes))),
+            &BLACK,
         ))?;
         root.present()?;
         Ok(())

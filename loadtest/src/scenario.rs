@@ -62,6 +62,10 @@ pub struct Options {
     /// No progress bar.
     #[arg(long, global = true)]
     pub quiet: bool,
+    /// A second whose live p99 is over this many ms is named in the report, with the
+    /// stage its live batches spent most of their time in.
+    #[arg(long, global = true, default_value_t = 50.0)]
+    pub slow_ms: f64,
 }
 
 #[derive(Debug, Clone, Subcommand)]
@@ -162,6 +166,7 @@ struct Run {
     /// The gateways this run started, if it started them.
     started: Vec<Arc<Mutex<LocalGateway>>>,
     quiet: bool,
+    slow_ms: f64,
 }
 
 /// Runs the scenario `options` names and returns its report (also written to `--out`).
@@ -195,6 +200,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         connections: Arc::new(Semaphore::new(options.connections.max(1))),
         started: started.into_iter().map(|gateway| Arc::new(Mutex::new(gateway))).collect(),
         quiet: options.quiet,
+        slow_ms: options.slow_ms,
     };
     let sampler = tokio::spawn(sample_memory(run.admins.clone(), run.started.clone(), run.stats.clone()));
     let mut report = match &options.scenario {
@@ -389,18 +395,10 @@ impl Run {
             count("duplicate"),
             failures,
         );
-        let (timeline, live, backlog) = self.stats.finish();
-        let mut report = Report::new(
-            scenario,
-            &self.org_id,
-            devices.len(),
-            steady_rate,
-            storm,
-            live,
-            backlog,
-            timeline,
-            verification,
-        );
+        let observed = self.stats.finish();
+        let (devices, slow_ms) = (devices.len(), self.slow_ms);
+        let mut report =
+            Report::new(scenario, &self.org_id, devices, steady_rate, storm, observed, slow_ms, verification);
         report.gateways = self.urls.len();
         report.routing = self.routing;
         report.ownership = Ownership::sum(&self.admins).await;
