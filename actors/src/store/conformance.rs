@@ -10,7 +10,7 @@
 //! nothing: records, audit entries and statistics counted once.
 
 use super::*;
-use otg_schema::wire::RejectReason;
+use otg_schema::wire::{AckStatus, RejectReason};
 use otg_schema::{ConflictResolution, OrgSettings, RecordKind, ValidRecord};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,6 +26,7 @@ pub async fn run_all(store: &dyn Store) {
     a_new_device_has_received_nothing(store, &ids).await;
     org_settings_default_until_replaced(store, &ids).await;
     audit_trail_and_statistics(store, &ids).await;
+    a_batch_decided_again_files_one_entry_and_counts_once(store, &ids).await;
     live_commits_are_readable_once_acked(store, &ids).await;
     conflicts_are_listed_and_resolved_once(store, &ids).await;
     waiting_devices_are_listed(store, &ids).await;
@@ -198,6 +199,45 @@ async fn org_settings_default_until_replaced(store: &dyn Store, ids: &Ids) {
     store.put_org_settings(&org, &strict).await.unwrap();
     assert_eq!(store.org_settings(&org).await.unwrap(), strict);
     assert_eq!(store.org_settings(&ids.of("settings-org-2")).await.unwrap(), OrgSettings::default());
+}
+
+/// A batch whose first run wrote its audit entry and counts but not its commit point
+/// (fenced, or a timeline moved), then decided again with other acks and another
+/// latency: one entry in the trail, and the upload counted once.
+async fn a_batch_decided_again_files_one_entry_and_counts_once(store: &dyn Store, ids: &Ids) {
+    let (org, device) = (ids.of("again-org"), ids.of("again-dev"));
+    let run = |outcome: &str, latency_ms: u64, status: AckStatus| AuditEvent {
+        at: DAY_START + 7,
+        org_id: org.clone(),
+        device_id: device.clone(),
+        event: AuditKind::BatchReceived {
+            batch_id: Some("b-again".into()),
+            outcome: outcome.into(),
+            http_status: if outcome == "ok" { 200 } else { 503 },
+            latency_ms,
+            records: 1,
+            acks: vec![AuditAck { seq: 1, status, reason: None, conflict_id: None }],
+        },
+    };
+    let first = run("ok", 12, AckStatus::Accepted);
+    let again = run("ok", 250, AckStatus::Duplicate);
+    assert_eq!(first.key(), again.key(), "one upload, one key, whatever its runs answered");
+    let other_upload = AuditEvent { at: DAY_START + 8, ..first.clone() };
+    assert_ne!(first.key(), other_upload.key(), "a resend is another upload");
+
+    for (event, totals) in [
+        (&first, SyncTotals { batches_succeeded: 1, accepted: 1, ..SyncTotals::default() }),
+        (&again, SyncTotals { batches_succeeded: 1, duplicate: 1, ..SyncTotals::default() }),
+    ] {
+        let commit =
+            Commit { audit: vec![event.clone()], stats: vec![SyncCounts::of(event, totals)], ..Commit::default() };
+        store.commit(&commit).await.unwrap();
+    }
+    let trail = store.audit(AuditScope::Device(&device), DAY_START, DAY_START + 10, Page { after: None, limit: 10 });
+    assert_eq!(trail.await.unwrap().len(), 1, "one entry for the upload");
+    let totals = store.sync_totals(&org, DAY_START).await.unwrap();
+    assert_eq!(totals.batches_succeeded, 1, "counted once");
+    assert_eq!(totals.accepted + totals.duplicate, 1, "its records counted once");
 }
 
 async fn audit_trail_and_statistics(store: &dyn Store, ids: &Ids) {

@@ -146,19 +146,25 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
-    /// What tells this entry apart from the device's others at the same millisecond,
-    /// derived from the entry itself (a name-based UUID of its encoding): a write that
-    /// is retried, by this gateway or another, files the same entry again, not a
-    /// second one. Two entries alike in every field are one event.
+    /// What tells this entry apart from the device's others at the same millisecond: a
+    /// write that is retried, by this gateway or another, files the same entry again,
+    /// not a second one.
+    ///
+    /// A received batch is keyed by what identifies the upload (its arrival and its
+    /// `batch_id`), not by what was answered: a batch decided again (another gateway
+    /// claimed its device, or an employee's timeline moved under it) or finally refused
+    /// writes its entry and its counts over those of the run before, which stand in the
+    /// store without a commit point. Any other entry is keyed by its whole encoding: two
+    /// entries alike in every field are one event.
     pub fn key(&self) -> u64 {
-        Self::key_of_encoded(&super::codec::encode(self))
-    }
-
-    /// The key of an entry from its stored encoding, for a store that has encoded it
-    /// already.
-    pub fn key_of_encoded(encoded: &[u8]) -> u64 {
         const AUDIT_NAMESPACE: uuid::Uuid = uuid::uuid!("0b6f3a52-2f1e-4c8e-9d57-5a3c9e1f7d40");
-        uuid::Uuid::new_v5(&AUDIT_NAMESPACE, encoded).as_u64_pair().0
+        let name = match &self.event {
+            AuditKind::BatchReceived { batch_id, .. } => {
+                super::codec::encode(&("batch_received", self.at, &self.org_id, &self.device_id, batch_id))
+            }
+            _ => super::codec::encode(self),
+        };
+        uuid::Uuid::new_v5(&AUDIT_NAMESPACE, &name).as_u64_pair().0
     }
 }
 

@@ -93,11 +93,10 @@ pub(super) fn batch_of(db: &Database, tables: &Tables, writes: Vec<Write>) -> Ow
 }
 
 /// The two keys of an audit entry, by device and by org, each ordered by time and told
-/// apart by the entry's own key, so writing it again writes the same keys.
+/// apart by the entry's key (`AuditEvent::key`), so writing it again writes the same keys.
 pub(super) fn audit_writes(event: &AuditEvent) -> [Write; 2] {
-    let encoded = encode(event);
-    let key = AuditEvent::key_of_encoded(&encoded);
-    let value = fjall::UserValue::from(encoded);
+    let key = event.key();
+    let value = fjall::UserValue::from(encode(event));
     [
         Write(Table::AuditByDevice, keys::timed(&event.device_id, event.at, key), value.clone()),
         Write(Table::AuditByOrg, keys::timed(&event.org_id, event.at, key), value),

@@ -183,7 +183,7 @@ impl ScyllaStore {
         let mut days = BTreeSet::new();
         for event in audit {
             let value = encode(event);
-            let (key, day) = (AuditEvent::key_of_encoded(&value) as i64, UtcDay::of_unix_ms(event.at).0);
+            let (key, day) = (event.key() as i64, UtcDay::of_unix_ms(event.at).0);
             let (device, org) = (event.device_id.as_str(), event.org_id.as_str());
             by_device.entry((device, day)).or_default().push((device, day, event.at, key, value.clone()));
             by_org.entry((org, day)).or_default().push((org, day, event.at, device, key, value));
