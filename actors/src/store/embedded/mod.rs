@@ -151,10 +151,10 @@ impl EmbeddedStore {
     }
 
     /// Writes one value outside the group committer, durably: for rare admin writes.
-    fn put_durably(&self, keyspace: &Keyspace, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
+    async fn put_durably(&self, keyspace: &Keyspace, key: &[u8], value: Vec<u8>) -> Result<(), StoreError> {
         let mut batch = self.db.batch();
         batch.insert(keyspace, key, value);
-        self.write_durably(batch)
+        self.write_durably(batch).await
     }
 
     /// A conflict as detected, with its resolution if it has one, once its commit is
@@ -174,8 +174,16 @@ impl EmbeddedStore {
         Ok(Some(conflict))
     }
 
-    fn write_durably(&self, batch: OwnedWriteBatch) -> Result<(), StoreError> {
-        let outcome = batch.commit().and_then(|()| self.db.persist(PersistMode::SyncAll)).map_err(unavailable);
+    /// Commits an admin write and fsyncs it on a blocking thread: the caller is an HTTP
+    /// worker, and every request on that worker (live check-ins among them) would wait
+    /// out the fsync behind it.
+    async fn write_durably(&self, batch: OwnedWriteBatch) -> Result<(), StoreError> {
+        let db = self.db.clone();
+        let outcome =
+            tokio::task::spawn_blocking(move || batch.commit().and_then(|()| db.persist(PersistMode::SyncAll)))
+                .await
+                .map_err(unavailable)
+                .and_then(|written| written.map_err(unavailable));
         if outcome.is_err() {
             self.failed.store(true, Ordering::Relaxed);
         }
@@ -199,7 +207,7 @@ impl Store for EmbeddedStore {
         for Write(table, key, value) in audit_writes(&enrolment.audit(enrolment.enrolled_at, event)) {
             batch.insert(self.tables.of(table), key, value);
         }
-        self.write_durably(batch)
+        self.write_durably(batch).await
     }
 
     async fn device(&self, device_id: &str) -> Result<Option<DeviceEnrolment>, StoreError> {
@@ -218,7 +226,7 @@ impl Store for EmbeddedStore {
             for Write(table, key, value) in audit_writes(&enrolment.audit(at, AuditKind::DeviceRevoked)) {
                 batch.insert(self.tables.of(table), key, value);
             }
-            self.write_durably(batch)?;
+            self.write_durably(batch).await?;
         }
         Ok(Some(enrolment))
     }
@@ -339,7 +347,7 @@ impl Store for EmbeddedStore {
             Some(standing) if !standing.same_decision(resolution) => return Ok(Resolved::Already(conflict)),
             Some(_) => {}
             None => {
-                self.put_durably(&self.tables.conflict_resolutions, conflict_id.as_bytes(), encode(resolution))?;
+                self.put_durably(&self.tables.conflict_resolutions, conflict_id.as_bytes(), encode(resolution)).await?;
                 conflict.resolution = Some(resolution.clone());
             }
         }
@@ -450,7 +458,7 @@ impl Store for EmbeddedStore {
     }
 
     async fn put_org_settings(&self, org_id: &str, settings: &OrgSettings) -> Result<(), StoreError> {
-        self.put_durably(&self.tables.orgs, org_id.as_bytes(), encode(settings))
+        self.put_durably(&self.tables.orgs, org_id.as_bytes(), encode(settings)).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
