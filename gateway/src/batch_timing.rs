@@ -2,10 +2,13 @@
 //! stage's door without temporary instrumentation: observed in
 //! `otg_ingest_batch_stage_seconds`, sent back to the device in a `Server-Timing`
 //! header (a load tester attributes its slow batches from it), and logged when the
-//! batch took longer than `slow_batch_log_ms`.
+//! batch took longer than `slow_batch_log_ms` (at most a few a second).
 
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use otg_actors::Stages;
+use otg_schema::wire::BatchResponse;
 use std::fmt::Write as _;
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 /// The stages in the order a batch goes through them.
@@ -50,6 +53,42 @@ impl BatchTiming {
     /// The stage that took longest.
     pub fn dominant(&self) -> &'static str {
         self.by_stage().into_iter().max_by_key(|(_, took)| *took).map_or("admission", |(stage, _)| stage)
+    }
+}
+
+/// Slow batches logged, at most `PER_SECOND` a second: a saturated store makes every
+/// batch slow, and a log line each would bury the log (the stage histograms count
+/// them all).
+pub struct SlowBatchLog {
+    /// 0: never.
+    threshold: Duration,
+    limiter: DefaultDirectRateLimiter,
+}
+
+impl SlowBatchLog {
+    const PER_SECOND: NonZeroU32 = NonZeroU32::new(5).expect("not zero");
+
+    pub fn new(threshold_ms: u64) -> Self {
+        SlowBatchLog {
+            threshold: Duration::from_millis(threshold_ms),
+            limiter: RateLimiter::direct(Quota::per_second(Self::PER_SECOND)),
+        }
+    }
+
+    /// Logs `response`'s batch if it took at least the threshold and the log has room.
+    pub fn observe(&self, response: &BatchResponse, timing: &BatchTiming) {
+        if self.threshold.is_zero() || timing.total < self.threshold || self.limiter.check().is_err() {
+            return;
+        }
+        tracing::warn!(
+            batch_id = %response.batch_id,
+            records = response.acks.len(),
+            timing = %timing.server_timing(),
+            dominant = timing.dominant(),
+            "slow batch: {} ms, most of it in {}",
+            timing.total.as_millis(),
+            timing.dominant()
+        );
     }
 }
 

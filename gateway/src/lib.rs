@@ -90,7 +90,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = listen(config.listen_addr).with_context(|| format!("binding {}", config.listen_addr))?;
     let address = listener.local_addr()?;
     let (workers, shutdown_timeout) = (config.http_workers(), config.shutdown_timeout_s);
+    let slow_batches = batch_timing::SlowBatchLog::new(config.slow_batch_log_ms);
     let state = web::Data::new(AppState {
+        slow_batches,
         config,
         admin_token,
         store: store.clone(),

@@ -1,6 +1,7 @@
 //! What every request handler shares.
 
 use crate::admission::Admission;
+use crate::batch_timing::SlowBatchLog;
 use crate::config::Config;
 use crate::failed_batches::FailedBatches;
 use crate::metrics::GatewayMetrics;
@@ -19,6 +20,7 @@ pub struct AppState {
     pub metrics_registry: prometheus::Registry,
     pub failed_batches: FailedBatches,
     pub admission: Admission,
+    pub slow_batches: SlowBatchLog,
     /// Set once shutdown begins: `/readyz` turns 503 so load balancers move away.
     pub(crate) draining: AtomicBool,
     pub(crate) store_corruption: web::Data<StoreCorruption>,

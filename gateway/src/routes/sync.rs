@@ -66,18 +66,7 @@ async fn upload_batch(
     if let Some(priority) = priority {
         state.metrics.observe_stages(priority, &timing);
     }
-    let slow_after = Duration::from_millis(state.config.slow_batch_log_ms);
-    if !slow_after.is_zero() && timing.total >= slow_after {
-        tracing::warn!(
-            batch_id = %response.batch_id,
-            records = response.acks.len(),
-            timing = %timing.server_timing(),
-            dominant = timing.dominant(),
-            "slow batch: {} ms, most of it in {}",
-            timing.total.as_millis(),
-            timing.dominant()
-        );
-    }
+    state.slow_batches.observe(&response, &timing);
     let mut answer = msgpack(&response);
     if let Ok(value) = header::HeaderValue::from_str(&timing.server_timing()) {
         answer.headers_mut().insert(header::HeaderName::from_static("server-timing"), value);
