@@ -156,8 +156,12 @@ pub async fn live_kiosk(
     const EMPLOYEES: usize = 300;
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut free_since = Instant::now();
     for turn in 0usize.. {
-        let due = ticks.tick().await.into_std();
+        // A tick missed while the kiosk's last sync was still running (the gateway
+        // was slow, or asked it to wait) is the gateway's doing: the lag counts from
+        // when the kiosk was free again.
+        let due = ticks.tick().await.into_std().max(free_since);
         if stop.load(Ordering::Relaxed) {
             break;
         }
@@ -167,6 +171,7 @@ pub async fn live_kiosk(
         if let SyncOutcome::RetryIn(wait) = device.sync_due(Some(due), &stats, &connections).await {
             tokio::time::sleep(wait).await;
         }
+        free_since = Instant::now();
     }
     device.drain(&stats, &connections, 20).await;
     device
