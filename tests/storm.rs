@@ -2,7 +2,7 @@
 //! devices reconnect at once with their backlog while live check-ins go on (and, in
 //! the crash scenario, the gateway is killed with -9 and restarted mid-storm). Each
 //! must end with every record acked exactly once and stored exactly once. On the CQL
-//! cluster, a fleet of three gateways with devices routed at random, one of them killed.
+//! cluster, a fleet of three gateways with every request routed at random.
 
 mod support;
 
@@ -92,9 +92,9 @@ fn a_gateway_killed_mid_storm_loses_nothing_and_stores_nothing_twice() {
 }
 
 #[test]
-fn three_gateways_with_random_routing_one_killed_lose_nothing_and_store_nothing_twice() {
+fn three_gateways_with_random_routing_lose_nothing_and_store_nothing_twice() {
     let Some(keyspace) = ScyllaKeyspace::create() else { return };
-    let mut arguments = vec!["crash", "--gateways", "3", "--routing", "random"];
+    let mut arguments = vec!["outage", "--gateways", "3", "--routing", "random"];
     let settings: Vec<String> = keyspace.settings().iter().map(|(name, value)| format!("{name}={value}")).collect();
     for setting in &settings {
         arguments.extend_from_slice(&["--gateway-env", setting]);
@@ -110,8 +110,6 @@ fn three_gateways_with_random_routing_one_killed_lose_nothing_and_store_nothing_
         "1",
         "--reconnect-window",
         "3",
-        "--kill-after",
-        "2",
         "--live-devices",
         "4",
         "--live-interval-ms",
@@ -120,7 +118,7 @@ fn three_gateways_with_random_routing_one_killed_lose_nothing_and_store_nothing_
     let report = storm(&arguments);
     assert_nothing_lost_nothing_twice(&report, 6_000);
     assert_eq!(report.gateways, 3);
-    // Each device's batches reached several gateways, so devices were claimed more than
-    // once; the fleet's figures are summed from every gateway's /metrics.
-    assert!(report.ownership.claimed > 150, "{:?}", report.ownership);
+    // The live kiosks' batches reached several gateways, so devices were claimed more
+    // than once; the fleet's figures are summed from every gateway's /metrics.
+    assert!(report.ownership.claimed > 154, "{:?}", report.ownership);
 }
