@@ -224,6 +224,8 @@ async fn a_batch_decided_again_files_one_entry_and_counts_once(store: &dyn Store
     assert_eq!(first.key(), again.key(), "one upload, one key, whatever its runs answered");
     let other_upload = AuditEvent { at: DAY_START + 8, ..first.clone() };
     assert_ne!(first.key(), other_upload.key(), "a resend is another upload");
+    let refused = run("store_unavailable", 2_000, AckStatus::Accepted);
+    assert_ne!(first.key(), refused.key(), "a refusal never writes over counts that may stand");
 
     for (event, totals) in [
         (&first, SyncTotals { batches_succeeded: 1, accepted: 1, ..SyncTotals::default() }),

@@ -151,17 +151,25 @@ impl AuditEvent {
     /// not a second one.
     ///
     /// A received batch is keyed by what identifies the upload (its arrival and its
-    /// `batch_id`), not by what was answered: a batch decided again (another gateway
-    /// claimed its device, or an employee's timeline moved under it) or finally refused
-    /// writes its entry and its counts over those of the run before, which stand in the
-    /// store without a commit point. Any other entry is keyed by its whole encoding: two
-    /// entries alike in every field are one event.
+    /// `batch_id`) and whether it was acked, not by what its acks say: a batch decided
+    /// again (another gateway claimed its device, or an employee's timeline moved under
+    /// it) writes its entry and counts over those of the run before, which stand in the
+    /// store without a commit point. A refusal of the same upload is another entry: a
+    /// commit whose outcome the store could not tell (a timed-out conditional write
+    /// that did land) may still count, and its counts must not be overwritten by the
+    /// 503 that followed. Any other entry is keyed by its whole encoding: two entries
+    /// alike in every field are one event.
     pub fn key(&self) -> u64 {
         const AUDIT_NAMESPACE: uuid::Uuid = uuid::uuid!("0b6f3a52-2f1e-4c8e-9d57-5a3c9e1f7d40");
         let name = match &self.event {
-            AuditKind::BatchReceived { batch_id, .. } => {
-                super::codec::encode(&("batch_received", self.at, &self.org_id, &self.device_id, batch_id))
-            }
+            AuditKind::BatchReceived { batch_id, http_status, .. } => super::codec::encode(&(
+                "batch_received",
+                self.at,
+                &self.org_id,
+                &self.device_id,
+                batch_id,
+                *http_status == 200,
+            )),
             _ => super::codec::encode(self),
         };
         uuid::Uuid::new_v5(&AUDIT_NAMESPACE, &name).as_u64_pair().0
