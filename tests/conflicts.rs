@@ -21,9 +21,11 @@ on_both_stores!(
     a_seq_far_beyond_the_gap_is_released_at_the_timeout_without_walking_the_gap,
 );
 
-/// Midnight UTC two days ago: every record of these tests falls in its last 48 hours.
+/// Midnight UTC two days before the tests began: every record of these tests falls in
+/// its 48 hours. Taken once, so a run across midnight reads the days it wrote.
 fn day_start() -> i64 {
-    now_ms() / (24 * HOUR_MS) * (24 * HOUR_MS) - 48 * HOUR_MS
+    static DAY_START: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *DAY_START.get_or_init(|| now_ms() / (24 * HOUR_MS) * (24 * HOUR_MS) - 48 * HOUR_MS)
 }
 
 fn at(seq: i64, kind: &str, employee_id: &str, offset_ms: i64) -> Record {
