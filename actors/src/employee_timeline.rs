@@ -262,7 +262,7 @@ impl CachedTimeline {
         rules: RuleSettings,
         policy: ConflictResolution,
     ) -> (Vec<ConflictRecord>, Vec<TimelineEntry>) {
-        let around = self.effective(window(newcomer, rules.max_shift_ms), &newcomer.record_id);
+        let around = self.effective(window(newcomer, rules.max_shift_ms), newcomer);
         let events: Vec<Event> = around.iter().map(|entry| event(entry)).collect();
         let findings = conflict_rules::evaluate(&event(newcomer), received_at, &events, rules);
         let (mut conflicts, mut superseded) = (Vec::new(), Vec::new());
@@ -314,16 +314,21 @@ impl CachedTimeline {
         Ok(())
     }
 
-    /// The effective entries of `span`, once each, in time order, without `except`.
-    /// Only a leave request can stand in several days, so only those are deduplicated.
-    fn effective(&self, span: (UtcDay, UtcDay), except: &str) -> Vec<&TimelineEntry> {
+    /// The effective entries of `span`, once each, in time order, without `newcomer`'s
+    /// own seq: its own entry, and any other record once placed on that seq by a run
+    /// that lost it (two gateways sent one seq with different records at once: the
+    /// loser's timeline row stands without a commit point, and the seq is in the
+    /// device's progress through the winner). Only a leave request can stand in several
+    /// days, so only those are deduplicated.
+    fn effective(&self, span: (UtcDay, UtcDay), newcomer: &TimelineEntry) -> Vec<&TimelineEntry> {
         let mut leaves_seen: Vec<&str> = Vec::new();
         let mut effective: Vec<&TimelineEntry> = self
             .cache
             .days
             .range(span.0..=span.1)
             .flat_map(|(_, entries)| entries)
-            .filter(|entry| entry.status == RecordStatus::Active && *entry.record_id != *except)
+            .filter(|entry| entry.status == RecordStatus::Active && *entry.record_id != *newcomer.record_id)
+            .filter(|entry| !(entry.device_id == newcomer.device_id && entry.seq == newcomer.seq))
             .filter(|entry| {
                 entry.leave.is_none() || {
                     let first = !leaves_seen.contains(&&*entry.record_id);
