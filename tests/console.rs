@@ -248,6 +248,7 @@ fn an_administrator_works_through_the_console_in_chromium() {
 
         // Sign out, and be refused.
         find(&browser, "form.sign-out button").await.click().await.unwrap();
+        find(&browser, "form.sign-in").await; // the click returns before the next page loads
         assert_eq!(path_of(&browser).await, "/admin/sign-in");
         browser.goto(&format!("{base}/admin/?org_id=acme")).await.unwrap();
         assert_eq!(path_of(&browser).await, "/admin/sign-in", "signed out: refused");
