@@ -95,6 +95,23 @@ pub async fn commit_one_record(store: &dyn Store, device_id: &str) {
     store.commit(&device_commit(device_id, entries, progress)).await.unwrap();
 }
 
+/// The audit entry of a one-record batch acked `ok` at `at`.
+pub fn batch_received(org_id: &str, device_id: &str, at: i64) -> AuditEvent {
+    AuditEvent {
+        at,
+        org_id: org_id.into(),
+        device_id: device_id.into(),
+        event: AuditKind::BatchReceived {
+            batch_id: Some("b-1".into()),
+            outcome: "ok".into(),
+            http_status: 200,
+            latency_ms: 3,
+            records: 1,
+            acks: Vec::new(),
+        },
+    }
+}
+
 fn enrolment(device_id: &str, org_id: &str) -> DeviceEnrolment {
     DeviceEnrolment {
         device_id: device_id.into(),
@@ -545,19 +562,7 @@ async fn retried_writes_count_once(store: &dyn Store, ids: &Ids) {
     let mut progress = DeviceProgress::default();
     progress.received.insert(1);
     progress.totals = SyncTotals { batches_succeeded: 1, accepted: 1, ..SyncTotals::default() };
-    let audit = AuditEvent {
-        at: DAY_START + 2,
-        org_id: org.clone(),
-        device_id: device.clone(),
-        event: AuditKind::BatchReceived {
-            batch_id: Some("b-1".into()),
-            outcome: "ok".into(),
-            http_status: 200,
-            latency_ms: 3,
-            records: 1,
-            acks: Vec::new(),
-        },
-    };
+    let audit = batch_received(&org, &device, DAY_START + 2);
     let commit = Commit {
         stats: vec![SyncCounts::of(&audit, SyncTotals { batches_succeeded: 1, accepted: 1, ..SyncTotals::default() })],
         audit: vec![audit],
@@ -597,8 +602,14 @@ async fn a_device_commits_only_under_its_latest_claim(store: &dyn Store, ids: &I
     assert!(second.progress.received.contains(1), "a claim sees every commit made before it");
     let newer = commit_under(second.epoch, 2, "00000000-0000-4000-8000-00000000000b", &[1, 2]);
     store.commit(&newer).await.unwrap();
-    let stale = commit_under(first.epoch, 2, "00000000-0000-4000-8000-00000000000c", &[1, 2]);
+    let mut stale = commit_under(first.epoch, 2, "00000000-0000-4000-8000-00000000000c", &[1, 2]);
+    let org = ids.of("owned-org");
+    let received = batch_received(&org, &device, DAY_START + 9);
+    stale.stats = vec![SyncCounts::of(&received, SyncTotals { batches_succeeded: 1, ..SyncTotals::default() })];
+    stale.audit = vec![received];
     assert!(matches!(store.commit(&stale).await, Err(StoreError::Fenced(_))), "the earlier owner is fenced");
+    assert!(trail(store, AuditScope::Device(&device)).await.is_empty(), "a fenced commit files nothing");
+    assert_eq!(store.sync_totals(&org, DAY_START).await.unwrap(), SyncTotals::default(), "and counts nothing");
 
     let progress = store.device_progress(&device).await.unwrap();
     assert_eq!(progress.received.next_seq(), 3);

@@ -5,16 +5,21 @@
 //! Nothing above this trait knows which store it talks to; both pass `conformance`.
 //!
 //! The contract holds for a store that is not atomic across partitions (ScyllaDB):
-//! - **A commit has one commit point: its device's progress, written last.** Its other
-//!   writes (seqs, timeline, conflicts, audit, statistics) land first, in any order;
-//!   only once each is durable is the progress written, and only then does `commit`
-//!   return. A gateway that dies in between has acked nothing: the device sends the
-//!   batch again, its seqs are not in the progress, so they are decided anew and every
-//!   row is written again to the same key. So readers take the progress as the truth
-//!   of what a device has sent, and tolerate rows that a cut commit left: a seq row
-//!   that the progress does not cover is not received; a timeline entry of a record
-//!   being placed again is that record (evaluation skips its own record id); a
+//! - **A commit has one commit point: its device's progress.** Its rows (seqs,
+//!   timeline, conflicts) land first, in any order; only once each is durable is the
+//!   progress written. A gateway that dies in between has acked nothing: the device
+//!   sends the batch again, its seqs are not in the progress, so they are decided anew
+//!   and every row is written again to the same key. So readers take the progress as
+//!   the truth of what a device has sent, and tolerate rows that a cut commit left: a
+//!   seq row that the progress does not cover is not received; a timeline entry of a
+//!   record being placed again is that record (evaluation skips its own record id); a
 //!   conflict detected again gets the same id.
+//! - **Audit entries and statistics count only commits that took effect.** A resent
+//!   batch is another upload, filed and counted under its own time, so a cut commit's
+//!   entries would count its records twice: a device commit's entries and counts are
+//!   written after its commit point, and `commit` returns once they are durable. A
+//!   store that is not atomic keeps them with the progress until they are, and a claim
+//!   of the device writes them again.
 //! - **Writing again changes nothing.** Every row is keyed from its data: seqs by
 //!   (device, seq), audit entries by (device or org, time, `AuditEvent::key`),
 //!   statistics by the key of the event they count, conflicts by an id derived from
@@ -85,7 +90,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Takes the device for the caller under a new epoch, greater than every earlier
     /// one, and returns it with the device's progress as of then: every commit of an
-    /// earlier epoch that returned is in it, and from now on commits under an earlier
+    /// earlier epoch that returned is in it (with its audit entries and statistics, even
+    /// if its gateway died before it returned), and from now on commits under an earlier
     /// epoch fail with `Fenced` and write no progress (a conditional write where
     /// several gateways share the store).
     async fn claim_device(&self, device_id: &str) -> Result<DeviceClaim, StoreError>;
@@ -103,8 +109,8 @@ pub trait Store: Send + Sync + 'static {
     /// What each of `seqs` holds, in the same order.
     async fn seq_entries(&self, device_id: &str, seqs: &[u64]) -> Result<Vec<Option<SeqEntry>>, StoreError>;
 
-    /// Writes everything in `commit`, its device's progress last (the commit point),
-    /// and returns once all of it is durable. Calling it again with the same commit,
+    /// Writes everything in `commit`: its rows, its device's progress (the commit
+    /// point), then its audit entries and statistics; returns once all of it is durable. Calling it again with the same commit,
     /// after an error or not, changes nothing that the first call wrote.
     async fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
 

@@ -4,14 +4,11 @@
 //! One session, prepared statements, token-aware routing, the configured consistency
 //! (`LOCAL_QUORUM` by default) on every read and write, client-side write timestamps
 //! (so that a row rewritten through another coordinator never loses to an older write
-//! by clock skew). A commit writes its rows as `writes.rs` orders them, the device's
-//! progress last: the commit point of `Store::commit`. Conditional writes (LWT) only
-//! where two writers race for one outcome: enrolment, revocation, a conflict's
-//! resolution. docs/scylla.md has the data model table by table.
-//!
-//! One gateway per keyspace for now: the progress row is written without a fence, so
-//! two gateways holding one device could overwrite each other's. Ownership and fencing
-//! come with several gateways (issue "Several gateways on one cluster").
+//! by clock skew). A commit writes its rows as `writes.rs` orders them, around the
+//! device's progress: the commit point of `Store::commit`. Conditional writes (LWT)
+//! only where two writers race for one outcome: enrolment, revocation, a conflict's
+//! resolution, a device's epoch and progress, an employee's timeline version
+//! (`ownership.rs`). docs/scylla.md has the data model table by table.
 
 mod errors;
 mod listings;
@@ -519,6 +516,53 @@ mod tests {
         super::super::conformance::run_all(&store).await;
         store.close().await.unwrap();
         assert!(store.device_progress("any").await.is_err(), "a closed store refuses calls");
+    }
+
+    /// A gateway killed between a commit's point and its tail: the commit took effect
+    /// (its progress says so) and its audit entry and counts are written by the next
+    /// claim of the device, once however often it is claimed.
+    #[actix_rt::test]
+    async fn a_claim_writes_the_tail_of_a_commit_cut_after_its_commit_point() {
+        use super::super::conformance::{batch_received, Ids, DAY_START};
+        use super::super::{DeviceWrite, SyncCounts};
+        let Some(store) = test_store().await else { return };
+        let ids = Ids::fresh();
+        let (org, device) = (ids.of("tail-org"), ids.of("tail-dev"));
+        let claim = store.claim_device(&device).await.unwrap();
+        let mut progress = DeviceProgress::default();
+        progress.received.insert(1);
+        let write = DeviceWrite { device_id: device.clone(), entries: Vec::new(), progress, epoch: claim.epoch };
+        let received = batch_received(&org, &device, DAY_START + 5);
+        let counts =
+            SyncCounts::of(&received, SyncTotals { batches_succeeded: 1, accepted: 1, ..SyncTotals::default() });
+        store.write_progress(&write, &writes::CommitTail::encode(&[received], &[counts])).await.unwrap();
+        assert_eq!(store.sync_totals(&org, DAY_START).await.unwrap(), SyncTotals::default(), "the tail is not written");
+
+        for _ in 0..2 {
+            let claim = store.claim_device(&device).await.unwrap();
+            assert!(claim.progress.received.contains(1), "the commit took effect");
+            let totals = store.sync_totals(&org, DAY_START).await.unwrap();
+            assert_eq!((totals.batches_succeeded, totals.accepted), (1, 1), "counted once, by the claim");
+            let page = Page { after: None, limit: 10 };
+            let trail = store.audit(AuditScope::Device(&device), DAY_START, DAY_START + 10, page).await.unwrap();
+            assert_eq!(trail.len(), 1, "filed once");
+        }
+    }
+
+    /// `migrate` cut after a version's statements but before the version was recorded
+    /// runs them again: a column already added is not added twice.
+    #[actix_rt::test]
+    async fn a_migration_cut_before_its_version_was_recorded_runs_again() {
+        let Some(store) = test_store().await else { return };
+        let nodes: Vec<String> = std::env::var("OTG_SCYLLA_NODES").unwrap().split(',').map(str::to_string).collect();
+        let options = ScyllaStoreOptions::new(nodes, "otg_migrate_tests");
+        let replication = Replication::Simple(1);
+        migrate(&options, &replication).await.unwrap();
+        let latest = otg_schema::cql::latest_version();
+        let forget = "DELETE FROM otg_migrate_tests.schema_migrations WHERE version = ?";
+        store.session.query_unpaged(forget, (latest,)).await.unwrap();
+        assert_eq!(migrate(&options, &replication).await.unwrap(), vec![latest], "the cut version runs again");
+        assert_eq!(migrate(&options, &replication).await.unwrap(), Vec::<i32>::new(), "and is then recorded");
     }
 
     #[actix_rt::test]

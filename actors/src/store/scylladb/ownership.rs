@@ -11,6 +11,7 @@
 //! rows: a newer owner's rows then always win over a stale owner's late ones.
 
 use super::queries::Conditional;
+use super::writes::CommitTail;
 use super::ScyllaStore;
 use crate::store::codec::{decode, encode};
 use crate::store::{DeviceClaim, DeviceProgress, DeviceWrite, EmployeeAdvance, GatewayMember, StoreError};
@@ -21,7 +22,8 @@ use std::time::Duration;
 /// several gateways at once; the caller answers 503 and the device retries).
 const CLAIM_ATTEMPTS: usize = 8;
 
-type StateRow = (Option<Vec<u8>>, Option<i64>);
+/// A device's row: its progress, its epoch, and the tail of its last commit.
+type StateRow = (Option<Vec<u8>>, Option<i64>, Option<Vec<u8>>);
 
 impl ScyllaStore {
     /// Takes the device for this gateway under a new epoch.
@@ -29,11 +31,11 @@ impl ScyllaStore {
         let mut proposed = None;
         for _ in 0..CLAIM_ATTEMPTS {
             let state = self.serial_state(device_id).await?;
-            let current = state.as_ref().and_then(|(_, epoch)| *epoch);
-            if let (Some(proposed), Some((progress, _))) = (proposed, &state) {
+            let current = state.as_ref().and_then(|(_, epoch, _)| *epoch);
+            if let (Some(proposed), Some(state)) = (proposed, state.clone()) {
                 // An earlier attempt whose outcome was unknown did land.
                 if current == Some(proposed) {
-                    return Ok(DeviceClaim { epoch: proposed, progress: progress_of(progress.as_deref())? });
+                    return self.claimed(proposed, state).await;
                 }
             }
             let next = current.map_or(0, |epoch| epoch + 1).max(now_micros());
@@ -44,26 +46,37 @@ impl ScyllaStore {
             };
             if let Conditional::Applied = outcome {
                 // Read after the claim: every commit of an earlier owner is in it.
-                let progress = self.serial_state(device_id).await?.and_then(|(progress, _)| progress);
-                return Ok(DeviceClaim { epoch: next, progress: progress_of(progress.as_deref())? });
+                let state = self.serial_state(device_id).await?.unwrap_or_default();
+                return self.claimed(next, state).await;
             }
         }
         Err(StoreError::Unavailable(format!("device {device_id} is being claimed by several gateways at once")))
     }
 
-    /// Writes the device's progress if it still holds the epoch: the commit point.
-    pub(super) async fn write_progress(&self, device: &DeviceWrite) -> Result<(), StoreError> {
+    /// The device's claim under `epoch`, once the tail of its last commit is written:
+    /// its owner may have died between that commit's point and its tail.
+    async fn claimed(&self, epoch: i64, (progress, _, unfinished): StateRow) -> Result<DeviceClaim, StoreError> {
+        if let Some(tail) = unfinished {
+            let tail: CommitTail = decode(&tail)?;
+            self.write_tail(&tail.audit, &tail.stats).await?;
+        }
+        Ok(DeviceClaim { epoch, progress: progress_of(progress.as_deref())? })
+    }
+
+    /// Writes the device's progress, and the commit's tail to write after it, if the
+    /// device still holds the epoch: the commit point.
+    pub(super) async fn write_progress(&self, device: &DeviceWrite, tail: &[u8]) -> Result<(), StoreError> {
         let waiting = device.progress.evaluation.waiting_since.is_some();
         let encoded = encode(&device.progress);
         // Epoch 0 is a device nobody claimed: its row has no epoch yet (or no row at all).
         let epoch = (device.epoch != 0).then_some(device.epoch);
-        let values = (&encoded, waiting, device.device_id.as_str(), epoch);
+        let values = (&encoded, waiting, tail, device.device_id.as_str(), epoch);
         match self.conditional(&self.statements.write_progress, values).await? {
             Conditional::Applied => Ok(()),
             Conditional::NotApplied => Err(fenced(&device.device_id)),
             Conditional::Unknown(error) => match self.serial_state(&device.device_id).await? {
-                Some((Some(stored), stored_epoch)) if stored_epoch == epoch && stored == encoded => Ok(()),
-                Some((_, stored_epoch)) if stored_epoch != epoch => Err(fenced(&device.device_id)),
+                Some((Some(stored), stored_epoch, _)) if stored_epoch == epoch && stored == encoded => Ok(()),
+                Some((_, stored_epoch, _)) if stored_epoch != epoch => Err(fenced(&device.device_id)),
                 // Still ours and not written: the whole commit is tried again.
                 _ => Err(StoreError::Unavailable(format!("progress of {}: {error}", device.device_id))),
             },

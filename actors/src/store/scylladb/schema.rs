@@ -3,7 +3,7 @@
 
 use super::errors::cql_error;
 use crate::store::StoreError;
-use otg_schema::cql::{latest_version, MIGRATIONS};
+use otg_schema::cql::{added_column, latest_version, MIGRATIONS};
 use scylla::client::session::Session;
 
 /// How the keyspace is replicated, as the operator configured it.
@@ -39,7 +39,7 @@ pub fn valid_keyspace(name: &str) -> bool {
 
 /// Creates the keyspace if absent and applies every schema version not yet applied, in
 /// order; returns the versions it applied. Safe to run again (every statement is
-/// `IF NOT EXISTS`); run it from one place at a time: on Cassandra before 5.1, two
+/// `IF NOT EXISTS`, or adds a column only if absent); run it from one place at a time: on Cassandra before 5.1, two
 /// `CREATE TABLE` of one table at once can leave the nodes disagreeing on its id.
 pub async fn migrate(session: &Session, keyspace: &str, replication: &Replication) -> Result<Vec<i32>, StoreError> {
     check_keyspace(keyspace)?;
@@ -55,6 +55,11 @@ pub async fn migrate(session: &Session, keyspace: &str, replication: &Replicatio
     let mut done = Vec::new();
     for migration in MIGRATIONS.iter().filter(|migration| migration.version > applied) {
         for statement in migration.statements() {
+            if let Some((table, column)) = added_column(&statement) {
+                if column_exists(session, keyspace, table, column).await? {
+                    continue;
+                }
+            }
             session.query_unpaged(statement.as_str(), ()).await.map_err(|error| cql_error(&error, &statement))?;
         }
         session
@@ -101,6 +106,22 @@ pub(super) fn check_keyspace(keyspace: &str) -> Result<(), StoreError> {
             "keyspace {keyspace:?}: a letter, then at most 47 letters, digits and underscores"
         )))
     }
+}
+
+/// Whether `table` of `keyspace` has `column`, from the cluster's schema tables (which
+/// name them as CQL does unquoted names: in lower case).
+async fn column_exists(session: &Session, keyspace: &str, table: &str, column: &str) -> Result<bool, StoreError> {
+    let (keyspace, table, column) = (keyspace.to_lowercase(), table.to_lowercase(), column.to_lowercase());
+    let result = session
+        .query_unpaged(
+            "SELECT column_name FROM system_schema.columns WHERE keyspace_name = ? AND table_name = ? \
+             AND column_name = ?",
+            (keyspace, table, column),
+        )
+        .await
+        .map_err(|error| cql_error(&error, "read the table's columns"))?;
+    let rows = result.into_rows_result().map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    Ok(rows.rows_num() > 0)
 }
 
 /// The newest version applied to `keyspace`; 0 if none. A keyspace or table that does

@@ -131,13 +131,16 @@ impl Statements {
             .await?,
             // The commit point, fenced: written only by the holder of the device's epoch.
             write_progress: prepare(
-                "UPDATE device_state SET progress = ?, waiting = ? WHERE device_id = ? IF epoch = ?",
+                "UPDATE device_state SET progress = ?, waiting = ?, unfinished = ? WHERE device_id = ? IF epoch = ?",
                 Conditional,
             )
             .await?,
             select_progress: prepare("SELECT progress FROM device_state WHERE device_id = ?", Idempotent).await?,
-            select_state_serial: prepare("SELECT progress, epoch FROM device_state WHERE device_id = ?", SerialRead)
-                .await?,
+            select_state_serial: prepare(
+                "SELECT progress, epoch, unfinished FROM device_state WHERE device_id = ?",
+                SerialRead,
+            )
+            .await?,
             claim_new_device: prepare(
                 "INSERT INTO device_state (device_id, epoch) VALUES (?, ?) IF NOT EXISTS",
                 Conditional,

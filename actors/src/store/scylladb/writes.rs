@@ -8,7 +8,10 @@
 //! that reads a version finds the rows of every commit that advanced to it (a
 //! placement made on a timeline that moved meanwhile fails here, `ownership.rs`);
 //! then, once all are acknowledged, the device's progress, the commit point, if the
-//! device's epoch is still the committer's.
+//! device's epoch is still the committer's; and last its tail, the audit entries and
+//! statistics, so that they count only commits that took effect. The progress row
+//! carries the tail until the next commit, and a claim of the device writes it again
+//! (`ownership.rs`): an owner killed between the point and the tail loses none of it.
 
 use super::errors::cql_error;
 use super::ScyllaStore;
@@ -20,6 +23,7 @@ use scylla::client::session::Session;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::batch::{Batch, BatchType};
 use scylla::statement::prepared::PreparedStatement;
+use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
@@ -92,7 +96,8 @@ fn closed() -> StoreError {
 }
 
 impl ScyllaStore {
-    /// Writes everything in `commit` in the contract's order; the progress last.
+    /// Writes everything in `commit` in the contract's order: its rows, the progress,
+    /// then the tail.
     pub(super) async fn write_commit(&self, commit: &Commit) -> Result<(), StoreError> {
         if !commit.conflicts.is_empty() {
             let mut indexes = Writes::new(self);
@@ -107,16 +112,29 @@ impl ScyllaStore {
         }
         let mut rows = Writes::new(self);
         self.record_writes(commit, &mut rows);
-        self.audit_writes(&commit.audit, &mut rows);
-        self.stats_writes(&commit.stats, commit.device.is_none(), &mut rows);
+        if commit.device.is_none() {
+            // No commit point: the entries and counts are the commit (a refused batch).
+            self.audit_writes(&commit.audit, &mut rows);
+            self.stats_writes(&commit.stats, true, &mut rows);
+        }
         rows.run().await?;
         if !commit.employees.is_empty() {
             self.advance_employees(&commit.employees).await?;
         }
         if let Some(device) = &commit.device {
-            self.write_progress(device).await?;
+            self.write_progress(device, &CommitTail::encode(&commit.audit, &commit.stats)).await?;
+            self.write_tail(&commit.audit, &commit.stats).await?;
         }
         Ok(())
+    }
+
+    /// A device commit's audit entries and statistics, written after its commit point.
+    pub(super) async fn write_tail(&self, audit: &[AuditEvent], stats: &[SyncCounts]) -> Result<(), StoreError> {
+        let mut tail = Writes::new(self);
+        self.audit_writes(audit, &mut tail);
+        // The device's own counts travel in its progress.
+        self.stats_writes(stats, false, &mut tail);
+        tail.run().await
     }
 
     /// The seqs and the timeline entries, each partition's rows batched. An entry
@@ -220,6 +238,20 @@ impl ScyllaStore {
         for rows in by_device.into_values() {
             writes.batched(&self.statements.insert_device_stats, rows);
         }
+    }
+}
+
+/// A device commit's tail as its progress row keeps it (`device_state.unfinished`).
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct CommitTail {
+    pub audit: Vec<AuditEvent>,
+    pub stats: Vec<SyncCounts>,
+}
+
+impl CommitTail {
+    /// The tail of a commit, encoded as it reads back: without copying the entries.
+    pub(super) fn encode(audit: &[AuditEvent], stats: &[SyncCounts]) -> Vec<u8> {
+        encode(&(audit, stats))
     }
 }
 
