@@ -27,7 +27,7 @@ use base64::Engine;
 use config::Config;
 use config::StoreKind;
 use otg_actors::metrics::{DeviceMetrics, StoreMetrics};
-use otg_actors::store::{migrate_scylla, EmbeddedStore, EmbeddedStoreOptions, ScyllaStore, Store};
+use otg_actors::store::{migrate_scylla, EmbeddedStore, EmbeddedStoreOptions, ScyllaStore, Store, StoreError};
 use otg_actors::RetryPolicy;
 use otg_actors::{DeviceActorOptions, DeviceRegistry};
 use state::AppState;
@@ -161,6 +161,12 @@ async fn wake_waiting_devices(devices: &DeviceRegistry, membership: &membership:
     Ok(())
 }
 
+/// How long a gateway starting on a cluster that does not answer (a node restarting, a
+/// request timing out) keeps trying before it gives up: it is not ready meanwhile, and
+/// exiting would only have its supervisor start it again.
+const STORE_OPEN_DEADLINE: Duration = Duration::from_secs(60);
+const STORE_OPEN_PAUSE: Duration = Duration::from_secs(2);
+
 /// The configured admin token, or one kept in the data dir: made and printed once.
 /// The store the configuration names, opened.
 async fn open_store(config: &Config, metrics_registry: &prometheus::Registry) -> anyhow::Result<Arc<dyn Store>> {
@@ -183,11 +189,17 @@ async fn open_store(config: &Config, metrics_registry: &prometheus::Registry) ->
         }
         StoreKind::Scylla => {
             let options = config.scylla_options()?;
-            Arc::new(
-                ScyllaStore::open(&options)
-                    .await
-                    .with_context(|| format!("opening the ScyllaDB store (nodes {})", config.scylla_nodes))?,
-            )
+            let started = std::time::Instant::now();
+            let opened = loop {
+                match ScyllaStore::open(&options).await {
+                    Err(StoreError::Unavailable(error)) if started.elapsed() < STORE_OPEN_DEADLINE => {
+                        tracing::warn!(%error, "the cluster does not answer yet; trying again");
+                        tokio::time::sleep(STORE_OPEN_PAUSE).await;
+                    }
+                    opened => break opened,
+                }
+            };
+            Arc::new(opened.with_context(|| format!("opening the ScyllaDB store (nodes {})", config.scylla_nodes))?)
         }
     })
 }
