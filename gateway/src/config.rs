@@ -71,8 +71,11 @@ pub struct Config {
     pub live_log_max_records: usize,
     /// Block cache of the embedded store, MiB.
     pub store_cache_mib: u64,
-    /// Largest memtable of each embedded-store table before it is flushed, MiB.
+    /// Largest memtable of each embedded-store table before it is flushed, MiB (fixed
+    /// when the table is created).
     pub store_memtable_mib: u64,
+    /// Most journal the embedded store keeps, MiB: bounds all its memtables together.
+    pub store_journal_mib: u64,
     /// An employee's cached timeline with no request for this long is dropped.
     pub conflict_idle_timeout_ms: u64,
     /// The most employees whose timelines are cached at once (least recently used go).
@@ -165,6 +168,7 @@ impl Default for Config {
             live_log_max_records: 64,
             store_cache_mib: 64,
             store_memtable_mib: 64,
+            store_journal_mib: 64,
             conflict_idle_timeout_ms: 10_000,
             conflict_cached_employees: 10_000,
             conflict_backlog_placements: 0,
@@ -263,6 +267,7 @@ impl Config {
             (self.conflict_idle_timeout_ms >= 10, "conflict_idle_timeout_ms must be at least 10"),
             (self.conflict_cached_employees >= 1, "conflict_cached_employees must be at least 1"),
             (self.store_memtable_mib >= 1, "store_memtable_mib must be at least 1"),
+            (self.store_journal_mib >= 64, "store_journal_mib must be at least 64"),
             (self.device_mailbox_capacity >= 1, "device_mailbox_capacity must be at least 1"),
             (self.commit_queue_capacity >= 1, "commit_queue_capacity must be at least 1"),
             (self.max_group_commits >= 1, "max_group_commits must be at least 1"),

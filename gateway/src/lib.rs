@@ -180,6 +180,7 @@ async fn open_store(config: &Config, metrics_registry: &prometheus::Registry) ->
                 live_window_ms: config.live_window_s as i64 * 1000,
                 cache_bytes: config.store_cache_mib * 1024 * 1024,
                 memtable_bytes: config.store_memtable_mib * 1024 * 1024,
+                journal_bytes: config.store_journal_mib * 1024 * 1024,
                 ..EmbeddedStoreOptions::new(config.data_dir.join("store"))
             };
             Arc::new(

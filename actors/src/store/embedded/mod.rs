@@ -43,6 +43,8 @@ use tokio::sync::{mpsc, oneshot};
 const LIVE_APPLIED: &[u8] = b"live_applied";
 /// Live commits that may wait for the live log writer.
 const LIVE_QUEUE: usize = 1024;
+/// The least journal fjall takes (it refuses less).
+const MIN_JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Where commits go.
 struct Senders {
@@ -74,6 +76,7 @@ impl EmbeddedStore {
         std::fs::create_dir_all(&options.path).map_err(unavailable)?;
         let db = Database::builder(&options.path)
             .cache_size(options.cache_bytes)
+            .max_journaling_size(options.journal_bytes.max(MIN_JOURNAL_BYTES))
             .manual_journal_persist(true)
             .open()
             .map_err(unavailable)?;

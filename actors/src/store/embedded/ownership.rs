@@ -3,25 +3,51 @@
 //! memory: they keep the trait's contract (a stale epoch's commit is refused, a
 //! placement on a moved timeline is refused) for that one process, which is all the
 //! contract asks of a store used by one process.
+//!
+//! Both are bounded: past `TRACKED` devices (or employees) every entry is forgotten at
+//! once. Epochs and versions come from one counter each, so a number is never handed
+//! out twice, and forgetting only ever refuses: a holder of a forgotten epoch is fenced
+//! and claims again; a forgotten employee reads as the highest version forgotten, so a
+//! placement that read an older one is placed again.
 
 use crate::store::{DeviceWrite, EmployeeAdvance, GatewayMember, StoreError};
 use dashmap::DashMap;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Devices, and employees, tracked at most (about 100 bytes each).
+const TRACKED: usize = 100_000;
 
 #[derive(Default)]
 pub(super) struct Ownership {
     epochs: DashMap<String, i64>,
-    versions: DashMap<(String, String), i64>,
+    /// The last epoch handed out, to any device.
+    last_epoch: AtomicI64,
+    versions: Mutex<Versions>,
     /// The gateways' heartbeats and when each expires: only ever this process's own.
     gateways: DashMap<String, (GatewayMember, Instant)>,
 }
 
+#[derive(Default)]
+struct Versions {
+    of: HashMap<(String, String), i64>,
+    /// The last version handed out, to any employee.
+    last: i64,
+    /// What an employee not in `of` reads: the highest version forgotten.
+    forgotten: i64,
+}
+
 impl Ownership {
-    /// A new epoch for the device, one past the last.
+    /// A new epoch for the device, greater than any before.
     pub(super) fn claim(&self, device_id: &str) -> i64 {
-        let mut epoch = self.epochs.entry(device_id.to_owned()).or_insert(0);
-        *epoch += 1;
-        *epoch
+        if self.epochs.len() >= TRACKED {
+            self.epochs.clear();
+        }
+        let epoch = self.last_epoch.fetch_add(1, Ordering::Relaxed) + 1;
+        self.epochs.insert(device_id.to_owned(), epoch);
+        epoch
     }
 
     /// Refuses a device write under an epoch that is not the device's latest (0 for a
@@ -36,19 +62,27 @@ impl Ownership {
     }
 
     pub(super) fn employee_version(&self, org_id: &str, employee_id: &str) -> i64 {
-        self.versions.get(&(org_id.to_owned(), employee_id.to_owned())).map_or(0, |version| *version)
+        let versions = self.versions.lock().expect("versions lock");
+        versions.of.get(&(org_id.to_owned(), employee_id.to_owned())).copied().unwrap_or(versions.forgotten)
     }
 
     /// Advances each employee's version from the one its placement read; the first that
     /// moved fails (those advanced before it only make their readers read again).
     pub(super) fn advance(&self, employees: &[EmployeeAdvance]) -> Result<(), StoreError> {
+        let mut versions = self.versions.lock().expect("versions lock");
+        if versions.of.len() + employees.len() > TRACKED {
+            versions.forgotten = versions.last;
+            versions.of.clear();
+        }
         for advance in employees {
             let key = (advance.org_id.clone(), advance.employee_id.clone());
-            let mut version = self.versions.entry(key).or_insert(0);
-            if *version != advance.read_version {
+            let current = versions.of.get(&key).copied().unwrap_or(versions.forgotten);
+            if current != advance.read_version {
                 return Err(StoreError::TimelineMoved(format!("{}/{}", advance.org_id, advance.employee_id)));
             }
-            *version += 1;
+            versions.last += 1;
+            let next = versions.last;
+            versions.of.insert(key, next);
         }
         Ok(())
     }
@@ -67,5 +101,55 @@ impl Ownership {
 
     pub(super) fn leave(&self, gateway_id: &str) {
         self.gateways.remove(gateway_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn advance(org: &str, employee: &str, read_version: i64) -> EmployeeAdvance {
+        EmployeeAdvance { org_id: org.into(), employee_id: employee.into(), read_version }
+    }
+
+    /// Past `TRACKED` employees everything is forgotten, and what was forgotten only
+    /// ever refuses: a placement that read a forgotten version is placed again.
+    #[test]
+    fn forgotten_versions_refuse_and_never_repeat() {
+        let ownership = Ownership::default();
+        let before = ownership.employee_version("acme", "emp-a");
+        ownership.advance(&[advance("acme", "emp-a", before)]).unwrap();
+        let read_by_a_placement = ownership.employee_version("acme", "emp-a");
+        for n in 0..TRACKED {
+            let employee = format!("emp-{n}");
+            let place =
+                || ownership.advance(&[advance("acme", &employee, ownership.employee_version("acme", &employee))]);
+            // The placement that makes it forget is refused too, and placed again.
+            place().or_else(|_| place()).unwrap();
+        }
+        assert!(ownership.versions.lock().unwrap().of.len() <= TRACKED, "bounded");
+        let moved = ownership.advance(&[advance("acme", "emp-a", read_by_a_placement)]);
+        assert!(matches!(moved, Err(StoreError::TimelineMoved(_))), "{moved:?}");
+        let fresh = ownership.employee_version("acme", "emp-a");
+        assert!(fresh > read_by_a_placement);
+        ownership.advance(&[advance("acme", "emp-a", fresh)]).unwrap();
+    }
+
+    /// Past `TRACKED` devices every epoch is forgotten: their holders are fenced and
+    /// claim again, under an epoch greater than any before.
+    #[test]
+    fn forgotten_epochs_fence_their_holders() {
+        let ownership = Ownership::default();
+        let held = ownership.claim("dev-a");
+        for n in 0..TRACKED {
+            ownership.claim(&format!("dev-{n}"));
+        }
+        assert!(ownership.epochs.len() <= TRACKED, "bounded");
+        let write =
+            |epoch| DeviceWrite { device_id: "dev-a".into(), entries: vec![], progress: Default::default(), epoch };
+        assert!(matches!(ownership.check_epoch(&write(held)), Err(StoreError::Fenced(_))));
+        let again = ownership.claim("dev-a");
+        assert!(again > held);
+        ownership.check_epoch(&write(again)).unwrap();
     }
 }

@@ -29,10 +29,15 @@ pub struct EmbeddedStoreOptions {
     pub live_window_ms: i64,
     /// fjall block cache, bytes.
     pub cache_bytes: u64,
-    /// Largest memtable of each table before it is flushed, bytes. A table can hold a
-    /// few (one active, some sealed waiting for flush), so this bounds the store's
-    /// share of memory under load.
+    /// Largest memtable of the seqs and timeline tables (a row per record) before it is
+    /// flushed, bytes; the other tables' is at most 4 MiB. Fixed when a table is created
+    /// (fjall keeps it with the table).
     pub memtable_bytes: u64,
+    /// Most bytes of journal kept: once the journals pass it, every table with writes
+    /// still in the oldest is flushed. Every memtable's writes are in a journal, so this
+    /// bounds the memtables of all tables together, however few writes each takes
+    /// (at least 64 MiB; applies at every open).
+    pub journal_bytes: u64,
 }
 
 impl EmbeddedStoreOptions {
@@ -46,9 +51,13 @@ impl EmbeddedStoreOptions {
             live_window_ms: otg_schema::signing::LIVE_WINDOW_MS,
             cache_bytes: 64 * 1024 * 1024,
             memtable_bytes: 64 * 1024 * 1024,
+            journal_bytes: 64 * 1024 * 1024,
         }
     }
 }
+
+/// The memtable of a table that takes a few rows per batch (all but seqs and timeline).
+const SMALL_MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
 
 #[derive(Clone)]
 pub(super) struct Tables {
@@ -100,7 +109,7 @@ impl Tables {
         // flushes and first compactions then write about 43% fewer bytes (docs/benchmarks.md).
         // Options apply when a keyspace is created; existing ones keep theirs.
         let compression = fjall::config::CompressionPolicy::all(fjall::CompressionType::Lz4);
-        let keyspace = |name: &str| {
+        let sized = |name: &str, memtable_bytes: u64| {
             let options = || {
                 KeyspaceCreateOptions::default()
                     .max_memtable_size(memtable_bytes)
@@ -108,12 +117,16 @@ impl Tables {
             };
             db.keyspace(name, options).map_err(unavailable)
         };
+        // The tables a backlog batch writes a row of per record take `memtable_bytes`;
+        // every other table takes a few rows per batch and a small memtable, so that
+        // one-record batches, which write every table alike, do not fill them all.
+        let keyspace = |name: &str| sized(name, memtable_bytes.min(SMALL_MEMTABLE_BYTES));
         Ok(Tables {
             devices: keyspace("devices")?,
             orgs: keyspace("orgs")?,
             progress: keyspace("progress")?,
-            seqs: keyspace("seqs")?,
-            timeline: keyspace("timeline")?,
+            seqs: sized("seqs", memtable_bytes)?,
+            timeline: sized("timeline", memtable_bytes)?,
             conflicts: keyspace("conflicts")?,
             conflict_resolutions: keyspace("conflict_resolutions")?,
             conflicts_by_org: keyspace("conflicts_by_org")?,
