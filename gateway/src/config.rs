@@ -74,8 +74,11 @@ pub struct Config {
     /// Largest memtable of each embedded-store table before it is flushed, MiB (fixed
     /// when the table is created).
     pub store_memtable_mib: u64,
-    /// Most journal the embedded store keeps, MiB: bounds all its memtables together.
+    /// Most journal the embedded store keeps, MiB: flushes the tables that lag behind.
     pub store_journal_mib: u64,
+    /// Most bytes all the embedded store's memtables hold, MiB: beyond it commits wait
+    /// for flushes.
+    pub store_write_buffer_mib: u64,
     /// An employee's cached timeline with no request for this long is dropped.
     pub conflict_idle_timeout_ms: u64,
     /// The most employees whose timelines are cached at once (least recently used go).
@@ -169,6 +172,7 @@ impl Default for Config {
             store_cache_mib: 64,
             store_memtable_mib: 64,
             store_journal_mib: 64,
+            store_write_buffer_mib: 256,
             conflict_idle_timeout_ms: 10_000,
             conflict_cached_employees: 10_000,
             conflict_backlog_placements: 0,
@@ -268,6 +272,7 @@ impl Config {
             (self.conflict_cached_employees >= 1, "conflict_cached_employees must be at least 1"),
             (self.store_memtable_mib >= 1, "store_memtable_mib must be at least 1"),
             (self.store_journal_mib >= 64, "store_journal_mib must be at least 64"),
+            (self.store_write_buffer_mib >= 16, "store_write_buffer_mib must be at least 16"),
             (self.device_mailbox_capacity >= 1, "device_mailbox_capacity must be at least 1"),
             (self.commit_queue_capacity >= 1, "commit_queue_capacity must be at least 1"),
             (self.max_group_commits >= 1, "max_group_commits must be at least 1"),

@@ -181,6 +181,7 @@ async fn open_store(config: &Config, metrics_registry: &prometheus::Registry) ->
                 cache_bytes: config.store_cache_mib * 1024 * 1024,
                 memtable_bytes: config.store_memtable_mib * 1024 * 1024,
                 journal_bytes: config.store_journal_mib * 1024 * 1024,
+                write_buffer_bytes: config.store_write_buffer_mib * 1024 * 1024,
                 ..EmbeddedStoreOptions::new(config.data_dir.join("store"))
             };
             Arc::new(

@@ -50,6 +50,8 @@ pub(super) struct Committer {
     /// The number of the last live log entry whose apply is durable: the log may
     /// forget it.
     pub durable_lsn: Arc<AtomicU64>,
+    /// Bytes the memtables may hold before a group waits for flushes to catch up.
+    pub write_buffer_limit: u64,
 }
 
 /// Commits taken off the channel, applies of the live log apart so they go first.
@@ -138,6 +140,15 @@ impl Queues {
 }
 
 impl Committer {
+    /// Holds the next group while the memtables hold more than `write_buffer_limit`:
+    /// when writes outrun fjall's flushes, sealed memtables would otherwise pile up
+    /// without bound. Callers wait meanwhile, which backs up into admission's 503s.
+    fn wait_for_flushes(&self) {
+        while self.db.write_buffer_size() > self.write_buffer_limit {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     /// Writes groups until both queues close. A group is the commits written before
     /// one fsync.
     pub fn run(self, mut queues: Queues) {
@@ -155,6 +166,7 @@ impl Committer {
                     None => return,
                 }
             }
+            self.wait_for_flushes();
             let started = Instant::now();
             let (mut group, mut outcome, mut applied) = (Group::default(), Ok(()), None);
             loop {

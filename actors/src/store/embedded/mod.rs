@@ -90,6 +90,7 @@ impl EmbeddedStore {
             max_group: options.max_group_commits,
             max_group_records: options.max_group_records,
             max_waiting: options.commit_queue_capacity,
+            write_buffer_limit: options.write_buffer_bytes,
             metrics: metrics.clone(),
             failed: failed.clone(),
             barrier: barrier.clone(),
@@ -594,6 +595,56 @@ mod tests {
                 "and it was stored all the same"
             );
         }
+    }
+
+    /// The soak's shape without HTTP: a long run of one-record commits, each of another
+    /// device and with its audit entry and counts. The memtables' bytes
+    /// (`otg_store_write_buffer_bytes`) stay within what the settings bound, though the
+    /// run writes more than that (docs/configuration.md, "Memory"): the store's write
+    /// buffer limit, plus one group commit written before the limit was passed. Small
+    /// memtables flush often, so writes outrun the flushes here unless held.
+    #[actix_rt::test]
+    async fn a_long_run_of_small_commits_keeps_the_memtables_bounded() {
+        use super::super::conformance::{batch_received, DAY_START};
+        const MEMTABLE: u64 = 256 * 1024;
+        // One group commit's writes (1,024 commits of well under 1 KiB) past a size.
+        const GROUP: u64 = 1024 * 1024;
+        let (dir, registry) = (tempfile::tempdir().unwrap(), prometheus::Registry::new());
+        const LIMIT: u64 = 8 * 1024 * 1024;
+        let options = EmbeddedStoreOptions {
+            memtable_bytes: MEMTABLE,
+            write_buffer_bytes: LIMIT,
+            ..EmbeddedStoreOptions::new(dir.path())
+        };
+        let store = EmbeddedStore::open(options, StoreMetrics::register(&registry).unwrap()).unwrap();
+        let bound = LIMIT + GROUP;
+        let (mut written, mut peak) = (0, 0);
+        for round in 0..150 {
+            let commits: Vec<Commit> = (0..1000)
+                .map(|n| {
+                    let device = format!("dev-{round}-{n}");
+                    let received = batch_received("acme", &device, DAY_START + n);
+                    let counts = SyncTotals { accepted: 1, ..SyncTotals::default() };
+                    Commit {
+                        stats: vec![SyncCounts::of(&received, counts)],
+                        audit: vec![received],
+                        ..live_commit_of(&device, 1)
+                    }
+                })
+                .collect();
+            let bytes = commits.iter().flat_map(writes_of).map(|Write(_, key, value)| key.len() + value.len());
+            written += bytes.sum::<usize>() as u64;
+            futures_util::future::try_join_all(commits.iter().map(|commit| store.commit(commit))).await.unwrap();
+            peak = peak.max(write_buffer_bytes(&registry));
+        }
+        assert!(written > 2 * bound, "the run writes more than twice the bound: {written} bytes");
+        assert!(peak > 0 && peak <= bound, "the memtables held {peak} bytes at most; the bound is {bound}");
+    }
+
+    fn write_buffer_bytes(registry: &prometheus::Registry) -> u64 {
+        let families = registry.gather();
+        let family = families.iter().find(|family| family.name() == "otg_store_write_buffer_bytes").unwrap();
+        family.get_metric()[0].get_gauge().get_value() as u64
     }
 
     fn copy_log(from: &tempfile::TempDir, to: &tempfile::TempDir) {

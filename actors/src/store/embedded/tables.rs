@@ -38,6 +38,10 @@ pub struct EmbeddedStoreOptions {
     /// bounds the memtables of all tables together, however few writes each takes
     /// (at least 64 MiB; applies at every open).
     pub journal_bytes: u64,
+    /// Most bytes all memtables may hold (active and sealed, waiting for their flush):
+    /// beyond it the committer waits for flushes, so memory stays bounded when writes
+    /// outrun them.
+    pub write_buffer_bytes: u64,
 }
 
 impl EmbeddedStoreOptions {
@@ -52,6 +56,7 @@ impl EmbeddedStoreOptions {
             cache_bytes: 64 * 1024 * 1024,
             memtable_bytes: 64 * 1024 * 1024,
             journal_bytes: 64 * 1024 * 1024,
+            write_buffer_bytes: 256 * 1024 * 1024,
         }
     }
 }
