@@ -33,10 +33,11 @@ pub struct EmbeddedStoreOptions {
     /// flushed, bytes; the other tables' is at most 4 MiB. Fixed when a table is created
     /// (fjall keeps it with the table).
     pub memtable_bytes: u64,
-    /// Most bytes of journal kept: once the journals pass it, every table with writes
-    /// still in the oldest is flushed. Every memtable's writes are in a journal, so this
-    /// bounds the memtables of all tables together, however few writes each takes
-    /// (at least 64 MiB; applies at every open).
+    /// Most bytes of journal kept: once the journals pass it (checked when a memtable
+    /// is flushed), every table with writes still in the oldest is flushed too, so a
+    /// table with few writes does not hold them for long. The hard bound on all
+    /// memtables together is `write_buffer_bytes` (at least 64 MiB; applies at every
+    /// open).
     pub journal_bytes: u64,
     /// Most bytes all memtables may hold (active and sealed, waiting for their flush):
     /// beyond it the committer waits for flushes, so memory stays bounded when writes
