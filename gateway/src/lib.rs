@@ -121,6 +121,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .listen(listener)?
         .run()
     };
+    // Before the line below: a SIGTERM right after it must drain, not kill the process.
+    let (mut terminate, mut interrupt) = (
+        signal(SignalKind::terminate()).context("SIGTERM handler")?,
+        signal(SignalKind::interrupt()).context("SIGINT handler")?,
+    );
     // Tests and scripts read this line to find the port.
     println!("otg-gateway listening on http://{address}");
     tracing::info!(%address, "listening");
@@ -128,10 +133,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let handle = server.handle();
     let (after_stop, leaving) = (state.clone(), membership.clone());
     actix_web::rt::spawn(async move {
-        let (mut terminate, mut interrupt) = (
-            signal(SignalKind::terminate()).expect("SIGTERM handler"),
-            signal(SignalKind::interrupt()).expect("SIGINT handler"),
-        );
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM: draining"),
             _ = interrupt.recv() => tracing::info!("SIGINT: draining"),
