@@ -71,8 +71,8 @@ pub struct Config {
     pub live_log_max_records: usize,
     /// Block cache of the embedded store, MiB.
     pub store_cache_mib: u64,
-    /// Largest memtable of each embedded-store table before it is flushed, MiB (fixed
-    /// when the table is created).
+    /// Largest memtable of the embedded store's seqs and timeline tables before it is
+    /// flushed, MiB; the other tables' is at most 4 MiB.
     pub store_memtable_mib: u64,
     /// Most journal the embedded store keeps, MiB: flushes the tables that lag behind.
     pub store_journal_mib: u64,

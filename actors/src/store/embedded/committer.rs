@@ -140,11 +140,15 @@ impl Queues {
 }
 
 impl Committer {
-    /// Holds the next group while the memtables hold more than `write_buffer_limit`:
-    /// when writes outrun fjall's flushes, sealed memtables would otherwise pile up
-    /// without bound. Callers wait meanwhile, which backs up into admission's 503s.
+    /// Holds the next group while the memtables hold more than `write_buffer_limit` and
+    /// one of them is sealed, waiting for its flush: when writes outrun fjall's flushes,
+    /// sealed memtables would otherwise pile up without bound. Callers wait meanwhile,
+    /// which backs up into admission's 503s. With none sealed, waiting could free
+    /// nothing: the active memtables are bounded by their sizes, and fjall's count can
+    /// stay above the truth (a batch's bytes are added after its memtable may have been
+    /// flushed, and what a flush takes off stops at zero).
     fn wait_for_flushes(&self) {
-        while self.db.write_buffer_size() > self.write_buffer_limit {
+        while self.db.write_buffer_size() > self.write_buffer_limit && self.tables.flush_pending() {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
     }
@@ -191,7 +195,9 @@ impl Committer {
             }
             self.metrics.queue_depth.set((queues.applies.len() + queues.backlog.len() + waiting.len()) as i64);
             self.metrics.write_buffer.set(self.db.write_buffer_size() as i64);
-            let outcome = outcome.and_then(|()| self.db.persist(PersistMode::SyncData).map_err(unavailable));
+            let outcome = outcome
+                .and_then(|()| self.tables.seal_full_memtables())
+                .and_then(|()| self.db.persist(PersistMode::SyncData).map_err(unavailable));
             self.metrics.observe_group(group.commits, started.elapsed(), outcome.is_ok());
             match &outcome {
                 Ok(()) => {

@@ -4,7 +4,7 @@
 use super::unavailable;
 use crate::store::codec::decode;
 use crate::store::StoreError;
-use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use fjall::{AbstractTree, Database, Keyspace, KeyspaceCreateOptions};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -30,8 +30,7 @@ pub struct EmbeddedStoreOptions {
     /// fjall block cache, bytes.
     pub cache_bytes: u64,
     /// Largest memtable of the seqs and timeline tables (a row per record) before it is
-    /// flushed, bytes; the other tables' is at most 4 MiB. Fixed when a table is created
-    /// (fjall keeps it with the table).
+    /// flushed, bytes; the other tables' is at most 4 MiB.
     pub memtable_bytes: u64,
     /// Most bytes of journal kept: once the journals pass it (checked when a memtable
     /// is flushed), every table with writes still in the oldest is flushed too, so a
@@ -43,6 +42,10 @@ pub struct EmbeddedStoreOptions {
     /// beyond it the committer waits for flushes, so memory stays bounded when writes
     /// outrun them.
     pub write_buffer_bytes: u64,
+    /// fjall's threads that flush and compact the tables; `None`: as fjall chooses, one
+    /// per CPU the process may use, at most four. The tests take one, as a one-CPU pod
+    /// has: the fewest there are to flush with.
+    pub background_threads: Option<usize>,
 }
 
 impl EmbeddedStoreOptions {
@@ -58,12 +61,24 @@ impl EmbeddedStoreOptions {
             memtable_bytes: 64 * 1024 * 1024,
             journal_bytes: 64 * 1024 * 1024,
             write_buffer_bytes: 256 * 1024 * 1024,
+            background_threads: None,
         }
     }
 }
 
 /// The memtable of a table that takes a few rows per batch (all but seqs and timeline).
 const SMALL_MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// fjall's own memtable size for the tables this store creates: never reached, since
+/// the committer seals memtables ([`Tables::seal_full_memtables`]). fjall's trigger asks
+/// its workers to seal a table after every write while the table is over its size, on
+/// the bounded queue the workers read; when those requests fill it, a worker that seals
+/// a table waits on that queue to have the flush done, and once every worker waits so,
+/// nothing is ever flushed again and every write stops (fjall 3.1; fjall-rs/fjall#323).
+/// With one worker, as a one-CPU pod has, a storm did it within a minute. Tables made
+/// before keep the size they were made with: fjall then asks once, for the write that
+/// passes it, and the committer seals the table right after.
+const FJALL_MEMTABLE_BYTES: u64 = u64::MAX;
 
 #[derive(Clone)]
 pub(super) struct Tables {
@@ -91,6 +106,8 @@ pub(super) struct Tables {
     pub(super) org_devices: Keyspace,
     /// The store's own bookkeeping: how far the live log is applied.
     pub(super) meta: Keyspace,
+    /// The size at which a memtable of seqs or timeline is sealed.
+    memtable_bytes: u64,
 }
 
 /// The tables a commit writes, named in live log entries (by name: a table may be
@@ -109,30 +126,24 @@ pub(super) enum Table {
 }
 
 impl Tables {
-    /// Opens every table, creating those that are missing.
+    /// Opens every table, creating those that are missing. `memtable_bytes` is when
+    /// the committer seals a memtable of seqs or timeline ([`Tables::seal_full_memtables`]).
     pub(super) fn open(db: &Database, memtable_bytes: u64) -> Result<Tables, StoreError> {
         // lz4 on every level, not only from L2 on as fjall does by default: a storm's
         // flushes and first compactions then write about 43% fewer bytes (docs/benchmarks.md).
         // Options apply when a keyspace is created; existing ones keep theirs.
-        let compression = fjall::config::CompressionPolicy::all(fjall::CompressionType::Lz4);
-        let sized = |name: &str, memtable_bytes: u64| {
-            let options = || {
-                KeyspaceCreateOptions::default()
-                    .max_memtable_size(memtable_bytes)
-                    .data_block_compression_policy(compression.clone())
-            };
-            db.keyspace(name, options).map_err(unavailable)
+        let options = || {
+            KeyspaceCreateOptions::default()
+                .max_memtable_size(FJALL_MEMTABLE_BYTES)
+                .data_block_compression_policy(fjall::config::CompressionPolicy::all(fjall::CompressionType::Lz4))
         };
-        // The tables a backlog batch writes a row of per record take `memtable_bytes`;
-        // every other table takes a few rows per batch and a small memtable, so that
-        // one-record batches, which write every table alike, do not fill them all.
-        let keyspace = |name: &str| sized(name, memtable_bytes.min(SMALL_MEMTABLE_BYTES));
+        let keyspace = |name: &str| db.keyspace(name, options).map_err(unavailable);
         Ok(Tables {
             devices: keyspace("devices")?,
             orgs: keyspace("orgs")?,
             progress: keyspace("progress")?,
-            seqs: sized("seqs", memtable_bytes)?,
-            timeline: sized("timeline", memtable_bytes)?,
+            seqs: keyspace("seqs")?,
+            timeline: keyspace("timeline")?,
             conflicts: keyspace("conflicts")?,
             conflict_resolutions: keyspace("conflict_resolutions")?,
             conflicts_by_org: keyspace("conflicts_by_org")?,
@@ -145,7 +156,54 @@ impl Tables {
             stats_counted: keyspace("stats_counted")?,
             org_devices: keyspace("org_devices")?,
             meta: keyspace("meta")?,
+            memtable_bytes,
         })
+    }
+
+    /// Every table with the size at which its memtable is sealed. The tables a backlog
+    /// batch writes a row of per record take `memtable_bytes`; every other table takes
+    /// a few rows per batch and a small memtable, so that one-record batches, which
+    /// write every table alike, do not fill them all.
+    fn memtable_limits(&self) -> [(&Keyspace, u64); 17] {
+        let (large, small) = (self.memtable_bytes, self.memtable_bytes.min(SMALL_MEMTABLE_BYTES));
+        [
+            (&self.seqs, large),
+            (&self.timeline, large),
+            (&self.devices, small),
+            (&self.orgs, small),
+            (&self.progress, small),
+            (&self.conflicts, small),
+            (&self.conflict_resolutions, small),
+            (&self.conflicts_by_org, small),
+            (&self.conflicts_by_device, small),
+            (&self.timeline_days, small),
+            (&self.audit_by_device, small),
+            (&self.audit_by_org, small),
+            (&self.stats_by_org_hour, small),
+            (&self.stats_by_device, small),
+            (&self.stats_counted, small),
+            (&self.org_devices, small),
+            (&self.meta, small),
+        ]
+    }
+
+    /// Seals each memtable that has reached its size, for fjall's workers to flush. The
+    /// committer, which writes nearly every row, calls it once per group, from its own
+    /// thread: so a table is sealed once, and fjall's workers are asked once, however
+    /// many writes reach it meanwhile.
+    pub(super) fn seal_full_memtables(&self) -> Result<(), StoreError> {
+        for (keyspace, limit) in self.memtable_limits() {
+            if keyspace.tree.active_memtable().size() >= limit {
+                keyspace.rotate_memtable().map_err(unavailable)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a sealed memtable waits for its flush (each sealed one has its flush
+    /// queued or under way).
+    pub(super) fn flush_pending(&self) -> bool {
+        self.memtable_limits().iter().any(|(keyspace, _)| keyspace.sealed_memtable_count() > 0)
     }
 
     pub(super) fn of(&self, table: Table) -> &Keyspace {
