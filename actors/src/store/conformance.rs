@@ -620,12 +620,13 @@ async fn a_device_commits_only_under_its_latest_claim(store: &dyn Store, ids: &I
 }
 
 /// Two placements of one employee made on the same timeline version: the first commit
-/// advances it, the second is refused and writes no progress, to be placed again.
+/// advances it, the second is refused and writes no progress, to be placed again; each
+/// commit advances the version by one (a conflict actor's cache counts on it).
 async fn a_placement_on_a_moved_timeline_is_refused(store: &dyn Store, ids: &Ids) {
     let (org, employee) = (ids.of("versions-org"), ids.of("emp"));
     let read_version = store.employee_version(&org, &employee).await.unwrap();
     assert_eq!(read_version, 0, "an employee never placed is at version 0");
-    let placement = |device: &str| {
+    let placement = |device: &str, read_version: i64| {
         let mut progress = DeviceProgress::default();
         progress.received.insert(1);
         let entries = vec![stored_in(&org, device, record(1, &employee, DAY_START))];
@@ -633,13 +634,15 @@ async fn a_placement_on_a_moved_timeline_is_refused(store: &dyn Store, ids: &Ids
         Commit { employees: vec![advance], ..device_commit(device, entries, progress) }
     };
     let (kiosk, phone) = (ids.of("versions-kiosk"), ids.of("versions-phone"));
-    store.commit(&placement(&kiosk)).await.unwrap();
+    store.commit(&placement(&kiosk, read_version)).await.unwrap();
     assert_eq!(store.employee_version(&org, &employee).await.unwrap(), 1);
-    let refused = store.commit(&placement(&phone)).await;
+    let refused = store.commit(&placement(&phone, read_version)).await;
     assert!(matches!(refused, Err(StoreError::TimelineMoved(_))), "{refused:?}");
     let progress = store.device_progress(&phone).await.unwrap();
     assert_eq!(progress.received.next_seq(), 1, "the refused placement's batch is not received");
     assert_eq!(store.employee_version(&org, &employee).await.unwrap(), 1, "a refused placement advances nothing");
+    store.commit(&placement(&phone, 1)).await.unwrap();
+    assert_eq!(store.employee_version(&org, &employee).await.unwrap(), 2, "placed again, on the version it read");
 }
 
 /// A heartbeat makes a gateway live until its TTL runs out; leaving ends it at once.

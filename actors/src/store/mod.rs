@@ -96,11 +96,14 @@ pub trait Store: Send + Sync + 'static {
     /// several gateways share the store).
     async fn claim_device(&self, device_id: &str) -> Result<DeviceClaim, StoreError>;
 
-    /// An employee's timeline version (0 for one never placed): a commit that places
-    /// records of the employee advances it, after writing their rows, from the version
-    /// its placement read, and fails with `TimelineMoved`, writing no progress, if it
-    /// moved meanwhile. Read the version before the timeline: every commit that
-    /// advanced to it is then in what is read.
+    /// An employee's timeline version (0 for one never placed; a store that forgets
+    /// may read higher, never lower): a commit that places records of the employee
+    /// advances it by one, after writing their rows, from the version its placement
+    /// read, and fails with `TimelineMoved`, writing no progress, if it moved
+    /// meanwhile. Read the version before the timeline: every commit that advanced to
+    /// it is then in what is read. A conflict actor's cache counts its own commits on
+    /// from the version it read, and reads the timeline again once that is not the
+    /// store's.
     async fn employee_version(&self, org_id: &str, employee_id: &str) -> Result<i64, StoreError>;
 
     /// The devices with records waiting behind a gap for conflict evaluation.

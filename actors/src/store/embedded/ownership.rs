@@ -5,10 +5,12 @@
 //! contract asks of a store used by one process.
 //!
 //! Both are bounded: past `TRACKED` devices (or employees) every entry is forgotten at
-//! once. Epochs and versions come from one counter each, so a number is never handed
-//! out twice, and forgetting only ever refuses: a holder of a forgotten epoch is fenced
-//! and claims again; a forgotten employee reads as the highest version forgotten, so a
-//! placement that read an older one is placed again.
+//! once, and forgetting only ever refuses. Epochs come from one counter, so none is
+//! handed out twice: a holder of a forgotten epoch is fenced and claims again. An
+//! employee's version goes up by one with each commit (the conflict actors' caches
+//! count on it); a forgotten employee reads as the highest version any employee had
+//! then, never lower than its own, so a placement that read an older one is placed
+//! again and a version never goes back.
 
 use crate::store::{DeviceWrite, EmployeeAdvance, GatewayMember, StoreError};
 use dashmap::DashMap;
@@ -33,9 +35,10 @@ pub(super) struct Ownership {
 #[derive(Default)]
 struct Versions {
     of: HashMap<(String, String), i64>,
-    /// The last version handed out, to any employee.
-    last: i64,
-    /// What an employee not in `of` reads: the highest version forgotten.
+    /// The highest version of any employee.
+    highest: i64,
+    /// What an employee not in `of` reads: the highest version when the map was last
+    /// forgotten.
     forgotten: i64,
 }
 
@@ -71,7 +74,7 @@ impl Ownership {
     pub(super) fn advance(&self, employees: &[EmployeeAdvance]) -> Result<(), StoreError> {
         let mut versions = self.versions.lock().expect("versions lock");
         if versions.of.len() + employees.len() > TRACKED {
-            versions.forgotten = versions.last;
+            versions.forgotten = versions.highest;
             versions.of.clear();
         }
         for advance in employees {
@@ -80,9 +83,8 @@ impl Ownership {
             if current != advance.read_version {
                 return Err(StoreError::TimelineMoved(format!("{}/{}", advance.org_id, advance.employee_id)));
             }
-            versions.last += 1;
-            let next = versions.last;
-            versions.of.insert(key, next);
+            versions.highest = versions.highest.max(current + 1);
+            versions.of.insert(key, current + 1);
         }
         Ok(())
     }
@@ -113,26 +115,32 @@ mod tests {
     }
 
     /// Past `TRACKED` employees everything is forgotten, and what was forgotten only
-    /// ever refuses: a placement that read a forgotten version is placed again.
+    /// ever refuses: an employee reads no lower than before, a placement that read a
+    /// version below what it reads now is placed again, and commits go on by one.
     #[test]
-    fn forgotten_versions_refuse_and_never_repeat() {
+    fn forgotten_versions_refuse_and_never_go_back() {
         let ownership = Ownership::default();
-        let before = ownership.employee_version("acme", "emp-a");
-        ownership.advance(&[advance("acme", "emp-a", before)]).unwrap();
+        let place = |employee: &str| {
+            let read = ownership.employee_version("acme", employee);
+            ownership.advance(&[advance("acme", employee, read)])
+        };
+        place("emp-a").unwrap();
         let read_by_a_placement = ownership.employee_version("acme", "emp-a");
+        for _ in 0..3 {
+            place("emp-busy").unwrap();
+        }
         for n in 0..TRACKED {
             let employee = format!("emp-{n}");
-            let place =
-                || ownership.advance(&[advance("acme", &employee, ownership.employee_version("acme", &employee))]);
             // The placement that makes it forget is refused too, and placed again.
-            place().or_else(|_| place()).unwrap();
+            place(&employee).or_else(|_| place(&employee)).unwrap();
         }
         assert!(ownership.versions.lock().unwrap().of.len() <= TRACKED, "bounded");
+        let fresh = ownership.employee_version("acme", "emp-a");
+        assert!(fresh > read_by_a_placement, "{fresh} reads no lower than before, and here higher");
         let moved = ownership.advance(&[advance("acme", "emp-a", read_by_a_placement)]);
         assert!(matches!(moved, Err(StoreError::TimelineMoved(_))), "{moved:?}");
-        let fresh = ownership.employee_version("acme", "emp-a");
-        assert!(fresh > read_by_a_placement);
         ownership.advance(&[advance("acme", "emp-a", fresh)]).unwrap();
+        assert_eq!(ownership.employee_version("acme", "emp-a"), fresh + 1);
     }
 
     /// Past `TRACKED` devices every epoch is forgotten: their holders are fenced and
