@@ -75,9 +75,9 @@ const SMALL_MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
 /// the bounded queue the workers read; when those requests fill it, a worker that seals
 /// a table waits on that queue to have the flush done, and once every worker waits so,
 /// nothing is ever flushed again and every write stops (fjall 3.1; fjall-rs/fjall#323).
-/// With one worker, as a one-CPU pod has, a storm did it within a minute. Tables made
-/// before keep the size they were made with: fjall then asks once, for the write that
-/// passes it, and the committer seals the table right after.
+/// With one worker, as a one-CPU pod has, a long run of small commits did it in its
+/// first seconds. Tables made before keep the size they were made with: fjall then asks
+/// once, for the write that passes it, and the committer seals the table right after.
 const FJALL_MEMTABLE_BYTES: u64 = u64::MAX;
 
 #[derive(Clone)]
