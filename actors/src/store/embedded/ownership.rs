@@ -35,8 +35,6 @@ pub(super) struct Ownership {
 #[derive(Default)]
 struct Versions {
     of: HashMap<(String, String), i64>,
-    /// The highest version of any employee.
-    highest: i64,
     /// What an employee not in `of` reads: the highest version when the map was last
     /// forgotten.
     forgotten: i64,
@@ -74,7 +72,7 @@ impl Ownership {
     pub(super) fn advance(&self, employees: &[EmployeeAdvance]) -> Result<(), StoreError> {
         let mut versions = self.versions.lock().expect("versions lock");
         if versions.of.len() + employees.len() > TRACKED {
-            versions.forgotten = versions.highest;
+            versions.forgotten = versions.of.values().copied().fold(versions.forgotten, i64::max);
             versions.of.clear();
         }
         for advance in employees {
@@ -83,7 +81,6 @@ impl Ownership {
             if current != advance.read_version {
                 return Err(StoreError::TimelineMoved(format!("{}/{}", advance.org_id, advance.employee_id)));
             }
-            versions.highest = versions.highest.max(current + 1);
             versions.of.insert(key, current + 1);
         }
         Ok(())
