@@ -21,8 +21,11 @@ impl StoreMetrics {
     pub fn register(registry: &Registry) -> prometheus::Result<Self> {
         let metrics = StoreMetrics {
             commit_duration: Histogram::with_opts(
-                HistogramOpts::new("otg_store_commit_duration_seconds", "Time to write and fsync one commit group.")
-                    .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0]),
+                HistogramOpts::new(
+                    "otg_store_commit_duration_seconds",
+                    "Time to write one commit group, with its fsync if it has one (every group a caller waits for).",
+                )
+                .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0]),
             )?,
             group_size: Histogram::with_opts(
                 HistogramOpts::new("otg_store_commit_group_size", "Device commits covered by one fsync.")

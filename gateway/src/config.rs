@@ -60,9 +60,9 @@ pub struct Config {
     pub conflict_detection: bool,
     /// Device commits that may wait for the store's committer.
     pub commit_queue_capacity: usize,
-    /// Most device commits one fsync covers.
+    /// Most device commits one group commit covers.
     pub max_group_commits: usize,
-    /// Most device records one fsync covers.
+    /// Most device records one group commit covers.
     pub max_group_records: usize,
     /// A live batch whose commit holds at most this many records (its own, and those it
     /// releases from behind a gap) is acked from the embedded store's live log; a larger

@@ -14,6 +14,7 @@ mod live_log;
 mod ownership;
 mod read_barrier;
 mod replay;
+mod sealer;
 mod tables;
 mod write_set;
 
@@ -87,6 +88,7 @@ impl EmbeddedStore {
         let failed = Arc::new(AtomicBool::new(false));
         let applied: u64 = read(&tables.meta, LIVE_APPLIED)?.unwrap_or(0);
         let (barrier, durable_lsn) = (Arc::new(ReadBarrier::new(applied)), Arc::new(AtomicU64::new(applied)));
+        let (sealer, seal_requests) = sealer::sealer(tables.clone(), failed.clone(), barrier.clone());
         let committer = Committer {
             db: db.clone(),
             tables: tables.clone(),
@@ -98,6 +100,7 @@ impl EmbeddedStore {
             failed: failed.clone(),
             barrier: barrier.clone(),
             durable_lsn: durable_lsn.clone(),
+            sealer: seal_requests,
         };
         let log_dir = options.path.join("live-log");
         let last = replay_live_log(&committer, &log_dir, applied)?;
@@ -124,6 +127,8 @@ impl EmbeddedStore {
                 .name("otg-committer".into())
                 .spawn(move || committer.run(committer_queues))
                 .map_err(unavailable)?,
+            // Stops once the committer has: it holds the only way to wake it.
+            std::thread::Builder::new().name("otg-sealer".into()).spawn(move || sealer.run()).map_err(unavailable)?,
         ];
         Ok(EmbeddedStore {
             db,
@@ -480,7 +485,7 @@ impl Store for EmbeddedStore {
 
     async fn close(&self) -> Result<(), StoreError> {
         // Dropping the senders lets the live log writer finish what is queued and exit,
-        // and then the committer (the writer holds a sender of its own).
+        // then the committer (the writer holds a sender of its own), then the sealer.
         drop(self.senders.lock().expect("senders lock").take());
         let threads = std::mem::take(&mut *self.threads.lock().expect("threads lock"));
         for thread in threads {

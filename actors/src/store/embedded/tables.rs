@@ -15,9 +15,9 @@ pub struct EmbeddedStoreOptions {
     pub path: PathBuf,
     /// Commits that may wait for the committer; callers beyond it wait to enqueue.
     pub commit_queue_capacity: usize,
-    /// The most commits one fsync covers.
+    /// The most commits one group commit covers.
     pub max_group_commits: usize,
-    /// The most device records one fsync covers (one commit may pass it alone).
+    /// The most device records one group commit covers (one commit may pass it alone).
     pub max_group_records: usize,
     /// A live commit of at most this many records goes through the live log; a larger
     /// one (a device catching up, not a check-in) through the committer, so the log
@@ -70,14 +70,14 @@ impl EmbeddedStoreOptions {
 const SMALL_MEMTABLE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// fjall's own memtable size for the tables this store creates: never reached, since
-/// the committer seals memtables ([`Tables::seal_full_memtables`]). fjall's trigger asks
+/// the sealer seals memtables ([`Tables::seal_full_memtables`]). fjall's trigger asks
 /// its workers to seal a table after every write while the table is over its size, on
 /// the bounded queue the workers read; when those requests fill it, a worker that seals
 /// a table waits on that queue to have the flush done, and once every worker waits so,
 /// nothing is ever flushed again and every write stops (fjall 3.1; fjall-rs/fjall#323).
 /// With one worker, as a one-CPU pod has, a long run of small commits did it in its
 /// first seconds. Tables made before keep the size they were made with: fjall then asks
-/// once, for the write that passes it, and the committer seals the table right after.
+/// once, for the write that passes it, and the sealer seals the table right after.
 const FJALL_MEMTABLE_BYTES: u64 = u64::MAX;
 
 #[derive(Clone)]
@@ -127,7 +127,7 @@ pub(super) enum Table {
 
 impl Tables {
     /// Opens every table, creating those that are missing. `memtable_bytes` is when
-    /// the committer seals a memtable of seqs or timeline ([`Tables::seal_full_memtables`]).
+    /// the sealer seals a memtable of seqs or timeline ([`Tables::seal_full_memtables`]).
     pub(super) fn open(db: &Database, memtable_bytes: u64) -> Result<Tables, StoreError> {
         // lz4 on every level, not only from L2 on as fjall does by default: a storm's
         // flushes and first compactions then write about 43% fewer bytes (docs/benchmarks.md).
@@ -187,15 +187,26 @@ impl Tables {
         ]
     }
 
-    /// Seals each memtable that has reached its size, for fjall's workers to flush. The
-    /// committer, which writes nearly every row, calls it once per group, from its own
-    /// thread: so a table is sealed once, and fjall's workers are asked once, however
-    /// many writes reach it meanwhile.
+    /// The tables whose memtable has reached its size.
+    fn full_memtables(&self) -> impl Iterator<Item = &Keyspace> {
+        self.memtable_limits()
+            .into_iter()
+            .filter(|(keyspace, limit)| keyspace.tree.active_memtable().size() >= *limit)
+            .map(|(keyspace, _)| keyspace)
+    }
+
+    /// Whether a memtable has reached its size and waits to be sealed.
+    pub(super) fn memtable_full(&self) -> bool {
+        self.full_memtables().next().is_some()
+    }
+
+    /// Seals each memtable that has reached its size, for fjall's workers to flush. Only
+    /// the sealer calls it (`sealer.rs`), when the committer asks after a group: so a
+    /// table is sealed once, and fjall's workers are asked once, however many writes
+    /// reach it meanwhile.
     pub(super) fn seal_full_memtables(&self) -> Result<(), StoreError> {
-        for (keyspace, limit) in self.memtable_limits() {
-            if keyspace.tree.active_memtable().size() >= limit {
-                keyspace.rotate_memtable().map_err(unavailable)?;
-            }
+        for keyspace in self.full_memtables() {
+            keyspace.rotate_memtable().map_err(unavailable)?;
         }
         Ok(())
     }
