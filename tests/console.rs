@@ -95,8 +95,17 @@ async fn find(browser: &Client, css: &str) -> Element {
         .unwrap_or_else(|error| panic!("{css}: {error}"))
 }
 
+/// The text of the element at `css`, found again when the page replaced it between
+/// finding and reading it: a click's navigation can land in between (seen once in CI).
 async fn text(browser: &Client, css: &str) -> String {
-    find(browser, css).await.text().await.unwrap()
+    for _ in 0..50 {
+        match find(browser, css).await.text().await {
+            Ok(text) => return text,
+            Err(error) if error.is_stale_element_reference() => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(error) => panic!("{css}: {error}"),
+        }
+    }
+    panic!("{css}: replaced by every page for 5 s")
 }
 
 async fn path_of(browser: &Client) -> String {
