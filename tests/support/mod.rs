@@ -352,6 +352,19 @@ pub fn batch(device_id: &str, batch_id: &str, records: Vec<Record>) -> Vec<u8> {
     wire::encode(&Batch { pending: Some(0), ..Batch::new(device_id, batch_id, now_ms(), records) })
 }
 
+/// Sends again while the answer is 503, as a device does after `Retry-After`, for up to
+/// `timeout`: a node just restarted may still time the store's reads out.
+pub fn after_503s(timeout: Duration, mut send: impl FnMut() -> Reply) -> Reply {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let reply = send();
+        if reply.status != 503 || Instant::now() >= deadline {
+            return reply;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// Polls `condition` until it holds or `timeout` passes.
 pub fn eventually(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
