@@ -11,7 +11,7 @@ use crate::store::{
     RecordStatus, Resolution, Resolved, Store, StoreError, TimelineEntry,
 };
 use otg_schema::{ConflictResolution, UtcDay};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Most UTC days an employee keeps cached; beyond that the days farthest from the last
@@ -67,10 +67,10 @@ pub enum ResolveError {
 /// What a conflict actor knows of an employee's timeline without asking the store.
 #[derive(Default)]
 pub(crate) struct Cache {
+    /// The days asked of the store, each with its entries (none for a day the store
+    /// has none in), kept up to date with this cache's decisions. A day not in it is
+    /// read when needed.
     days: BTreeMap<UtcDay, Vec<TimelineEntry>>,
-    /// Every day the employee has entries in (and perhaps a few more whose write
-    /// failed), read once; a day outside it is empty and needs no read.
-    written: Option<BTreeSet<UtcDay>>,
     /// The first day of the last span read: the cache keeps the days nearest it.
     recent: Option<UtcDay>,
     /// The employee's timeline version (`Store::employee_version`), read before any
@@ -290,27 +290,23 @@ impl CachedTimeline {
         (conflicts, superseded)
     }
 
-    /// Reads the days of `span` that are not cached and have entries. A day with none
-    /// is not cached at all: `written` already says it is empty.
+    /// Caches the days of `span` not cached yet: asks the store which of them have
+    /// entries, and reads only those.
     async fn load(&mut self, span: (UtcDay, UtcDay)) -> Result<(), StoreError> {
-        if self.cache.written.is_none() {
-            let written = self.store.timeline_days(&self.org_id, &self.employee_id).await?;
-            self.cache.written = Some(written.into_iter().collect());
-        }
         self.cache.recent = Some(span.0);
-        let mut missing = Vec::new();
-        let mut day = span.0;
-        while day <= span.1 {
-            let written = self.cache.written.as_ref().is_some_and(|written| written.contains(&day));
-            if written && !self.cache.days.contains_key(&day) {
-                missing.push(day);
-            }
-            day = day.next();
-        }
+        let unknown: Vec<UtcDay> = span.0.through(span.1).filter(|day| !self.cache.days.contains_key(day)).collect();
+        let (Some(&first), Some(&last)) = (unknown.first(), unknown.last()) else {
+            return Ok(());
+        };
+        let mut written = self.store.timeline_days(&self.org_id, &self.employee_id, (first, last)).await?;
+        written.retain(|day| !self.cache.days.contains_key(day));
         // At once: a leave's span can be many days, each a request to a remote store.
-        let reads = missing.iter().map(|day| self.store.timeline(&self.org_id, &self.employee_id, *day));
+        let reads = written.iter().map(|day| self.store.timeline(&self.org_id, &self.employee_id, *day));
         let read = futures_util::future::try_join_all(reads).await?;
-        self.cache.days.extend(missing.into_iter().zip(read));
+        self.cache.days.extend(written.into_iter().zip(read));
+        for day in unknown {
+            self.cache.days.entry(day).or_default();
+        }
         Ok(())
     }
 
@@ -342,27 +338,14 @@ impl CachedTimeline {
     }
 
     /// Puts an entry (new, or with a new status) into every cached day it belongs to.
+    /// A day not cached is read from the store when next needed.
     fn put(&mut self, entry: &TimelineEntry) {
         let (first, last) = days_of(entry);
-        let mut day = first;
-        while day <= last {
-            match self.cache.days.get_mut(&day) {
-                Some(entries) => {
-                    entries.retain(|cached| cached.record_id != entry.record_id);
-                    entries.push(entry.clone());
-                }
-                // A day known to be empty now holds just this entry; one not cached
-                // but written is read from the store when next needed.
-                None => {
-                    if self.cache.written.as_ref().is_some_and(|written| !written.contains(&day)) {
-                        self.cache.days.insert(day, vec![entry.clone()]);
-                    }
-                }
+        for day in first.through(last) {
+            if let Some(entries) = self.cache.days.get_mut(&day) {
+                entries.retain(|cached| cached.record_id != entry.record_id);
+                entries.push(entry.clone());
             }
-            if let Some(written) = self.cache.written.as_mut() {
-                written.insert(day);
-            }
-            day = day.next();
         }
     }
 }

@@ -27,6 +27,11 @@ impl UtcDay {
         UtcDay(self.0 + 1)
     }
 
+    /// Each day from this one to `last`, both included; none if `last` is before it.
+    pub fn through(self, last: UtcDay) -> impl Iterator<Item = UtcDay> {
+        (self.0..=last.0).map(UtcDay)
+    }
+
     /// Reads `YYYY-MM-DD`.
     pub fn parse(text: &str) -> Option<Self> {
         let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
@@ -68,6 +73,14 @@ mod tests {
     fn days_before_the_epoch_round_down() {
         assert_eq!(UtcDay::of_unix_ms(-1), UtcDay(-1));
         assert_eq!(UtcDay(-1).to_string(), "1969-12-31");
+    }
+
+    #[test]
+    fn a_span_of_days_includes_both_ends() {
+        let days: Vec<i32> = UtcDay(3).through(UtcDay(5)).map(|day| day.0).collect();
+        assert_eq!(days, vec![3, 4, 5]);
+        assert_eq!(UtcDay(3).through(UtcDay(3)).count(), 1);
+        assert_eq!(UtcDay(3).through(UtcDay(2)).count(), 0);
     }
 
     #[test]

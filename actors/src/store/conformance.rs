@@ -184,8 +184,11 @@ async fn commits_are_readable_by_seq_and_by_timeline(store: &dyn Store, ids: &Id
     assert_eq!(seqs, vec![4, 1], "one UTC day, in recorded_at order, no other day");
     assert_eq!(&*day[0].record_id, "00000000-0000-4000-8000-000000000004");
     assert!(store.timeline("acme", &ids.of("emp-2x"), first_day).await.unwrap().is_empty());
-    assert_eq!(store.timeline_days("acme", &employee).await.unwrap(), vec![first_day, first_day.next()]);
-    assert!(store.timeline_days("acme", &ids.of("emp-2x")).await.unwrap().is_empty(), "no other employee's days");
+    let around = (UtcDay(first_day.0 - 1), UtcDay(first_day.0 + 2));
+    assert_eq!(store.timeline_days("acme", &employee, around).await.unwrap(), vec![first_day, first_day.next()]);
+    let second = (first_day.next(), first_day.next());
+    assert_eq!(store.timeline_days("acme", &employee, second).await.unwrap(), vec![first_day.next()], "the span only");
+    assert!(store.timeline_days("acme", &ids.of("emp-2x"), around).await.unwrap().is_empty(), "no other employee's");
 
     // Writing the same commit again changes nothing: writes are idempotent.
     let entries = store.seq_entries(&device, &[1]).await.unwrap();

@@ -132,9 +132,15 @@ pub trait Store: Send + Sync + 'static {
     /// of that day, and the leave requests that cover it.
     async fn timeline(&self, org_id: &str, employee_id: &str, day: UtcDay) -> Result<Vec<TimelineEntry>, StoreError>;
 
-    /// The UTC days in which an employee's timeline has entries, in order: one read
-    /// that spares a conflict actor a read of every day it finds empty.
-    async fn timeline_days(&self, org_id: &str, employee_id: &str) -> Result<Vec<UtcDay>, StoreError>;
+    /// The UTC days from `days.0` to `days.1` (both included) in which an employee's
+    /// timeline has entries, in order: one read that spares a conflict actor a read of
+    /// every day it finds empty.
+    async fn timeline_days(
+        &self,
+        org_id: &str,
+        employee_id: &str,
+        days: (UtcDay, UtcDay),
+    ) -> Result<Vec<UtcDay>, StoreError>;
 
     async fn conflict(&self, conflict_id: &str) -> Result<Option<ConflictRecord>, StoreError>;
 

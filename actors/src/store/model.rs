@@ -368,11 +368,7 @@ impl TimelineEntry {
     pub fn positions(&self) -> Vec<(UtcDay, i64)> {
         let mut positions = vec![(UtcDay::of_unix_ms(self.recorded_at), self.recorded_at)];
         if let Some((from, to)) = self.leave {
-            let mut day = from;
-            while day <= to {
-                positions.push((day, day.start_unix_ms()));
-                day = day.next();
-            }
+            positions.extend(from.through(to).map(|day| (day, day.start_unix_ms())));
         }
         positions
     }

@@ -376,8 +376,14 @@ impl Store for ScyllaStore {
         rows.iter().map(|(entry,)| decode(entry)).collect()
     }
 
-    async fn timeline_days(&self, org_id: &str, employee_id: &str) -> Result<Vec<UtcDay>, StoreError> {
-        let rows: Vec<(i32,)> = self.all_rows(&self.statements.select_timeline_days, (org_id, employee_id)).await?;
+    async fn timeline_days(
+        &self,
+        org_id: &str,
+        employee_id: &str,
+        (first, last): (UtcDay, UtcDay),
+    ) -> Result<Vec<UtcDay>, StoreError> {
+        let rows: Vec<(i32,)> =
+            self.all_rows(&self.statements.select_timeline_days, (org_id, employee_id, first.0, last.0)).await?;
         Ok(rows.into_iter().map(|(day,)| UtcDay(day)).collect())
     }
 

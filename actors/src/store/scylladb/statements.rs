@@ -199,7 +199,7 @@ impl Statements {
             )
             .await?,
             select_timeline_days: prepare(
-                "SELECT day FROM timeline_days WHERE org_id = ? AND employee_id = ?",
+                "SELECT day FROM timeline_days WHERE org_id = ? AND employee_id = ? AND day >= ? AND day <= ?",
                 Idempotent,
             )
             .await?,
