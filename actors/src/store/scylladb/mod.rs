@@ -499,6 +499,10 @@ fn now_ms() -> i64 {
 mod tests {
     use super::*;
 
+    /// The schema is applied once per test process, by the first test to ask: tests run
+    /// at once, and `migrate` must not run twice at once on one keyspace.
+    static MIGRATED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
     /// The cluster the test command started (`scripts/cassandra up`), named by
     /// `OTG_SCYLLA_NODES`; the schema is applied to a test keyspace first. `None`
     /// outside the test command (`cargo test` alone), which then skips with a note, and
@@ -512,7 +516,10 @@ mod tests {
         let nodes: Vec<String> = nodes.split(',').map(str::to_string).collect();
         let replication = Replication::Simple(nodes.len().min(3) as u32);
         let options = ScyllaStoreOptions::new(nodes, "otg_store_tests");
-        migrate(&options, &replication).await.expect("migrate the test keyspace");
+        let migrated = MIGRATED.get_or_init(|| async {
+            migrate(&options, &replication).await.expect("migrate the test keyspace");
+        });
+        migrated.await;
         Some(ScyllaStore::open(&options).await.expect("open the store"))
     }
 
