@@ -183,6 +183,7 @@ async fn open_store(config: &Config, metrics_registry: &prometheus::Registry) ->
                 memtable_bytes: config.store_memtable_mib * 1024 * 1024,
                 journal_bytes: config.store_journal_mib * 1024 * 1024,
                 write_buffer_bytes: config.store_write_buffer_mib * 1024 * 1024,
+                background_threads: (config.store_background_threads > 0).then_some(config.store_background_threads),
                 ..EmbeddedStoreOptions::new(config.data_dir.join("store"))
             };
             Arc::new(
