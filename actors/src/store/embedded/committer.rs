@@ -14,7 +14,7 @@
 
 use super::read_barrier::ReadBarrier;
 use super::sealer::SealRequests;
-use super::{encode, failed_earlier, keys, read, unavailable, Tables, LIVE_APPLIED};
+use super::{encode, failed_earlier, halt, keys, read, unavailable, Tables, LIVE_APPLIED};
 use crate::metrics::StoreMetrics;
 use crate::store::{StoreError, SyncCounts, SyncTotals};
 use fjall::{Database, OwnedWriteBatch, PersistMode};
@@ -283,8 +283,7 @@ impl Committer {
 
     /// Writes nothing more after a failed write or fsync: see the module's doc.
     fn fail(&self, error: &StoreError, commits: usize) {
-        self.failed.store(true, Ordering::Relaxed);
-        self.barrier.fail();
+        halt(&self.failed, &self.barrier);
         tracing::error!(%error, commits, "group commit failed; nothing in it is acked");
     }
 

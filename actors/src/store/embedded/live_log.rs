@@ -16,8 +16,8 @@
 //! store does not open.
 
 use super::committer::{Origin, PendingCommit};
-use super::failed_earlier;
 use super::read_barrier::{ReadBarrier, Touched};
+use super::{failed_earlier, halt};
 use crate::store::{StoreError, SyncCounts};
 use fjall::OwnedWriteBatch;
 use std::fs::{File, OpenOptions};
@@ -167,8 +167,7 @@ impl LiveWriter {
                         let apply = PendingCommit { batch, records, stats, origin: Origin::LiveLog(lsn) };
                         if self.applies.blocking_send(apply).is_err() {
                             // Reads waiting for it would wait for ever: fail them.
-                            self.failed.store(true, Ordering::Relaxed);
-                            self.barrier.fail();
+                            halt(&self.failed, &self.barrier);
                             tracing::error!(lsn, "the committer stopped; the live entry is applied at the next start");
                         }
                         let _ = done.send(Ok(()));

@@ -515,6 +515,14 @@ fn unavailable(error: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(error.to_string())
 }
 
+/// Stops the store after a write failed on one of its threads: every later write is
+/// refused (fjall refuses them anyway after one failed write), and a read that waits
+/// for an apply gets an error instead of waiting for ever.
+fn halt(failed: &AtomicBool, barrier: &ReadBarrier) {
+    failed.store(true, Ordering::Relaxed);
+    barrier.fail();
+}
+
 fn failed_earlier() -> StoreError {
     StoreError::Failed("an earlier write failed; restart the gateway once the disk is fixed".into())
 }

@@ -7,9 +7,9 @@
 //! reach for the tables this store makes (`tables.rs`, `FJALL_MEMTABLE_BYTES`).
 
 use super::read_barrier::ReadBarrier;
-use super::Tables;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use super::{halt, Tables};
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 
 /// How the committer asks for a seal: one wake-up waits at most, and a wake-up that
@@ -17,13 +17,11 @@ use std::sync::Arc;
 pub(super) struct SealRequests(SyncSender<()>);
 
 impl SealRequests {
-    /// Asks the sealer to seal every full memtable, without waiting for it.
+    /// Asks the sealer to seal every full memtable, without waiting for it. A wake-up
+    /// already waiting covers this one; a sealer that stopped after a failure has
+    /// reported it.
     pub fn request(&self) {
-        match self.0.try_send(()) {
-            Ok(()) | Err(TrySendError::Full(())) => {}
-            // The sealer stopped after a failure, which it reported.
-            Err(TrySendError::Disconnected(())) => {}
-        }
+        let _ = self.0.try_send(());
     }
 }
 
@@ -45,8 +43,7 @@ impl Sealer {
     pub fn run(self) {
         while self.wakes.recv().is_ok() {
             if let Err(error) = self.tables.seal_full_memtables() {
-                self.failed.store(true, Ordering::Relaxed);
-                self.barrier.fail();
+                halt(&self.failed, &self.barrier);
                 tracing::error!(%error, "sealing a memtable failed; the store writes nothing more");
                 return;
             }
