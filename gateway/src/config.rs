@@ -79,12 +79,11 @@ pub struct Config {
     /// Most bytes all the embedded store's memtables hold, MiB: beyond it commits wait
     /// for flushes.
     pub store_write_buffer_mib: u64,
-    /// fjall's threads that flush and compact the embedded store's tables; 0 (the
-    /// default): as fjall chooses, one per core, at most four. With more than one,
-    /// fjall's first thread hands every compaction request back to the queue until
-    /// another thread takes it, a busy loop of a core while the others compact (fjall
-    /// 3.1); one spares that CPU, but a flush then waits for a running compaction, and
-    /// a storm drains about 4% slower (docs/benchmarks.md).
+    /// fjall's threads that flush and compact the embedded store's tables; 0: as fjall
+    /// chooses, one per core, at most four. One by default: with more, fjall's first
+    /// thread hands every compaction request back to the queue until another thread
+    /// takes it, a busy loop of a whole core while the others compact (fjall 3.1).
+    /// With one, a flush waits for a running compaction (docs/benchmarks.md).
     pub store_background_threads: usize,
     /// An employee's cached timeline with no request for this long is dropped.
     pub conflict_idle_timeout_ms: u64,
@@ -180,7 +179,7 @@ impl Default for Config {
             store_memtable_mib: 64,
             store_journal_mib: 64,
             store_write_buffer_mib: 256,
-            store_background_threads: 0,
+            store_background_threads: 1,
             conflict_idle_timeout_ms: 10_000,
             conflict_cached_employees: 10_000,
             conflict_backlog_placements: 0,
