@@ -134,6 +134,9 @@ fn phones_and_kiosks_on_two_gateways_give_one_duplicate_each_and_one_resolution_
     assert!(listed.iter().all(|conflict| conflict["kind"] == "duplicate_event"));
 
     // Two administrators decide the same conflict differently through two gateways.
+    // One whose decision met a timed-out write (503: it may have landed) sends it again,
+    // as an administrator does after Retry-After: the same decision again is not
+    // refused, another one is.
     let path = format!("/v1/admin/conflicts/{}/resolve", listed[0]["conflict_id"].as_str().unwrap());
     let decisions =
         [json!({"resolution": "keep_server", "note": "a"}), json!({"resolution": "keep_device", "note": "b"})];
@@ -144,7 +147,9 @@ fn phones_and_kiosks_on_two_gateways_give_one_duplicate_each_and_one_resolution_
             .map(|(gateway, decision)| {
                 let path = &path;
                 scope.spawn(move || {
-                    let reply = gateway.admin("POST", path, Some(decision));
+                    let reply = after_503s(std::time::Duration::from_secs(60), || {
+                        gateway.admin("POST", path, Some(decision.clone()))
+                    });
                     (reply.status, reply.text())
                 })
             })
