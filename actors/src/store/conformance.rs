@@ -186,9 +186,13 @@ async fn commits_are_readable_by_seq_and_by_timeline(store: &dyn Store, ids: &Id
     assert!(store.timeline("acme", &ids.of("emp-2x"), first_day).await.unwrap().is_empty());
     let around = (UtcDay(first_day.0 - 1), UtcDay(first_day.0 + 2));
     assert_eq!(store.timeline_days("acme", &employee, around).await.unwrap(), vec![first_day, first_day.next()]);
+    let month = (UtcDay(first_day.0 - 15), UtcDay(first_day.0 + 15));
+    assert_eq!(store.timeline_days("acme", &employee, month).await.unwrap(), vec![first_day, first_day.next()]);
     let second = (first_day.next(), first_day.next());
     assert_eq!(store.timeline_days("acme", &employee, second).await.unwrap(), vec![first_day.next()], "the span only");
-    assert!(store.timeline_days("acme", &ids.of("emp-2x"), around).await.unwrap().is_empty(), "no other employee's");
+    for span in [around, month] {
+        assert!(store.timeline_days("acme", &ids.of("emp-2x"), span).await.unwrap().is_empty(), "no other employee's");
+    }
 
     // Writing the same commit again changes nothing: writes are idempotent.
     let entries = store.seq_entries(&device, &[1]).await.unwrap();

@@ -96,6 +96,12 @@ pub fn timeline_partition(org_id: &str, employee_id: &str, day: UtcDay) -> Vec<u
     key
 }
 
+/// The day of a `timeline_partition` key: its last four bytes.
+pub fn day_of_timeline_partition(key: &[u8]) -> UtcDay {
+    let bytes: [u8; 4] = key[key.len() - 4..].try_into().expect("a timeline partition ends with its day");
+    UtcDay((u32::from_be_bytes(bytes) ^ (1 << 31)) as i32)
+}
+
 /// `timeline`: one record in the partition of `day`, clustered by (at, device, seq).
 /// `at` is the record's `recorded_at`, or the day's start for a leave covering it.
 pub fn timeline(org_id: &str, employee_id: &str, day: UtcDay, at: i64, device_id: &str, seq: u64) -> Vec<u8> {
@@ -118,6 +124,9 @@ mod tests {
         assert!(early < late);
         assert!(early.starts_with(&timeline_partition("acme", "emp", UtcDay(20_000))));
         assert!(timeline_partition("acme", "emp", UtcDay(-3)) < timeline_partition("acme", "emp", UtcDay(2)));
+        for day in [UtcDay(-3), UtcDay(0), UtcDay(20_000)] {
+            assert_eq!(day_of_timeline_partition(&timeline_partition("acme", "emp", day)), day);
+        }
     }
 
     #[test]
