@@ -14,9 +14,18 @@ use otg_schema::{ConflictResolution, UtcDay};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// Most UTC days an employee keeps cached; beyond that the days farthest from the last
-/// ones read are dropped.
+/// Most UTC days with entries an employee keeps cached; beyond that the days farthest
+/// from the last ones read are dropped.
 const MAX_CACHED_DAYS: usize = 32;
+
+/// Days asked beyond the ones needed when an employee walks through its days, a batch
+/// a day (a kiosk's backlog): one read of the store for two months of the walk. Of
+/// those days, no more than `READ_AHEAD_DAYS` that hold anything are read.
+const WALK_AHEAD_DAYS: i32 = 64;
+
+/// Most days ahead of a walk whose entries are read: half the cache, so the days
+/// behind the walk stay cached beside them.
+const READ_AHEAD_DAYS: usize = MAX_CACHED_DAYS / 2;
 
 /// What placing one employee's records decided, and the timeline version the decisions
 /// were made on (the commit advances it from there, or fails if it moved).
@@ -67,10 +76,13 @@ pub enum ResolveError {
 /// What a conflict actor knows of an employee's timeline without asking the store.
 #[derive(Default)]
 pub(crate) struct Cache {
-    /// The days asked of the store, each with its entries (none for a day the store
-    /// has none in), kept up to date with this cache's decisions. A day not in it is
-    /// read when needed.
+    /// Days read from the store, each with its entries, kept up to date with this
+    /// cache's decisions.
     days: BTreeMap<UtcDay, Vec<TimelineEntry>>,
+    /// A span of days asked of the store: each of its days that holds anything is in
+    /// `days`, so the others hold nothing. A day neither in it nor in `days` is asked
+    /// when needed.
+    known: Option<(UtcDay, UtcDay)>,
     /// The first day of the last span read: the cache keeps the days nearest it.
     recent: Option<UtcDay>,
     /// The employee's timeline version (`Store::employee_version`), read before any
@@ -84,7 +96,61 @@ impl Cache {
         self.version = self.version.map(|version| version + 1);
     }
 
-    /// Drops the cached days farthest from the recent ones, down to `MAX_CACHED_DAYS`.
+    /// Whether the cache holds all of `day`'s entries (or knows it has none).
+    fn knows(&self, day: UtcDay) -> bool {
+        self.known.is_some_and(|(first, last)| first <= day && day <= last) || self.days.contains_key(&day)
+    }
+
+    /// The span to ask the store about for the unknown days `(first, last)`: with
+    /// `WALK_AHEAD_DAYS` more on the side away from a known neighbouring day, since the
+    /// next batch most likely needs the day after in that direction. One read of a
+    /// wider span costs little more than one of a day (`Store::timeline_days`); with
+    /// no neighbour known (an employee's first record, most of a live load's) the span
+    /// is asked as it is.
+    fn walk_ahead(&self, (first, last): (UtcDay, UtcDay)) -> (UtcDay, UtcDay) {
+        match (self.knows(UtcDay(first.0 - 1)), self.knows(UtcDay(last.0 + 1))) {
+            (false, true) => (UtcDay(first.0 - WALK_AHEAD_DAYS), last),
+            (true, false) => (first, UtcDay(last.0 + WALK_AHEAD_DAYS)),
+            _ => (first, last),
+        }
+    }
+
+    /// Narrows a span asked for the days `needed` (`walk_ahead`) to the
+    /// `READ_AHEAD_DAYS` days beyond them that hold anything (`written`, in order),
+    /// dropping the others from `written`.
+    fn within_reach(
+        (mut first, mut last): (UtcDay, UtcDay),
+        needed: (UtcDay, UtcDay),
+        written: &mut Vec<UtcDay>,
+    ) -> (UtcDay, UtcDay) {
+        let before = written.iter().filter(|day| **day < needed.0).count();
+        if let Some(beyond) = before.checked_sub(READ_AHEAD_DAYS).filter(|beyond| *beyond > 0) {
+            first = written[beyond - 1].next();
+            written.drain(..beyond);
+        }
+        let after = written.iter().filter(|day| **day > needed.1).count();
+        if let Some(beyond) = after.checked_sub(READ_AHEAD_DAYS).filter(|beyond| *beyond > 0) {
+            let kept = written.len() - beyond;
+            last = UtcDay(written[kept].0 - 1);
+            written.truncate(kept);
+        }
+        (first, last)
+    }
+
+    /// Takes in the days of a span asked of the store, read: the known span grows by
+    /// it when they touch, and is replaced by it otherwise (the days read before stay).
+    fn learned(&mut self, asked: (UtcDay, UtcDay), read: impl IntoIterator<Item = (UtcDay, Vec<TimelineEntry>)>) {
+        self.days.extend(read);
+        self.known = match self.known {
+            Some((first, last)) if asked.0 .0 <= last.0 + 1 && first.0 <= asked.1 .0 + 1 => {
+                Some((first.min(asked.0), last.max(asked.1)))
+            }
+            _ => Some(asked),
+        };
+    }
+
+    /// Drops the cached days farthest from the recent ones, down to `MAX_CACHED_DAYS`;
+    /// the known span ends before a day dropped from it.
     pub(crate) fn trim(&mut self) {
         let Some(recent) = self.recent else { return };
         while self.days.len() > MAX_CACHED_DAYS {
@@ -92,11 +158,13 @@ impl Cache {
             else {
                 return;
             };
-            if recent.0 - first.0 > last.0 - recent.0 {
-                self.days.pop_first();
-            } else {
-                self.days.pop_last();
-            }
+            let dropped = if recent.0 - first.0 > last.0 - recent.0 { first } else { last };
+            self.days.remove(&dropped);
+            self.known = match self.known {
+                Some((from, to)) if from <= dropped && dropped <= to && dropped == first => Some((dropped.next(), to)),
+                Some((from, to)) if from <= dropped && dropped <= to => Some((from, UtcDay(dropped.0 - 1))),
+                known => known,
+            };
         }
     }
 }
@@ -290,23 +358,23 @@ impl CachedTimeline {
         (conflicts, superseded)
     }
 
-    /// Caches the days of `span` not cached yet: asks the store which of them have
-    /// entries, and reads only those.
+    /// Caches the days of `span` not known yet: asks the store which of them have
+    /// entries, and reads only those. An employee walking through its days one at a
+    /// time (a kiosk's backlog, a day a batch) has the days ahead of the walk asked too.
     async fn load(&mut self, span: (UtcDay, UtcDay)) -> Result<(), StoreError> {
         self.cache.recent = Some(span.0);
-        let unknown: Vec<UtcDay> = span.0.through(span.1).filter(|day| !self.cache.days.contains_key(day)).collect();
+        let unknown: Vec<UtcDay> = span.0.through(span.1).filter(|day| !self.cache.knows(*day)).collect();
         let (Some(&first), Some(&last)) = (unknown.first(), unknown.last()) else {
             return Ok(());
         };
-        let mut written = self.store.timeline_days(&self.org_id, &self.employee_id, (first, last)).await?;
+        let asked = self.cache.walk_ahead((first, last));
+        let mut written = self.store.timeline_days(&self.org_id, &self.employee_id, asked).await?;
         written.retain(|day| !self.cache.days.contains_key(day));
+        let asked = Cache::within_reach(asked, (first, last), &mut written);
         // At once: a leave's span can be many days, each a request to a remote store.
         let reads = written.iter().map(|day| self.store.timeline(&self.org_id, &self.employee_id, *day));
         let read = futures_util::future::try_join_all(reads).await?;
-        self.cache.days.extend(written.into_iter().zip(read));
-        for day in unknown {
-            self.cache.days.entry(day).or_default();
-        }
+        self.cache.learned(asked, written.into_iter().zip(read));
         Ok(())
     }
 
@@ -337,14 +405,16 @@ impl CachedTimeline {
         effective
     }
 
-    /// Puts an entry (new, or with a new status) into every cached day it belongs to.
-    /// A day not cached is read from the store when next needed.
+    /// Puts an entry (new, or with a new status) into every known day it belongs to.
+    /// A day not known is read from the store when next needed.
     fn put(&mut self, entry: &TimelineEntry) {
         let (first, last) = days_of(entry);
         for day in first.through(last) {
             if let Some(entries) = self.cache.days.get_mut(&day) {
                 entries.retain(|cached| cached.record_id != entry.record_id);
                 entries.push(entry.clone());
+            } else if self.cache.knows(day) {
+                self.cache.days.insert(day, vec![entry.clone()]);
             }
         }
     }
@@ -386,15 +456,57 @@ fn policy_outcome(kind: ConflictKind, policy: ConflictResolution) -> PolicyOutco
 mod tests {
     use super::*;
 
+    fn span(first: i32, last: i32) -> (UtcDay, UtcDay) {
+        (UtcDay(first), UtcDay(last))
+    }
+
     #[test]
     fn trimming_keeps_the_days_nearest_the_recent_ones() {
         let mut cache = Cache { recent: Some(UtcDay(100)), ..Cache::default() };
-        for day in 60..=110 {
-            cache.days.insert(UtcDay(day), Vec::new());
-        }
+        cache.learned(span(50, 120), (60..=110).map(|day| (UtcDay(day), Vec::new())));
         cache.trim();
         let kept: Vec<i32> = cache.days.keys().map(|day| day.0).collect();
         assert_eq!(kept.len(), MAX_CACHED_DAYS);
         assert_eq!((kept[0], kept[kept.len() - 1]), (79, 110), "the ten days after 100 and the 22 before it");
+        assert_eq!(cache.known, Some(span(79, 120)), "days before 79 are no longer known to be empty");
+        assert!(cache.knows(UtcDay(115)) && !cache.knows(UtcDay(78)));
+    }
+
+    #[test]
+    fn a_walk_through_the_days_asks_ahead_of_it() {
+        let mut cache = Cache::default();
+        assert_eq!(cache.walk_ahead(span(99, 100)), span(99, 100), "nothing known: the span as it is");
+        cache.learned(span(99, 100), []);
+        assert_eq!(cache.walk_ahead(span(98, 98)), span(98 - WALK_AHEAD_DAYS, 98), "walking back");
+        assert_eq!(cache.walk_ahead(span(101, 101)), span(101, 101 + WALK_AHEAD_DAYS), "walking on");
+        assert_eq!(cache.walk_ahead(span(90, 91)), span(90, 91), "no neighbour known");
+        cache.days.insert(UtcDay(102), Vec::new());
+        assert_eq!(cache.walk_ahead(span(101, 101)), span(101, 101), "a gap between known days");
+    }
+
+    #[test]
+    fn a_walk_reads_half_the_cache_ahead_and_knows_only_that() {
+        let needed = span(100, 100);
+        let mut written: Vec<UtcDay> = (40..=100).map(UtcDay).collect();
+        let asked = Cache::within_reach(span(36, 100), needed, &mut written);
+        assert_eq!(written.len(), READ_AHEAD_DAYS + 1, "the day needed and the nearest ahead");
+        assert_eq!((asked, written[0]), (span(84, 100), UtcDay(84)));
+        let mut written: Vec<UtcDay> = vec![UtcDay(100), UtcDay(101), UtcDay(130)];
+        assert_eq!(Cache::within_reach(span(100, 164), needed, &mut written), span(100, 164), "few days: all");
+        assert_eq!(written.len(), 3);
+        let mut written: Vec<UtcDay> = (101..=140).map(UtcDay).collect();
+        assert_eq!(Cache::within_reach(span(100, 164), needed, &mut written), span(100, 116));
+        assert_eq!(written.last(), Some(&UtcDay(116)));
+    }
+
+    #[test]
+    fn a_span_asked_apart_from_the_known_one_replaces_it() {
+        let mut cache = Cache::default();
+        cache.learned(span(10, 20), [(UtcDay(15), Vec::new())]);
+        cache.learned(span(21, 25), []);
+        assert_eq!(cache.known, Some(span(10, 25)), "touching spans join");
+        cache.learned(span(40, 41), []);
+        assert_eq!(cache.known, Some(span(40, 41)));
+        assert!(cache.knows(UtcDay(15)) && !cache.knows(UtcDay(16)), "a day read stays known");
     }
 }
