@@ -543,6 +543,34 @@ mod tests {
         assert!(placed[1].conflicts.is_empty(), "the leave no longer stands on day 5: {:?}", placed[1].conflicts);
     }
 
+    /// A kiosk's backlog walks back a day a batch; the cache asks the store for many days
+    /// ahead of the walk at once, and must still find every record stored in them.
+    #[actix_rt::test]
+    async fn a_backlog_walking_back_finds_every_record_stored_ahead_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let day_start = |n: i64| CHECK_IN_AT - n * 86_400_000;
+        // The phone checked in every other day going back: more days than the cache
+        // reads ahead of a walk at once.
+        let phone_days: Vec<i64> = (1..=20).map(|n| 2 * n).collect();
+        let timeline = phone_days.iter().map(|n| check_in("phone", "emp-1", day_start(*n)).records.remove(0).entry);
+        let timeline =
+            timeline.map(|entry| TimelineEntry { status: RecordStatus::Active, ..entry }).collect::<Vec<_>>();
+        store.commit(&crate::store::Commit { timeline, ..Default::default() }).await.unwrap();
+        let (actor, _) = actor(store, 100);
+
+        let mut found = Vec::new();
+        for n in 0..=45 {
+            let (answer, committed) = place(&actor, vec![check_in("kiosk", "emp-1", day_start(n) + 30_000)]);
+            if conflicts(answer.await.unwrap().unwrap()) > 0 {
+                found.push(n);
+            }
+            committed.send(true).unwrap();
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(found, phone_days, "the days the kiosk's check-in duplicates the phone's");
+    }
+
     #[actix_rt::test]
     async fn a_failed_commit_is_forgotten() {
         let dir = tempfile::tempdir().unwrap();
