@@ -35,15 +35,9 @@ fn all_at_once(sends: Vec<(&Gateway, &TestDevice, Vec<u8>)>) -> Vec<BatchRespons
                 let barrier = &barrier;
                 scope.spawn(move || {
                     barrier.wait();
-                    for _ in 0..10 {
-                        let reply = gateway.upload(device, body);
-                        match reply.status {
-                            200 => return reply.msgpack(),
-                            503 => std::thread::sleep(std::time::Duration::from_millis(200)),
-                            status => panic!("{status}: {}", reply.text()),
-                        }
-                    }
-                    panic!("still 503 after ten tries");
+                    let reply = after_503s(std::time::Duration::from_secs(60), || gateway.upload(device, body));
+                    assert_eq!(reply.status, 200, "{}", reply.text());
+                    reply.msgpack()
                 })
             })
             .collect();
