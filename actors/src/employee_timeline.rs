@@ -158,13 +158,13 @@ impl Cache {
             else {
                 return;
             };
-            let dropped = if recent.0 - first.0 > last.0 - recent.0 { first } else { last };
-            self.days.remove(&dropped);
-            self.known = match self.known {
-                Some((from, to)) if from <= dropped && dropped <= to && dropped == first => Some((dropped.next(), to)),
-                Some((from, to)) if from <= dropped && dropped <= to => Some((from, UtcDay(dropped.0 - 1))),
-                known => known,
-            };
+            if recent.0 - first.0 > last.0 - recent.0 {
+                self.days.pop_first();
+                self.known = self.known.map(|(from, to)| (from.max(first.next()), to));
+            } else {
+                self.days.pop_last();
+                self.known = self.known.map(|(from, to)| (from, to.min(UtcDay(last.0 - 1))));
+            }
         }
     }
 }
@@ -363,10 +363,11 @@ impl CachedTimeline {
     /// time (a kiosk's backlog, a day a batch) has the days ahead of the walk asked too.
     async fn load(&mut self, span: (UtcDay, UtcDay)) -> Result<(), StoreError> {
         self.cache.recent = Some(span.0);
-        let unknown: Vec<UtcDay> = span.0.through(span.1).filter(|day| !self.cache.knows(*day)).collect();
-        let (Some(&first), Some(&last)) = (unknown.first(), unknown.last()) else {
+        let mut unknown = span.0.through(span.1).filter(|day| !self.cache.knows(*day));
+        let Some(first) = unknown.next() else {
             return Ok(());
         };
+        let last = unknown.last().unwrap_or(first);
         let asked = self.cache.walk_ahead((first, last));
         let mut written = self.store.timeline_days(&self.org_id, &self.employee_id, asked).await?;
         written.retain(|day| !self.cache.days.contains_key(day));
