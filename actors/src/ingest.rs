@@ -195,8 +195,8 @@ impl Ingest {
         let previously: HashMap<u64, SeqEntry> = if lookups.is_empty() {
             HashMap::new()
         } else {
-            let entries = store.seq_entries(&self.device_id, &lookups).await?;
-            lookups.into_iter().zip(entries).filter_map(|(seq, entry)| Some((seq, entry?))).collect()
+            let entries = self.received_entries(store, &lookups).await?;
+            lookups.into_iter().zip(entries).collect()
         };
         let (decisions, received) = dedupe::decide(&progress.received, &records, &previously);
 
@@ -283,11 +283,9 @@ impl Ingest {
         plan: &EvaluationPlan,
     ) -> Result<Placement, StoreError> {
         let released: Vec<u64> = received_before.received_in(plan.released()).collect();
-        let earlier =
-            if released.is_empty() { Vec::new() } else { store.seq_entries(&self.device_id, &released).await? };
+        let earlier = if released.is_empty() { Vec::new() } else { self.received_entries(store, &released).await? };
         let mut records: Vec<ToPlace> = earlier
             .iter()
-            .flatten()
             .chain(entries)
             .filter_map(|entry| match entry {
                 SeqEntry::Stored(stored) => Some(ToPlace {
@@ -339,6 +337,25 @@ impl Ingest {
             placement.conflicts.extend(conflicts);
         }
         Ok(placement)
+    }
+
+    /// What each of `seqs`, all received (the progress says so), holds. A seq whose row
+    /// is missing is an error, never a seq to fill again: its record was acked, and
+    /// storing another over it would answer a resend wrongly and could place a second
+    /// record in its stead. Nothing of the batch is acked (503); the device sends again.
+    async fn received_entries(&self, store: &dyn Store, seqs: &[u64]) -> Result<Vec<SeqEntry>, StoreError> {
+        let entries = store.seq_entries(&self.device_id, seqs).await?;
+        seqs.iter()
+            .zip(entries)
+            .map(|(seq, entry)| {
+                entry.ok_or_else(|| {
+                    StoreError::Unavailable(format!(
+                        "device {}: seq {seq} is received, yet its row was not found",
+                        self.device_id
+                    ))
+                })
+            })
+            .collect()
     }
 
     /// The batch's audit entry and its counts for the sync statistics, written with it.

@@ -370,6 +370,27 @@ mod tests {
         devices.stop();
     }
 
+    /// A seq the progress says was received but whose row is missing (a replica that
+    /// lost it, a bug) is an error for the batch, never a seq to fill again.
+    #[actix_rt::test]
+    async fn a_received_seq_without_its_row_is_an_error_not_stored_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let prometheus = prometheus::Registry::new();
+        let options_of_store = EmbeddedStoreOptions::new(dir.path());
+        let store =
+            Arc::new(EmbeddedStore::open(options_of_store, StoreMetrics::register(&prometheus).unwrap()).unwrap());
+        let mut progress = crate::store::DeviceProgress::default();
+        progress.received.insert(1);
+        store.commit(&conformance::device_commit("dev-lost", Vec::new(), progress)).await.unwrap();
+        let metrics = DeviceMetrics::register(&prometheus).unwrap();
+        let devices = DeviceRegistry::start(store.clone(), options(Duration::from_secs(600), 4), metrics);
+        let outcome = devices.ingest("dev-lost", upload(1)).unwrap().await.unwrap();
+        let Err(StoreError::Unavailable(message)) = outcome else { panic!("refused, not {outcome:?}") };
+        assert!(message.contains("seq 1 is received"), "{message}");
+        assert_eq!(store.seq_entries("dev-lost", &[1]).await.unwrap(), vec![None], "nothing was stored in its stead");
+        devices.stop();
+    }
+
     /// Batches sent just as an idle actor stops are never dropped: each is answered,
     /// by the old actor or by a fresh one that resumed from the store.
     #[actix_rt::test]
