@@ -7,8 +7,8 @@
 
 use crate::conflict_rules::{self, ConflictKind, Event, RuleSettings};
 use crate::store::{
-    AdminResolution, AuditEvent, AuditKind, Commit, ConflictRecord, EmployeeAdvance, PolicyOutcome, RecordRef,
-    RecordStatus, Resolution, Resolved, Store, StoreError, TimelineEntry,
+    AdminResolution, Commit, ConflictRecord, EmployeeAdvance, PolicyOutcome, RecordRef, RecordStatus, Resolution,
+    Resolved, Store, StoreError, TimelineEntry,
 };
 use otg_schema::{ConflictResolution, UtcDay};
 use std::collections::BTreeMap;
@@ -271,25 +271,12 @@ impl CachedTimeline {
                 timeline.push(entry);
             }
         }
-        let audit = std::iter::once(&conflict.device_record)
-            .chain(&conflict.server_record)
-            .map(|record| AuditEvent {
-                at: resolve.resolved_at,
-                org_id: conflict.org_id.clone(),
-                device_id: record.device_id.clone(),
-                event: AuditKind::ConflictResolved {
-                    conflict_id: conflict.id.clone(),
-                    resolution: decision.resolution,
-                    note: decision.note.clone(),
-                },
-            })
-            .collect();
         let employee = EmployeeAdvance {
             org_id: self.org_id.to_string(),
             employee_id: self.employee_id.to_string(),
             read_version,
         };
-        let effects = Commit { employees: vec![employee], timeline: timeline.clone(), audit, ..Commit::default() };
+        let effects = Commit { employees: vec![employee], timeline: timeline.clone(), ..Commit::default() };
         match self.store.resolve_conflict(&conflict.id, &decision, &effects).await {
             Ok(Resolved::Now(resolved)) => {
                 for entry in &timeline {

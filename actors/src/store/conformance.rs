@@ -449,20 +449,8 @@ async fn conflicts_are_listed_and_resolved_once(store: &dyn Store, ids: &Ids) {
     let decision = |resolution, note: &str, at| AdminResolution { resolution, note: note.into(), resolved_at: at };
     let keep_server = decision(Resolution::KeepServer, "the kiosk saw them", DAY_START + 20 * HOUR);
     let [server, newcomer] = conflict_between(ids, 1, 0).1;
-    let effects = Commit {
-        timeline: vec![TimelineEntry { status: RecordStatus::Superseded, ..newcomer }],
-        audit: vec![AuditEvent {
-            at: keep_server.resolved_at,
-            org_id: org.clone(),
-            device_id: phone.clone(),
-            event: AuditKind::ConflictResolved {
-                conflict_id: conflicts[0].id.clone(),
-                resolution: Resolution::KeepServer,
-                note: keep_server.note.clone(),
-            },
-        }],
-        ..Commit::default()
-    };
+    let effects =
+        Commit { timeline: vec![TimelineEntry { status: RecordStatus::Superseded, ..newcomer }], ..Commit::default() };
     let Resolved::Now(resolved) = store.resolve_conflict(&conflicts[0].id, &keep_server, &effects).await.unwrap()
     else {
         panic!("the first decision on an open conflict stands")
@@ -496,7 +484,11 @@ async fn conflicts_are_listed_and_resolved_once(store: &dyn Store, ids: &Ids) {
         store.resolve_conflict(&ids.of("no-conflict"), &other, &Commit::default()).await.unwrap(),
         Resolved::NotFound
     );
-    assert_eq!(trail(store, AuditScope::Device(&phone)).await.len(), 1, "the retried decision filed no second entry");
+    let filed = trail(store, AuditScope::Device(&phone)).await;
+    assert_eq!(filed.len(), 1, "the retried decision, made an hour later, filed no second entry: {filed:?}");
+    assert_eq!(filed[0].at, keep_server.resolved_at, "filed at the time of the decision that stands");
+    let kiosk = ids.of("kiosk");
+    assert_eq!(trail(store, AuditScope::Device(&kiosk)).await.len(), 1, "and once for the other record's device");
 
     // Detected again (a cut commit's device resends): the resolution stands.
     store.commit(&Commit { conflicts: vec![conflicts[0].clone()], ..Commit::default() }).await.unwrap();

@@ -118,9 +118,12 @@ pub trait Store: Send + Sync + 'static {
     async fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
 
     /// Records an administrator's decision on a conflict if the conflict is still open
-    /// (of two racing decisions one wins), then writes `effects`: the records' new
-    /// statuses and the audit entries. A decision equal to the one that stands (the
-    /// same resolution and note: a retry) writes its effects again and counts as won.
+    /// (of two racing decisions one wins), then writes `effects` (the records' new
+    /// statuses) and the decision's audit entries (`ConflictRecord::resolution_audit`
+    /// of the decision that stands). A decision equal to the one that stands (the same
+    /// resolution and note: a retry) writes its effects again and counts as won; its
+    /// audit entries are those of the standing decision, so a decision is filed once
+    /// however often it is retried.
     async fn resolve_conflict(
         &self,
         conflict_id: &str,

@@ -469,6 +469,26 @@ impl ConflictRecord {
     pub fn is_open(&self) -> bool {
         self.resolution.is_none()
     }
+
+    /// The audit entries of the decision that stands on this conflict, one per device
+    /// whose record takes part in it, at the time the decision was first made: a retry
+    /// of the decision (made later, answered as the first was) files the same entries
+    /// again, under the same keys, never a second set.
+    pub fn resolution_audit(&self) -> Vec<AuditEvent> {
+        let Some(standing) = &self.resolution else { return Vec::new() };
+        self.device_ids()
+            .map(|device_id| AuditEvent {
+                at: standing.resolved_at,
+                org_id: self.org_id.clone(),
+                device_id: device_id.to_string(),
+                event: AuditKind::ConflictResolved {
+                    conflict_id: self.id.clone(),
+                    resolution: standing.resolution,
+                    note: standing.note.clone(),
+                },
+            })
+            .collect()
+    }
 }
 
 /// Where a list continues: the opaque position after an item.

@@ -379,12 +379,16 @@ impl Store for EmbeddedStore {
         match &conflict.resolution {
             Some(standing) if !standing.same_decision(resolution) => return Ok(Resolved::Already(conflict)),
             Some(_) => {}
-            None => {
-                self.put_durably(&self.tables.conflict_resolutions, conflict_id.as_bytes(), encode(resolution)).await?;
-                conflict.resolution = Some(resolution.clone());
-            }
+            None => conflict.resolution = Some(resolution.clone()),
         }
-        self.commit(effects).await?;
+        // The decision, its effects and its audit entries in one atomic write: the
+        // decision is the commit point, and none of its effects is seen without it.
+        self.ownership.advance(&effects.employees)?;
+        let audit = conflict.resolution_audit();
+        let mut batch = batch_of(&self.db, &self.tables, writes_of(&Commit { audit, ..effects.clone() }));
+        let standing = conflict.resolution.as_ref().expect("set above");
+        batch.insert(&self.tables.conflict_resolutions, conflict_id.as_bytes(), encode(standing));
+        self.write_durably(batch).await?;
         Ok(Resolved::Now(conflict))
     }
 
