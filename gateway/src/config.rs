@@ -39,8 +39,8 @@ pub struct Config {
     /// (SimpleStrategy, factor 3) or `dc1:3,dc2:3` (NetworkTopologyStrategy).
     pub scylla_replication: String,
     /// Consistency of every read and write: `local_quorum` (default), `quorum`,
-    /// `each_quorum`, `all`, `local_one` or `one`. A batch is acked only once its
-    /// writes reached it.
+    /// `each_quorum` or `all`. A batch is acked only once its writes reached it.
+    /// `one` and `local_one` are refused: an ack on one replica is lost with it.
     pub scylla_consistency: String,
     /// Send requests to this data centre's nodes only.
     pub scylla_local_datacenter: Option<String>,
@@ -349,11 +349,13 @@ impl Config {
             "quorum" => Consistency::Quorum,
             "each_quorum" => Consistency::EachQuorum,
             "all" => Consistency::All,
-            "local_one" => Consistency::LocalOne,
-            "one" => Consistency::One,
+            weak @ ("local_one" | "one") => anyhow::bail!(
+                "invalid configuration: scylla_consistency {weak:?} is refused: an ack would rest on one replica, which \
+                 a node's crash loses, and a read at it may miss what another gateway acked; use \"local_quorum\" \
+                 (the default) or \"quorum\""
+            ),
             other => anyhow::bail!(
-                "invalid configuration: scylla_consistency {other:?} is not local_quorum, quorum, each_quorum, all, \
-                 local_one or one"
+                "invalid configuration: scylla_consistency {other:?} is not local_quorum, quorum, each_quorum or all"
             ),
         };
         Ok(ScyllaStoreOptions {
@@ -590,6 +592,11 @@ mod tests {
         }
         let config = Config { scylla_consistency: "most".into(), ..Config::default() };
         assert!(config.scylla_options().unwrap_err().to_string().contains("scylla_consistency"));
+        for weak in ["one", "local_one"] {
+            let config = Config { scylla_consistency: weak.into(), ..Config::default() };
+            let refusal = config.scylla_options().unwrap_err().to_string();
+            assert!(refusal.contains("one replica") && refusal.contains("local_quorum"), "{refusal}");
+        }
         let config = Config { store: StoreKind::Scylla, ..Config::default() };
         assert!(config.validate().unwrap_err().to_string().contains("admin_token"));
     }

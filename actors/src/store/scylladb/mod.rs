@@ -86,7 +86,7 @@ impl ScyllaStoreOptions {
     /// pick a winner).
     fn serial_consistency(&self) -> SerialConsistency {
         match self.consistency {
-            Consistency::LocalQuorum | Consistency::LocalOne => SerialConsistency::LocalSerial,
+            Consistency::LocalQuorum => SerialConsistency::LocalSerial,
             _ => SerialConsistency::Serial,
         }
     }
@@ -122,7 +122,7 @@ impl Drop for CqlRuntime {
 /// `otg-gateway migrate` runs. Returns the versions it applied.
 pub async fn migrate(options: &ScyllaStoreOptions, replication: &Replication) -> Result<Vec<i32>, StoreError> {
     let (session, _runtime) = connect(options).await?;
-    schema::migrate(&session, &options.keyspace, replication).await
+    schema::migrate(&session, &options.keyspace, replication, options.serial_consistency()).await
 }
 
 /// A session on its own runtime.
@@ -172,8 +172,10 @@ impl ScyllaStore {
     pub async fn open(options: &ScyllaStoreOptions) -> Result<Self, StoreError> {
         schema::check_keyspace(&options.keyspace)?;
         let (session, runtime) = connect(options).await?;
-        schema::check_version(&session, &options.keyspace).await?;
         let (consistency, serial) = (options.consistency, options.serial_consistency());
+        // First: with too few replicas every later read fails, the version's too.
+        schema::check_replication(&session, &options.keyspace, serial).await?;
+        schema::check_version(&session, &options.keyspace).await?;
         let statements = Statements::prepare(&session, &options.keyspace, consistency, serial).await?;
         Ok(ScyllaStore {
             session,
@@ -362,7 +364,7 @@ impl Store for ScyllaStore {
         let Some(conflict) = self.read_conflict(conflict_id, true).await? else { return Ok(Resolved::NotFound) };
         match &conflict.resolution {
             Some(standing) if standing.same_decision(resolution) => {
-                self.write_commit(effects).await?;
+                self.write_commit(&Commit { audit: conflict.resolution_audit(), ..effects.clone() }).await?;
                 Ok(Resolved::Now(conflict))
             }
             Some(_) => Ok(Resolved::Already(conflict)),
@@ -588,6 +590,32 @@ mod tests {
             panic!("a keyspace that was never migrated must be refused")
         };
         assert!(message.contains("otg-gateway migrate"), "{message}");
+    }
+
+    /// `migrate` with a replication factor above the cluster's nodes refuses before it
+    /// creates anything, naming the setting and a value that works; a gateway refuses a
+    /// keyspace made that way elsewhere, before any read fails on it.
+    #[actix_rt::test]
+    async fn a_replication_factor_above_the_nodes_is_refused_naming_the_fix() {
+        let Some(store) = test_store().await else { return };
+        let nodes: Vec<String> = std::env::var("OTG_SCYLLA_NODES").unwrap().split(',').map(str::to_string).collect();
+        let known = store.session.get_cluster_state().get_nodes_info().len() as u32;
+        let keyspace = format!("otg_rf_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let options = ScyllaStoreOptions::new(nodes, keyspace.as_str());
+        let Err(StoreError::Failed(message)) = migrate(&options, &Replication::Simple(known + 1)).await else {
+            panic!("a factor above the nodes must be refused")
+        };
+        assert!(message.contains(&format!("\"simple:{known}\"")), "{message}");
+        let created = format!(
+            "CREATE KEYSPACE {keyspace} WITH replication = {{'class': 'SimpleStrategy', 'replication_factor': {}}}",
+            known + 1
+        );
+        store.session.query_unpaged(created, ()).await.unwrap();
+        let Err(StoreError::Failed(message)) = ScyllaStore::open(&options).await else {
+            panic!("a keyspace the cluster cannot serve must be refused")
+        };
+        assert!(message.contains("replication factor") && message.contains(&keyspace), "{message}");
+        store.session.query_unpaged(format!("DROP KEYSPACE {keyspace}"), ()).await.unwrap();
     }
 
     #[test]
