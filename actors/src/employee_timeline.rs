@@ -7,8 +7,8 @@
 
 use crate::conflict_rules::{self, ConflictKind, Event, RuleSettings};
 use crate::store::{
-    AdminResolution, Commit, ConflictRecord, EmployeeAdvance, PolicyOutcome, RecordRef, RecordStatus, Resolution,
-    Resolved, Store, StoreError, TimelineEntry,
+    AdminResolution, Commit, CommitId, ConflictRecord, EmployeeAdvance, PolicyOutcome, RecordRef, RecordStatus,
+    Resolution, Resolved, Store, StoreError, TimelineEntry,
 };
 use otg_schema::{ConflictResolution, UtcDay};
 use std::collections::BTreeMap;
@@ -276,7 +276,12 @@ impl CachedTimeline {
             employee_id: self.employee_id.to_string(),
             read_version,
         };
-        let effects = Commit { employees: vec![employee], timeline: timeline.clone(), ..Commit::default() };
+        let effects = Commit {
+            id: CommitId::fresh(),
+            employees: vec![employee],
+            timeline: timeline.clone(),
+            ..Commit::default()
+        };
         match self.store.resolve_conflict(&conflict.id, &decision, &effects).await {
             Ok(Resolved::Now(resolved)) => {
                 for entry in &timeline {

@@ -14,8 +14,9 @@ use crate::evaluation::{self, EvaluationPlan};
 use crate::retry::{self, RetryPolicy};
 use crate::seq_ranges::SeqRanges;
 use crate::store::{
-    AuditAck, AuditEvent, AuditKind, Commit, ConflictRecord, DeviceClaim, DeviceHealth, DeviceProgress, DeviceWrite,
-    EmployeeAdvance, RecordStatus, SeqEntry, Store, StoreError, StoredRecord, SyncCounts, SyncTotals, TimelineEntry,
+    AuditAck, AuditEvent, AuditKind, Commit, CommitId, ConflictRecord, DeviceClaim, DeviceHealth, DeviceProgress,
+    DeviceWrite, EmployeeAdvance, RecordStatus, SeqEntry, Store, StoreError, StoredRecord, SyncCounts, SyncTotals,
+    TimelineEntry,
 };
 use otg_schema::wire::{Ack, AckStatus, RejectReason};
 use otg_schema::OrgSettings;
@@ -190,6 +191,8 @@ impl Ingest {
         records: Vec<Incoming>,
     ) -> Result<(BatchOutcome, DeviceProgress), StoreError> {
         let DeviceClaim { epoch, progress } = claim;
+        // This run's decision is a commit of its own; a retry of its write keeps it.
+        let (id, after) = (CommitId::fresh(), progress.last_commit);
         let (store, conflicts) = (services.store.as_ref(), services.conflicts.as_deref());
         let lookups = dedupe::seqs_to_look_up(&progress.received, &records);
         let previously: HashMap<u64, SeqEntry> = if lookups.is_empty() {
@@ -234,14 +237,17 @@ impl Ingest {
             evaluation: plan.after,
             totals,
             health: self.reported_health.clone().unwrap_or(progress.health),
+            last_commit: Some(id),
         };
         let next_seq = progress.received.next_seq();
         let commit = Commit {
+            id,
             device: Some(DeviceWrite {
                 device_id: self.device_id.to_string(),
                 entries,
                 progress: progress.clone(),
                 epoch,
+                after,
             }),
             employees: placement.employees,
             timeline: placement.timeline,

@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "initial", cql: include_str!("../cql/V001__initial.cql") },
     Migration { version: 2, name: "ownership", cql: include_str!("../cql/V002__ownership.cql") },
     Migration { version: 3, name: "commit_tail", cql: include_str!("../cql/V003__commit_tail.cql") },
+    Migration { version: 4, name: "commit_identity", cql: include_str!("../cql/V004__commit_identity.cql") },
 ];
 
 /// The version a gateway of this build needs.

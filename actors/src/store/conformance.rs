@@ -33,6 +33,7 @@ pub async fn run_all(store: &dyn Store) {
     retried_writes_count_once(store, &ids).await;
     a_device_commits_only_under_its_latest_claim(store, &ids).await;
     a_placement_on_a_moved_timeline_is_refused(store, &ids).await;
+    a_commit_is_known_by_its_identity(store, &ids).await;
     gateways_are_live_until_they_leave_or_expire(store, &ids).await;
 }
 
@@ -53,7 +54,7 @@ impl Ids {
 /// A device commit of a device nobody claimed (epoch 0): what the store's own tests
 /// write; gateways always claim first.
 pub fn device_commit(device_id: &str, entries: Vec<SeqEntry>, progress: DeviceProgress) -> Commit {
-    Commit::of_device(DeviceWrite { device_id: device_id.into(), entries, progress, epoch: 0 })
+    Commit::of_device(DeviceWrite { device_id: device_id.into(), entries, progress, epoch: 0, after: None })
 }
 
 pub fn record(seq: u64, employee_id: &str, recorded_at: i64) -> ValidRecord {
@@ -172,9 +173,11 @@ async fn commits_are_readable_by_seq_and_by_timeline(store: &dyn Store, ids: &Id
     let next_day = stored(&device, record(5, &employee, DAY_START + 86_400_000));
     let rejected = SeqEntry::Rejected { seq: 2, record_id: "r-2".into(), reason: RejectReason::TooOld, detail: None };
     let entries = vec![late.clone(), rejected.clone(), early.clone(), next_day];
-    store.commit(&device_commit(&device, entries, progress.clone())).await.unwrap();
+    let commit = device_commit(&device, entries, progress.clone());
+    store.commit(&commit).await.unwrap();
 
-    assert_eq!(store.device_progress(&device).await.unwrap(), progress);
+    let mut progress = DeviceProgress { last_commit: Some(commit.id), ..progress };
+    assert_eq!(store.device_progress(&device).await.unwrap(), progress, "marked with the commit that wrote it");
     let entries = store.seq_entries(&device, &[1, 2, 3, 4]).await.unwrap();
     assert_eq!(entries, vec![Some(late), Some(rejected), None, Some(early)]);
 
@@ -195,9 +198,7 @@ async fn commits_are_readable_by_seq_and_by_timeline(store: &dyn Store, ids: &Id
     }
 
     // Writing the same commit again changes nothing: writes are idempotent.
-    let entries = store.seq_entries(&device, &[1]).await.unwrap();
-    let again = device_commit(&device, entries.into_iter().flatten().collect(), progress.clone());
-    store.commit(&again).await.unwrap();
+    store.commit(&commit).await.unwrap();
     assert_eq!(store.timeline("acme", &employee, first_day).await.unwrap().len(), 2);
     assert_eq!(store.device_progress(&device).await.unwrap(), progress);
 
@@ -585,23 +586,25 @@ async fn a_device_commits_only_under_its_latest_claim(store: &dyn Store, ids: &I
     let device = ids.of("dev-owned");
     let first = store.claim_device(&device).await.unwrap();
     assert_eq!(first.progress, DeviceProgress::default(), "a new device has received nothing");
-    let commit_under = |epoch: i64, seq: u64, record_id: &str, received: &[u64]| {
+    let commit_under = |claim: &DeviceClaim, seq: u64, record_id: &str, received: &[u64]| {
         let mut progress = DeviceProgress::default();
         for &seq in received {
             progress.received.insert(seq);
         }
         let record = ValidRecord { record_id: record_id.into(), ..record(seq, "emp-1", DAY_START + seq as i64 * HOUR) };
-        let write = DeviceWrite { device_id: device.clone(), entries: vec![stored(&device, record)], progress, epoch };
+        let (epoch, after) = (claim.epoch, claim.progress.last_commit);
+        let write =
+            DeviceWrite { device_id: device.clone(), entries: vec![stored(&device, record)], progress, epoch, after };
         Commit::of_device(write)
     };
-    store.commit(&commit_under(first.epoch, 1, "00000000-0000-4000-8000-00000000000a", &[1])).await.unwrap();
+    store.commit(&commit_under(&first, 1, "00000000-0000-4000-8000-00000000000a", &[1])).await.unwrap();
 
     let second = store.claim_device(&device).await.unwrap();
     assert!(second.epoch > first.epoch, "each claim is under a greater epoch");
     assert!(second.progress.received.contains(1), "a claim sees every commit made before it");
-    let newer = commit_under(second.epoch, 2, "00000000-0000-4000-8000-00000000000b", &[1, 2]);
+    let newer = commit_under(&second, 2, "00000000-0000-4000-8000-00000000000b", &[1, 2]);
     store.commit(&newer).await.unwrap();
-    let mut stale = commit_under(first.epoch, 2, "00000000-0000-4000-8000-00000000000c", &[1, 2]);
+    let mut stale = commit_under(&first, 2, "00000000-0000-4000-8000-00000000000c", &[1, 2]);
     let org = ids.of("owned-org");
     let received = batch_received(&org, &device, DAY_START + 9);
     stale.stats = vec![SyncCounts::of(&received, SyncTotals { batches_succeeded: 1, ..SyncTotals::default() })];
@@ -642,6 +645,38 @@ async fn a_placement_on_a_moved_timeline_is_refused(store: &dyn Store, ids: &Ids
     assert_eq!(store.employee_version(&org, &employee).await.unwrap(), 1, "a refused placement advances nothing");
     store.commit(&placement(&phone, 1)).await.unwrap();
     assert_eq!(store.employee_version(&org, &employee).await.unwrap(), 2, "placed again, on the version it read");
+}
+
+/// Every conditional write names its commit: a commit sent again after its answer was
+/// lost (its progress and employee advance landed) is recognised as done, not taken
+/// for a moved timeline or another owner; and a commit that lands late, after the one
+/// that followed it, puts nothing back.
+async fn a_commit_is_known_by_its_identity(store: &dyn Store, ids: &Ids) {
+    let (org, employee, device) = (ids.of("identity-org"), ids.of("identity-emp"), ids.of("identity-dev"));
+    let claim = store.claim_device(&device).await.unwrap();
+    let commit_of = |seq: u64, after: Option<CommitId>| {
+        let mut progress = DeviceProgress::default();
+        for seq in 1..=seq {
+            progress.received.insert(seq);
+        }
+        let entries = vec![stored_in(&org, &device, record(seq, &employee, DAY_START + seq as i64 * HOUR))];
+        let write = DeviceWrite { device_id: device.clone(), entries, progress, epoch: claim.epoch, after };
+        Commit::of_device(write)
+    };
+    let read_version = store.employee_version(&org, &employee).await.unwrap();
+    let advance = EmployeeAdvance { org_id: org.clone(), employee_id: employee.clone(), read_version };
+    let first = Commit { employees: vec![advance], ..commit_of(1, claim.progress.last_commit) };
+    let flaky = FlakyStore { inner: store, fail_after_write: AtomicBool::new(false) };
+    flaky.twice(|| async { flaky.landed(flaky.inner.commit(&first).await) }).await;
+    assert_eq!(store.employee_version(&org, &employee).await.unwrap(), read_version + 1, "advanced once");
+    assert_eq!(store.device_progress(&device).await.unwrap().last_commit, Some(first.id));
+
+    let second = commit_of(2, Some(first.id));
+    store.commit(&second).await.unwrap();
+    let late = store.commit(&commit_of(1, claim.progress.last_commit)).await;
+    assert!(matches!(late, Err(StoreError::Fenced(_))), "a commit that no longer follows the progress: {late:?}");
+    let progress = store.device_progress(&device).await.unwrap();
+    assert_eq!((progress.last_commit, progress.received.next_seq()), (Some(second.id), 3), "nothing put back");
 }
 
 /// A heartbeat makes a gateway live until its TTL runs out; leaving ends it at once.

@@ -113,8 +113,14 @@ pub trait Store: Send + Sync + 'static {
     async fn seq_entries(&self, device_id: &str, seqs: &[u64]) -> Result<Vec<Option<SeqEntry>>, StoreError>;
 
     /// Writes everything in `commit`: its rows, its device's progress (the commit
-    /// point), then its audit entries and statistics; returns once all of it is durable. Calling it again with the same commit,
-    /// after an error or not, changes nothing that the first call wrote.
+    /// point), then its audit entries and statistics; returns once all of it is
+    /// durable. The progress is written only if the device is still held under the
+    /// write's epoch and its progress is still that of `DeviceWrite::after` (else
+    /// `Fenced`); each employee's version only from the version its placement read
+    /// (else `TimelineMoved`). Progress and versions are marked with `commit.id`, and
+    /// one already marked with it is this commit's own earlier write: calling it again
+    /// with the same commit, after an error or not, changes nothing that the first call
+    /// wrote, and a commit that lands after the one that followed it writes no progress.
     async fn commit(&self, commit: &Commit) -> Result<(), StoreError>;
 
     /// Records an administrator's decision on a conflict if the conflict is still open

@@ -49,6 +49,30 @@ pub struct DeviceProgress {
     /// of it again, so a batch from an older app leaves it as it was.
     #[serde(default)]
     pub health: DeviceHealth,
+    /// The commit that wrote this progress (`Commit::id`); `None` before any did. The
+    /// next commit of the device names it as the one it follows (`DeviceWrite::after`),
+    /// so a write that lands late can never put the progress back.
+    #[serde(default)]
+    pub last_commit: Option<CommitId>,
+}
+
+/// The identity of one commit: made afresh for every decision (a batch decided again
+/// after a fence or a moved timeline is another commit), kept by every retry of the
+/// same one. Each conditional write names it, so a retry recognises its own write
+/// that landed before, where it would otherwise see a moved timeline or progress.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CommitId(pub uuid::Uuid);
+
+impl CommitId {
+    pub fn fresh() -> Self {
+        CommitId(uuid::Uuid::new_v4())
+    }
+}
+
+impl std::fmt::Display for CommitId {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(formatter)
+    }
 }
 
 /// A device's own report of its health (the batch's optional health fields), for
@@ -122,6 +146,9 @@ impl SeqEntry {
 /// entries and conflicts it brings, or an administrator's resolution.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Commit {
+    /// Its identity: the device's progress it writes and every employee version it
+    /// advances are marked with it (`CommitId`).
+    pub id: CommitId,
     pub device: Option<DeviceWrite>,
     /// The employees whose records this commit places, each with the timeline version
     /// its placement read: advanced first, and if one moved, nothing is written.
@@ -261,7 +288,9 @@ impl SyncCounts {
 impl Commit {
     /// A device's seqs and progress with the timeline entries of its stored records,
     /// all active: what a device commit writes when no conflict is involved.
-    pub fn of_device(device: DeviceWrite) -> Self {
+    pub fn of_device(mut device: DeviceWrite) -> Self {
+        let id = CommitId::fresh();
+        device.progress.last_commit = Some(id);
         let device_id: Arc<str> = device.device_id.as_str().into();
         let mut org_id: Option<Arc<str>> = None;
         let timeline = device
@@ -275,7 +304,7 @@ impl Commit {
                 SeqEntry::Rejected { .. } => None,
             })
             .collect();
-        Commit { device: Some(device), timeline, ..Commit::default() }
+        Commit { id, device: Some(device), timeline, ..Commit::default() }
     }
 }
 
@@ -285,9 +314,13 @@ pub struct DeviceWrite {
     pub device_id: String,
     /// Newly received seqs only; resends and reused seqs write nothing.
     pub entries: Vec<SeqEntry>,
+    /// The progress after this commit; its `last_commit` is the commit's id.
     pub progress: DeviceProgress,
     /// The epoch the committer claimed the device under (`Store::claim_device`).
     pub epoch: i64,
+    /// The commit whose progress this one follows (the `last_commit` its claim or its
+    /// previous commit left): the progress is written only if it still is.
+    pub after: Option<CommitId>,
 }
 
 /// A device claimed by the caller: the epoch its commits are made under, and its

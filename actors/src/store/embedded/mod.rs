@@ -253,7 +253,9 @@ impl Store for EmbeddedStore {
 
     async fn claim_device(&self, device_id: &str) -> Result<DeviceClaim, StoreError> {
         let epoch = self.ownership.claim(device_id);
-        Ok(DeviceClaim { epoch, progress: self.device_progress(device_id).await? })
+        let progress = self.device_progress(device_id).await?;
+        self.ownership.follows(device_id, epoch, progress.last_commit);
+        Ok(DeviceClaim { epoch, progress })
     }
 
     async fn employee_version(&self, org_id: &str, employee_id: &str) -> Result<i64, StoreError> {
@@ -298,7 +300,7 @@ impl Store for EmbeddedStore {
         if let Some(device) = &commit.device {
             self.ownership.check_epoch(device)?;
         }
-        self.ownership.advance(&commit.employees)?;
+        self.ownership.advance(&commit.employees, commit.id)?;
         let writes = writes_of(commit);
         let records = commit.device.as_ref().map_or(0, |device| device.entries.len());
         let senders = self
@@ -383,7 +385,7 @@ impl Store for EmbeddedStore {
         }
         // The decision, its effects and its audit entries in one atomic write: the
         // decision is the commit point, and none of its effects is seen without it.
-        self.ownership.advance(&effects.employees)?;
+        self.ownership.advance(&effects.employees, effects.id)?;
         let audit = conflict.resolution_audit();
         let mut batch = batch_of(&self.db, &self.tables, writes_of(&Commit { audit, ..effects.clone() }));
         let standing = conflict.resolution.as_ref().expect("set above");
@@ -575,6 +577,7 @@ mod tests {
             entries: vec![],
             progress: DeviceProgress::default(),
             epoch: 0,
+            after: None,
         };
         assert!(
             store.commit(&Commit { device: Some(write), ..Commit::default() }).await.is_err(),

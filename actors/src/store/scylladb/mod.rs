@@ -539,14 +539,16 @@ mod tests {
     #[actix_rt::test]
     async fn a_claim_writes_the_tail_of_a_commit_cut_after_its_commit_point() {
         use super::super::conformance::{batch_received, Ids, DAY_START};
-        use super::super::{DeviceWrite, SyncCounts};
+        use super::super::{CommitId, DeviceWrite, SyncCounts};
         let Some(store) = test_store().await else { return };
         let ids = Ids::fresh();
         let (org, device) = (ids.of("tail-org"), ids.of("tail-dev"));
         let claim = store.claim_device(&device).await.unwrap();
         let mut progress = DeviceProgress::default();
         progress.received.insert(1);
-        let write = DeviceWrite { device_id: device.clone(), entries: Vec::new(), progress, epoch: claim.epoch };
+        progress.last_commit = Some(CommitId::fresh());
+        let (epoch, after) = (claim.epoch, claim.progress.last_commit);
+        let write = DeviceWrite { device_id: device.clone(), entries: Vec::new(), progress, epoch, after };
         let received = batch_received(&org, &device, DAY_START + 5);
         let counts =
             SyncCounts::of(&received, SyncTotals { batches_succeeded: 1, accepted: 1, ..SyncTotals::default() });

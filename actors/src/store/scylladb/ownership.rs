@@ -14,7 +14,7 @@ use super::queries::Conditional;
 use super::writes::CommitTail;
 use super::ScyllaStore;
 use crate::store::codec::{decode, encode};
-use crate::store::{DeviceClaim, DeviceProgress, DeviceWrite, EmployeeAdvance, GatewayMember, StoreError};
+use crate::store::{CommitId, DeviceClaim, DeviceProgress, DeviceWrite, EmployeeAdvance, GatewayMember, StoreError};
 
 use std::time::Duration;
 
@@ -22,8 +22,9 @@ use std::time::Duration;
 /// several gateways at once; the caller answers 503 and the device retries).
 const CLAIM_ATTEMPTS: usize = 8;
 
-/// A device's row: its progress, its epoch, and the tail of its last commit.
-type StateRow = (Option<Vec<u8>>, Option<i64>, Option<Vec<u8>>);
+/// A device's row: its progress, its epoch, the tail of its last commit, and that
+/// commit's id.
+type StateRow = (Option<Vec<u8>>, Option<i64>, Option<Vec<u8>>, Option<uuid::Uuid>);
 
 impl ScyllaStore {
     /// Takes the device for this gateway under a new epoch.
@@ -31,7 +32,7 @@ impl ScyllaStore {
         let mut proposed = None;
         for _ in 0..CLAIM_ATTEMPTS {
             let state = self.serial_state(device_id).await?;
-            let current = state.as_ref().and_then(|(_, epoch, _)| *epoch);
+            let current = state.as_ref().and_then(|(_, epoch, _, _)| *epoch);
             if let (Some(proposed), Some(state)) = (proposed, state.clone()) {
                 // An earlier attempt whose outcome was unknown did land.
                 if current == Some(proposed) {
@@ -55,7 +56,7 @@ impl ScyllaStore {
 
     /// The device's claim under `epoch`, once the tail of its last commit is written:
     /// its owner may have died between that commit's point and its tail.
-    async fn claimed(&self, epoch: i64, (progress, _, unfinished): StateRow) -> Result<DeviceClaim, StoreError> {
+    async fn claimed(&self, epoch: i64, (progress, _, unfinished, _): StateRow) -> Result<DeviceClaim, StoreError> {
         if let Some(tail) = unfinished {
             let tail: CommitTail = decode(&tail)?;
             self.write_tail(&tail.audit, &tail.stats).await?;
@@ -63,49 +64,85 @@ impl ScyllaStore {
         Ok(DeviceClaim { epoch, progress: progress_of(progress.as_deref())? })
     }
 
-    /// Writes the device's progress, and the commit's tail to write after it, if the
-    /// device still holds the epoch: the commit point.
+    /// Writes the device's progress, marked with its commit, and the commit's tail to
+    /// write after it, if the device still holds the epoch and the progress is still
+    /// that of the commit this one follows: the commit point. A progress already marked
+    /// with this commit is this commit's own write, landed by an earlier attempt.
     pub(super) async fn write_progress(&self, device: &DeviceWrite, tail: &[u8]) -> Result<(), StoreError> {
         let waiting = device.progress.evaluation.waiting_since.is_some();
         let encoded = encode(&device.progress);
+        let commit = device.progress.last_commit.map(|commit| commit.0);
+        let device_id = device.device_id.as_str();
         // Epoch 0 is a device nobody claimed: its row has no epoch yet (or no row at all).
         let epoch = (device.epoch != 0).then_some(device.epoch);
-        let values = (&encoded, waiting, tail, device.device_id.as_str(), epoch);
-        match self.conditional(&self.statements.write_progress, values).await? {
-            Conditional::Applied => Ok(()),
-            Conditional::NotApplied => Err(fenced(&device.device_id)),
-            Conditional::Unknown(error) => match self.serial_state(&device.device_id).await? {
-                Some((Some(stored), stored_epoch, _)) if stored_epoch == epoch && stored == encoded => Ok(()),
-                Some((_, stored_epoch, _)) if stored_epoch != epoch => Err(fenced(&device.device_id)),
-                // Still ours and not written: the whole commit is tried again.
-                _ => Err(StoreError::Unavailable(format!("progress of {}: {error}", device.device_id))),
-            },
+        let outcome = match epoch {
+            Some(epoch) => {
+                let values = (&encoded, waiting, tail, commit, device_id, epoch, device.after.map(|after| after.0));
+                self.conditional(&self.statements.write_progress, values).await?
+            }
+            None => {
+                let values = (&encoded, waiting, tail, commit, device_id);
+                self.conditional(&self.statements.write_unclaimed_progress, values).await?
+            }
+        };
+        let unknown = match outcome {
+            Conditional::Applied => return Ok(()),
+            Conditional::NotApplied => None,
+            Conditional::Unknown(error) => Some(error),
+        };
+        match self.serial_state(device_id).await? {
+            Some((_, _, _, Some(stored))) if commit == Some(stored) => Ok(()),
+            Some((_, stored_epoch, _, stored_commit)) if unknown.is_none() || stored_epoch != epoch => {
+                Err(StoreError::Fenced(format!(
+                    "device {device_id} is held under epoch {stored_epoch:?} after commit {stored_commit:?}, this \
+                     commit's claim was epoch {epoch:?} after {:?}",
+                    device.after
+                )))
+            }
+            // Still ours and not written: the whole commit is tried again.
+            _ => Err(StoreError::Unavailable(format!(
+                "progress of {device_id}: {}",
+                unknown.map_or_else(|| "refused, yet unchanged".to_string(), |error| error.to_string())
+            ))),
         }
     }
 
     /// An employee's timeline version: 0 for one never placed.
     pub(super) async fn read_employee_version(&self, org_id: &str, employee_id: &str) -> Result<i64, StoreError> {
-        let rows: Vec<(Option<i64>,)> =
-            self.rows(&self.statements.select_employee_version, (org_id, employee_id)).await?;
-        Ok(rows.into_iter().next().and_then(|(version,)| version).unwrap_or(0))
+        Ok(self.employee_state(org_id, employee_id).await?.0)
     }
 
-    /// Advances each employee's version from the one its placement read; one that
-    /// moved meanwhile fails the commit (`TimelineMoved`) before its progress: the rows
-    /// already written are a cut commit's, which readers tolerate. An outcome that is
-    /// unknown counts as moved: the placement is made again on a fresh read, which is
-    /// always safe.
-    pub(super) async fn advance_employees(&self, employees: &[EmployeeAdvance]) -> Result<(), StoreError> {
+    /// An employee's version (0 for one never placed) and the commit that advanced it.
+    async fn employee_state(&self, org_id: &str, employee_id: &str) -> Result<(i64, Option<uuid::Uuid>), StoreError> {
+        let rows: Vec<(Option<i64>, Option<uuid::Uuid>)> =
+            self.rows(&self.statements.select_employee_version, (org_id, employee_id)).await?;
+        Ok(rows.into_iter().next().map_or((0, None), |(version, commit)| (version.unwrap_or(0), commit)))
+    }
+
+    /// Advances each employee's version from the one its placement read, marked with
+    /// `commit`; one that moved meanwhile fails the commit (`TimelineMoved`) before its
+    /// progress: the rows already written are a cut commit's, which readers tolerate.
+    /// A version this very commit advanced to (an earlier attempt's write that landed)
+    /// counts as advanced; any other outcome, an unknown one too, counts as moved: the
+    /// placement is made again on a fresh read, which is always safe.
+    pub(super) async fn advance_employees(
+        &self,
+        employees: &[EmployeeAdvance],
+        commit: CommitId,
+    ) -> Result<(), StoreError> {
         let advances = employees.iter().map(|advance| async move {
             let (org, employee) = (advance.org_id.as_str(), advance.employee_id.as_str());
             let outcome = if advance.read_version == 0 {
-                self.conditional(&self.statements.insert_employee_version, (org, employee)).await?
+                self.conditional(&self.statements.insert_employee_version, (org, employee, commit.0)).await?
             } else {
-                let values = (advance.read_version + 1, org, employee, advance.read_version);
+                let values = (advance.read_version + 1, commit.0, org, employee, advance.read_version);
                 self.conditional(&self.statements.advance_employee_version, values).await?
             };
-            match outcome {
-                Conditional::Applied => Ok(()),
+            if let Conditional::Applied = outcome {
+                return Ok(());
+            }
+            match self.employee_state(org, employee).await? {
+                (version, Some(by)) if version == advance.read_version + 1 && by == commit.0 => Ok(()),
                 _ => Err(StoreError::TimelineMoved(format!("{org}/{employee}"))),
             }
         });
@@ -140,10 +177,6 @@ impl ScyllaStore {
 
 fn progress_of(encoded: Option<&[u8]>) -> Result<DeviceProgress, StoreError> {
     encoded.map_or(Ok(DeviceProgress::default()), decode)
-}
-
-fn fenced(device_id: &str) -> StoreError {
-    StoreError::Fenced(format!("device {device_id} was claimed by another gateway"))
 }
 
 fn now_micros() -> i64 {

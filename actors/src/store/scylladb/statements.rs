@@ -18,6 +18,7 @@ pub(super) struct Statements {
     pub insert_org_device: PreparedStatement,
     pub select_org_devices: PreparedStatement,
     pub write_progress: PreparedStatement,
+    pub write_unclaimed_progress: PreparedStatement,
     pub select_progress: PreparedStatement,
     pub select_state_serial: PreparedStatement,
     pub claim_new_device: PreparedStatement,
@@ -129,15 +130,24 @@ impl Statements {
                 Idempotent,
             )
             .await?,
-            // The commit point, fenced: written only by the holder of the device's epoch.
+            // The commit point, fenced: written only by the holder of the device's epoch,
+            // over the progress of the commit it follows.
             write_progress: prepare(
-                "UPDATE device_state SET progress = ?, waiting = ?, unfinished = ? WHERE device_id = ? IF epoch = ?",
+                "UPDATE device_state SET progress = ?, waiting = ?, unfinished = ?, last_commit = ? \
+                 WHERE device_id = ? IF epoch = ? AND last_commit = ?",
+                Conditional,
+            )
+            .await?,
+            // A device nobody claimed (epoch 0: the store's own tests) follows no chain.
+            write_unclaimed_progress: prepare(
+                "UPDATE device_state SET progress = ?, waiting = ?, unfinished = ?, last_commit = ? \
+                 WHERE device_id = ? IF epoch = null",
                 Conditional,
             )
             .await?,
             select_progress: prepare("SELECT progress FROM device_state WHERE device_id = ?", Idempotent).await?,
             select_state_serial: prepare(
-                "SELECT progress, epoch, unfinished FROM device_state WHERE device_id = ?",
+                "SELECT progress, epoch, unfinished, last_commit FROM device_state WHERE device_id = ?",
                 SerialRead,
             )
             .await?,
@@ -150,17 +160,19 @@ impl Statements {
                 .await?,
             select_waiting: prepare("SELECT device_id, waiting FROM device_state", Idempotent).await?,
             select_employee_version: prepare(
-                "SELECT version FROM employee_versions WHERE org_id = ? AND employee_id = ?",
+                "SELECT version, commit FROM employee_versions WHERE org_id = ? AND employee_id = ?",
                 SerialRead,
             )
             .await?,
             insert_employee_version: prepare(
-                "INSERT INTO employee_versions (org_id, employee_id, version) VALUES (?, ?, 1) IF NOT EXISTS",
+                "INSERT INTO employee_versions (org_id, employee_id, version, commit) VALUES (?, ?, 1, ?) \
+                 IF NOT EXISTS",
                 Conditional,
             )
             .await?,
             advance_employee_version: prepare(
-                "UPDATE employee_versions SET version = ? WHERE org_id = ? AND employee_id = ? IF version = ?",
+                "UPDATE employee_versions SET version = ?, commit = ? WHERE org_id = ? AND employee_id = ? \
+                 IF version = ?",
                 Conditional,
             )
             .await?,

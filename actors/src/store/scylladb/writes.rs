@@ -119,7 +119,7 @@ impl ScyllaStore {
         }
         rows.run().await?;
         if !commit.employees.is_empty() {
-            self.advance_employees(&commit.employees).await?;
+            self.advance_employees(&commit.employees, commit.id).await?;
         }
         if let Some(device) = &commit.device {
             self.write_progress(device, &CommitTail::encode(&commit.audit, &commit.stats)).await?;
