@@ -193,6 +193,7 @@ impl Ingest {
         let DeviceClaim { epoch, progress } = claim;
         // This run's decision is a commit of its own; a retry of its write keeps it.
         let (id, after) = (CommitId::fresh(), progress.last_commit);
+        let was_waiting = progress.evaluation.waiting_since.is_some();
         let (store, conflicts) = (services.store.as_ref(), services.conflicts.as_deref());
         let lookups = dedupe::seqs_to_look_up(&progress.received, &records);
         let previously: HashMap<u64, SeqEntry> = if lookups.is_empty() {
@@ -248,6 +249,7 @@ impl Ingest {
                 progress: progress.clone(),
                 epoch,
                 after,
+                was_waiting,
             }),
             employees: placement.employees,
             timeline: placement.timeline,

@@ -204,12 +204,15 @@ impl DeviceRegistry {
         self.inner.conflicts.resolve(conflict, decision).await
     }
 
-    /// Wakes the actors of the devices whose records wait behind a gap and that `mine`
-    /// says this gateway owns, so the gap timeout evaluates them even if the device
-    /// never sends again; returns how many. Waking one that is not due changes nothing.
-    pub async fn resume_waiting(&self, mine: impl Fn(&str) -> bool) -> Result<usize, StoreError> {
-        let mut waiting = self.inner.store.devices_waiting_for_evaluation().await?;
-        waiting.retain(|device_id| mine(device_id));
+    /// Wakes the actors of the devices whose records wait behind a gap in `buckets`
+    /// (`waiting_bucket`: those this gateway owns, or newly owns), so the gap timeout
+    /// evaluates them even if the device never sends again; returns how many. Waking
+    /// one that is not due changes nothing.
+    pub async fn resume_waiting(&self, buckets: &[u16]) -> Result<usize, StoreError> {
+        if buckets.is_empty() {
+            return Ok(0);
+        }
+        let waiting = self.inner.store.devices_waiting(buckets).await?;
         for device_id in &waiting {
             let (registry, device_id) = (self.clone(), device_id.clone());
             actix::spawn(async move { registry.evaluate_waiting(&device_id).await });

@@ -228,8 +228,14 @@ fn store_ceiling(run_for: Duration, bench_store: &BenchStore) -> RunFigures {
                             ..DeviceProgress::default()
                         };
                         // Epoch 0: a device nobody claimed, as the store's own tests write it.
-                        let device =
-                            DeviceWrite { device_id: device_id.clone(), entries, progress, epoch: 0, after: None };
+                        let device = DeviceWrite {
+                            device_id: device_id.clone(),
+                            entries,
+                            progress,
+                            epoch: 0,
+                            after: None,
+                            was_waiting: false,
+                        };
                         let audit = AuditEvent {
                             at: now + first_seq,
                             org_id: "acme".into(),

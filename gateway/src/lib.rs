@@ -71,17 +71,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     )
     .await
     .context("joining the gateways")?;
-    wake_waiting_devices(&devices, &membership).await.context("finding records waiting behind a gap")?;
+    let starting = membership::LiveSetChange { someone_left: true };
+    wake_waiting_devices(&devices, &membership, starting).await.context("finding records waiting behind a gap")?;
     admission.share_org_rates(membership.live_count());
     {
         // A gateway joined, left or died: the waiting devices it owned now have owners
         // among the others, who wake them, and each org's rate has a new share.
         let (devices, admission) = (devices.clone(), admission.clone());
-        membership.clone().keep_beating(move |membership| {
+        membership.clone().keep_beating(move |membership, change| {
             admission.share_org_rates(membership.live_count());
             let devices = devices.clone();
             actix_web::rt::spawn(async move {
-                if let Err(error) = wake_waiting_devices(&devices, &membership).await {
+                if let Err(error) = wake_waiting_devices(&devices, &membership, change).await {
                     tracing::warn!(%error, "waking the waiting devices this gateway now owns failed");
                 }
             });
@@ -154,8 +155,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// Wakes the devices whose records wait behind a gap and that this gateway owns, so
 /// the gap timeout evaluates them even if they never send again; each such device is
 /// woken by one gateway, not by all of them.
-async fn wake_waiting_devices(devices: &DeviceRegistry, membership: &membership::Membership) -> anyhow::Result<()> {
-    let woken = devices.resume_waiting(|device_id| membership.owns(device_id)).await?;
+async fn wake_waiting_devices(
+    devices: &DeviceRegistry,
+    membership: &membership::Membership,
+    change: membership::LiveSetChange,
+) -> anyhow::Result<()> {
+    let woken = devices.resume_waiting(&membership.buckets_to_wake(change)).await?;
     if woken > 0 {
         tracing::info!(devices = woken, "records wait behind a gap; they are evaluated at their gap timeout");
     }

@@ -9,9 +9,10 @@
 //! employee's placements through its timeline version. Owners decide who wakes a
 //! device whose records wait behind a gap, and how an org's record rate is shared.
 
-use otg_actors::store::{GatewayMember, Store};
+use otg_actors::store::{GatewayMember, Store, WAITING_BUCKETS};
 use sha2::{Digest, Sha256};
-use std::sync::{Arc, RwLock};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 pub struct Membership {
@@ -19,8 +20,18 @@ pub struct Membership {
     store: Arc<dyn Store>,
     /// The live gateways as last read, this one always among them.
     live: RwLock<Vec<GatewayMember>>,
+    /// The waiting-device buckets this gateway owned when it last woke their devices.
+    woken_buckets: Mutex<BTreeSet<u16>>,
     every: Duration,
     ttl: Duration,
+}
+
+/// How the live gateways changed between two beats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveSetChange {
+    /// A gateway left or died: whatever it held in memory (wake-ups of waiting devices
+    /// of any bucket) is the survivors' to do again.
+    pub someone_left: bool,
 }
 
 impl Membership {
@@ -30,16 +41,39 @@ impl Membership {
             gateway_id: format!("{:032x}", rand::random::<u128>()),
             started_at: crate::clock::now_ms(),
         };
-        let membership = Arc::new(Membership { me, store, live: RwLock::new(Vec::new()), every, ttl });
+        let membership = Arc::new(Membership {
+            me,
+            store,
+            live: RwLock::new(Vec::new()),
+            woken_buckets: Mutex::new(BTreeSet::new()),
+            every,
+            ttl,
+        });
         membership.beat().await?;
         tracing::info!(gateway_id = %membership.me.gateway_id, live = membership.live_count(), "joined the gateways");
         Ok(membership)
     }
 
-    /// Whether this gateway owns `key` (a device id) among the live gateways.
-    pub fn owns(&self, key: &str) -> bool {
-        let live = self.live.read().expect("membership lock");
-        rendezvous_owner(key, &live).is_none_or(|owner| owner.gateway_id == self.me.gateway_id)
+    /// The waiting-device buckets (`otg_actors::store::waiting_bucket`) whose devices
+    /// this gateway should wake now: at start-up and after a gateway left, every bucket
+    /// it owns (a gateway that left held wake-ups of any bucket in memory); after one
+    /// joined, only those it did not own before, which is none (a joiner takes buckets
+    /// from the others, never gives any). So a change costs what it changed, never a
+    /// scan of every device.
+    pub fn buckets_to_wake(&self, change: LiveSetChange) -> Vec<u16> {
+        let owned: BTreeSet<u16> = {
+            let live = self.live.read().expect("membership lock");
+            (0..WAITING_BUCKETS)
+                .filter(|bucket| {
+                    rendezvous_owner(&format!("waiting-{bucket}"), &live)
+                        .is_none_or(|owner| owner.gateway_id == self.me.gateway_id)
+                })
+                .collect()
+        };
+        let mut woken = self.woken_buckets.lock().expect("membership lock");
+        let to_wake = if change.someone_left { owned.clone() } else { owned.difference(&woken).copied().collect() };
+        *woken = owned;
+        to_wake.into_iter().collect()
     }
 
     /// Gateways alive now, this one included.
@@ -49,7 +83,7 @@ impl Membership {
 
     /// Beats every `every` until the process ends; `changed` runs after a beat that
     /// found the live set different (a gateway joined, left or died).
-    pub fn keep_beating(self: Arc<Self>, changed: impl Fn(Arc<Membership>) + 'static) {
+    pub fn keep_beating(self: Arc<Self>, changed: impl Fn(Arc<Membership>, LiveSetChange) + 'static) {
         actix_web::rt::spawn(async move {
             let mut ticks = tokio::time::interval(self.every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -57,7 +91,11 @@ impl Membership {
                 ticks.tick().await;
                 let before = self.live_ids();
                 match self.beat().await {
-                    Ok(()) if self.live_ids() != before => changed(self.clone()),
+                    Ok(()) if self.live_ids() != before => {
+                        let after = self.live_ids();
+                        let someone_left = before.iter().any(|gateway| !after.contains(gateway));
+                        changed(self.clone(), LiveSetChange { someone_left });
+                    }
                     Ok(()) => {}
                     Err(error) => tracing::warn!(%error, "membership heartbeat failed; trying again"),
                 }
@@ -131,5 +169,27 @@ mod tests {
             }
         }
         assert!(rendezvous_owner("dev-1", &[]).is_none());
+    }
+
+    /// A gateway that joins takes buckets from the others and gives none: they wake no
+    /// device. One that leaves gives its buckets away: every survivor wakes all it owns,
+    /// since the leaver held wake-ups of devices in any bucket.
+    #[actix_web::test]
+    async fn a_join_wakes_only_newly_owned_buckets_and_a_departure_all_owned() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = otg_actors::metrics::StoreMetrics::register(&prometheus::Registry::new()).unwrap();
+        let options = otg_actors::store::EmbeddedStoreOptions::new(dir.path());
+        let store: Arc<dyn Store> = Arc::new(otg_actors::store::EmbeddedStore::open(options, metrics).unwrap());
+        let second = Duration::from_secs(1);
+        let me = Membership::join(store.clone(), second, Duration::from_secs(60)).await.unwrap();
+        let everything = me.buckets_to_wake(LiveSetChange { someone_left: true });
+        assert_eq!(everything.len(), WAITING_BUCKETS as usize, "alone, it owns every bucket");
+        let other = GatewayMember { gateway_id: "gw-other".into(), started_at: 0 };
+        store.heartbeat(&other, Duration::from_secs(60)).await.unwrap();
+        me.beat().await.unwrap();
+        assert!(me.buckets_to_wake(LiveSetChange { someone_left: false }).is_empty(), "a join wakes nothing here");
+        store.leave("gw-other").await.unwrap();
+        me.beat().await.unwrap();
+        assert_eq!(me.buckets_to_wake(LiveSetChange { someone_left: true }), everything, "a departure: all owned");
     }
 }

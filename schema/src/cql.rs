@@ -15,6 +15,7 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 2, name: "ownership", cql: include_str!("../cql/V002__ownership.cql") },
     Migration { version: 3, name: "commit_tail", cql: include_str!("../cql/V003__commit_tail.cql") },
     Migration { version: 4, name: "commit_identity", cql: include_str!("../cql/V004__commit_identity.cql") },
+    Migration { version: 5, name: "waiting_devices", cql: include_str!("../cql/V005__waiting_devices.cql") },
 ];
 
 /// The version a gateway of this build needs.

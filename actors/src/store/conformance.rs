@@ -54,7 +54,14 @@ impl Ids {
 /// A device commit of a device nobody claimed (epoch 0): what the store's own tests
 /// write; gateways always claim first.
 pub fn device_commit(device_id: &str, entries: Vec<SeqEntry>, progress: DeviceProgress) -> Commit {
-    Commit::of_device(DeviceWrite { device_id: device_id.into(), entries, progress, epoch: 0, after: None })
+    Commit::of_device(DeviceWrite {
+        device_id: device_id.into(),
+        entries,
+        progress,
+        epoch: 0,
+        after: None,
+        was_waiting: false,
+    })
 }
 
 pub fn record(seq: u64, employee_id: &str, recorded_at: i64) -> ValidRecord {
@@ -517,16 +524,29 @@ async fn conflicts_are_listed_and_resolved_once(store: &dyn Store, ids: &Ids) {
     assert_eq!(store.open_conflicts_of_device(&phone).await.unwrap().len(), 2);
 }
 
+/// A device with records waiting behind a gap is listed in its bucket, and only there,
+/// until a commit ends the wait.
 async fn waiting_devices_are_listed(store: &dyn Store, ids: &Ids) {
     let device = ids.of("waiting");
+    let bucket = waiting_bucket(&device);
+    let other = (bucket + 1) % WAITING_BUCKETS;
     let mut progress = DeviceProgress::default();
     progress.received.insert(3);
     progress.evaluation.waiting_since = Some(DAY_START);
     store.commit(&device_commit(&device, Vec::new(), progress.clone())).await.unwrap();
-    assert!(store.devices_waiting_for_evaluation().await.unwrap().contains(&device));
+    assert!(store.devices_waiting(&[other, bucket]).await.unwrap().contains(&device));
+    assert!(!store.devices_waiting(&[other]).await.unwrap().contains(&device), "listed in its own bucket only");
     progress.evaluation.waiting_since = None;
-    store.commit(&device_commit(&device, Vec::new(), progress)).await.unwrap();
-    assert!(!store.devices_waiting_for_evaluation().await.unwrap().contains(&device), "no longer once evaluated");
+    let ended = DeviceWrite {
+        device_id: device.clone(),
+        entries: Vec::new(),
+        progress,
+        epoch: 0,
+        after: None,
+        was_waiting: true,
+    };
+    store.commit(&Commit::of_device(ended)).await.unwrap();
+    assert!(!store.devices_waiting(&[bucket]).await.unwrap().contains(&device), "no longer once evaluated");
 }
 
 /// A store whose next write lands and then reports the store unavailable.
@@ -593,8 +613,14 @@ async fn a_device_commits_only_under_its_latest_claim(store: &dyn Store, ids: &I
         }
         let record = ValidRecord { record_id: record_id.into(), ..record(seq, "emp-1", DAY_START + seq as i64 * HOUR) };
         let (epoch, after) = (claim.epoch, claim.progress.last_commit);
-        let write =
-            DeviceWrite { device_id: device.clone(), entries: vec![stored(&device, record)], progress, epoch, after };
+        let write = DeviceWrite {
+            device_id: device.clone(),
+            entries: vec![stored(&device, record)],
+            progress,
+            epoch,
+            after,
+            was_waiting: false,
+        };
         Commit::of_device(write)
     };
     store.commit(&commit_under(&first, 1, "00000000-0000-4000-8000-00000000000a", &[1])).await.unwrap();
@@ -660,7 +686,8 @@ async fn a_commit_is_known_by_its_identity(store: &dyn Store, ids: &Ids) {
             progress.received.insert(seq);
         }
         let entries = vec![stored_in(&org, &device, record(seq, &employee, DAY_START + seq as i64 * HOUR))];
-        let write = DeviceWrite { device_id: device.clone(), entries, progress, epoch: claim.epoch, after };
+        let write =
+            DeviceWrite { device_id: device.clone(), entries, progress, epoch: claim.epoch, after, was_waiting: false };
         Commit::of_device(write)
     };
     let read_version = store.employee_version(&org, &employee).await.unwrap();

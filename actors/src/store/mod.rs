@@ -106,8 +106,12 @@ pub trait Store: Send + Sync + 'static {
     /// store's.
     async fn employee_version(&self, org_id: &str, employee_id: &str) -> Result<i64, StoreError>;
 
-    /// The devices with records waiting behind a gap for conflict evaluation.
-    async fn devices_waiting_for_evaluation(&self) -> Result<Vec<String>, StoreError>;
+    /// The devices with records waiting behind a gap for conflict evaluation whose
+    /// bucket (`waiting_bucket`) is one of `buckets`: a gateway reads the buckets it
+    /// owns when it starts, and after a change of the live gateways only those it newly
+    /// owns, so the cost of a change follows what changed. A device may be listed that
+    /// no longer waits (its wake-up then finds nothing due); none that waits is left out.
+    async fn devices_waiting(&self, buckets: &[u16]) -> Result<Vec<String>, StoreError>;
 
     /// What each of `seqs` holds, in the same order.
     async fn seq_entries(&self, device_id: &str, seqs: &[u64]) -> Result<Vec<Option<SeqEntry>>, StoreError>;

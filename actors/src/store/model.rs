@@ -308,6 +308,17 @@ impl Commit {
     }
 }
 
+/// How many buckets the devices with records waiting behind a gap are kept in. Gateways
+/// own whole buckets (`waiting_bucket`), so a change of the live gateways moves some
+/// buckets, and each gateway reads only the buckets it newly owns.
+pub const WAITING_BUCKETS: u16 = 256;
+
+/// The bucket of a device's waiting-for-evaluation entry: the same on every gateway and
+/// every build (CRC-32 of the id, not the process's hasher).
+pub fn waiting_bucket(device_id: &str) -> u16 {
+    (crc32fast::hash(device_id.as_bytes()) % u32::from(WAITING_BUCKETS)) as u16
+}
+
 /// A device's newly received seqs and its progress after them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeviceWrite {
@@ -321,6 +332,9 @@ pub struct DeviceWrite {
     /// The commit whose progress this one follows (the `last_commit` its claim or its
     /// previous commit left): the progress is written only if it still is.
     pub after: Option<CommitId>,
+    /// Whether that progress had records waiting behind a gap: a commit that ends the
+    /// wait takes the device out of the waiting devices.
+    pub was_waiting: bool,
 }
 
 /// A device claimed by the caller: the epoch its commits are made under, and its

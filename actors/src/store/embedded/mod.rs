@@ -21,8 +21,9 @@ mod write_set;
 use super::codec::{decode, encode};
 use super::keys;
 use super::{
-    AdminResolution, AuditEvent, AuditKind, AuditScope, Commit, ConflictRecord, Cursor, DeviceClaim, DeviceEnrolment,
-    DeviceProgress, GatewayMember, Page, Resolved, SeqEntry, Store, StoreError, SyncTotals, TimelineEntry,
+    waiting_bucket, AdminResolution, AuditEvent, AuditKind, AuditScope, Commit, ConflictRecord, Cursor, DeviceClaim,
+    DeviceEnrolment, DeviceProgress, GatewayMember, Page, Resolved, SeqEntry, Store, StoreError, SyncTotals,
+    TimelineEntry,
 };
 use crate::metrics::StoreMetrics;
 use async_trait::async_trait;
@@ -276,13 +277,18 @@ impl Store for EmbeddedStore {
         Ok(())
     }
 
-    async fn devices_waiting_for_evaluation(&self) -> Result<Vec<String>, StoreError> {
+    /// A scan of every device's progress: only one gateway ever opens an embedded
+    /// store, so this is read once, at start-up, never on a change of gateways.
+    async fn devices_waiting(&self, buckets: &[u16]) -> Result<Vec<String>, StoreError> {
         self.barrier.wait(None).await?;
         let mut waiting = Vec::new();
         for item in self.tables.progress.iter() {
             let (device_id, value) = item.into_inner().map_err(unavailable)?;
-            if decode::<DeviceProgress>(&value)?.evaluation.waiting_since.is_some() {
-                waiting.push(String::from_utf8_lossy(&device_id).into_owned());
+            let device_id = String::from_utf8_lossy(&device_id).into_owned();
+            if buckets.contains(&waiting_bucket(&device_id))
+                && decode::<DeviceProgress>(&value)?.evaluation.waiting_since.is_some()
+            {
+                waiting.push(device_id);
             }
         }
         Ok(waiting)
@@ -578,6 +584,7 @@ mod tests {
             progress: DeviceProgress::default(),
             epoch: 0,
             after: None,
+            was_waiting: false,
         };
         assert!(
             store.commit(&Commit { device: Some(write), ..Commit::default() }).await.is_err(),

@@ -189,6 +189,7 @@ mod tests {
             progress: Default::default(),
             epoch,
             after: None,
+            was_waiting: false,
         };
         assert!(matches!(ownership.check_epoch(&write(held)), Err(StoreError::Fenced(_))));
         let again = ownership.claim("dev-a");

@@ -319,9 +319,14 @@ impl Store for ScyllaStore {
         self.delete_gateway(gateway_id).await
     }
 
-    async fn devices_waiting_for_evaluation(&self) -> Result<Vec<String>, StoreError> {
-        let rows: Vec<(String, Option<bool>)> = self.all_rows(&self.statements.select_waiting, ()).await?;
-        Ok(rows.into_iter().filter(|(_, waiting)| *waiting == Some(true)).map(|(device_id, _)| device_id).collect())
+    async fn devices_waiting(&self, buckets: &[u16]) -> Result<Vec<String>, StoreError> {
+        let buckets: Vec<i32> = buckets.iter().map(|bucket| i32::from(*bucket)).collect();
+        let reads = buckets.into_iter().map(|bucket| async move {
+            self.all_rows::<(String,)>(&self.statements.select_waiting_devices, (bucket,)).await
+        });
+        let partitions: Vec<Vec<(String,)>> =
+            futures_util::stream::iter(reads).buffer_unordered(16).try_collect().await?;
+        Ok(partitions.into_iter().flatten().map(|(device_id,)| device_id).collect())
     }
 
     async fn seq_entries(&self, device_id: &str, seqs: &[u64]) -> Result<Vec<Option<SeqEntry>>, StoreError> {
@@ -548,7 +553,8 @@ mod tests {
         progress.received.insert(1);
         progress.last_commit = Some(CommitId::fresh());
         let (epoch, after) = (claim.epoch, claim.progress.last_commit);
-        let write = DeviceWrite { device_id: device.clone(), entries: Vec::new(), progress, epoch, after };
+        let write =
+            DeviceWrite { device_id: device.clone(), entries: Vec::new(), progress, epoch, after, was_waiting: false };
         let received = batch_received(&org, &device, DAY_START + 5);
         let counts =
             SyncCounts::of(&received, SyncTotals { batches_succeeded: 1, accepted: 1, ..SyncTotals::default() });
@@ -575,11 +581,22 @@ mod tests {
         let options = ScyllaStoreOptions::new(nodes, "otg_migrate_tests");
         let replication = Replication::Simple(1);
         migrate(&options, &replication).await.unwrap();
+        // A device left waiting by a release before the waiting_devices table: the
+        // migration that adds the table lists it.
+        let device = format!("dev-waiting-{}", uuid::Uuid::new_v4().simple());
+        let waiting = "INSERT INTO otg_migrate_tests.device_state (device_id, waiting) VALUES (?, true)";
+        store.session.query_unpaged(waiting, (device.as_str(),)).await.unwrap();
         let latest = otg_schema::cql::latest_version();
+        assert_eq!(latest, 5, "the newest version is the one that adds waiting_devices");
         let forget = "DELETE FROM otg_migrate_tests.schema_migrations WHERE version = ?";
         store.session.query_unpaged(forget, (latest,)).await.unwrap();
         assert_eq!(migrate(&options, &replication).await.unwrap(), vec![latest], "the cut version runs again");
         assert_eq!(migrate(&options, &replication).await.unwrap(), Vec::<i32>::new(), "and is then recorded");
+        let listed = "SELECT device_id FROM otg_migrate_tests.waiting_devices WHERE bucket = ?";
+        let rows = store.session.query_unpaged(listed, (i32::from(super::super::waiting_bucket(&device)),)).await;
+        let rows = rows.unwrap().into_rows_result().unwrap();
+        let devices: Vec<String> = rows.rows::<(String,)>().unwrap().map(|row| row.unwrap().0).collect();
+        assert!(devices.contains(&device), "filled from device_state: {devices:?}");
     }
 
     #[actix_rt::test]

@@ -148,6 +148,9 @@ pub async fn migrate(
             }
             session.query_unpaged(statement.as_str(), ()).await.map_err(|error| cql_error(&error, &statement))?;
         }
+        if migration.version == WAITING_DEVICES_VERSION {
+            fill_waiting_devices(session, keyspace).await?;
+        }
         session
             .query_unpaged(
                 format!(
@@ -162,6 +165,33 @@ pub async fn migrate(
     }
     session.await_schema_agreement().await.map_err(|error| StoreError::Unavailable(error.to_string()))?;
     Ok(done)
+}
+
+/// The version that adds `waiting_devices`, filled from `device_state` once.
+const WAITING_DEVICES_VERSION: i32 = 5;
+
+/// Lists every device whose progress says records wait behind a gap in
+/// `waiting_devices`: the one full scan of `device_state`, by `migrate`, so that no
+/// gateway ever scans it again. Run again (a migration cut short), it writes the same rows.
+async fn fill_waiting_devices(session: &Session, keyspace: &str) -> Result<(), StoreError> {
+    use futures_util::TryStreamExt;
+    let scan = format!("SELECT device_id, waiting FROM {keyspace}.device_state");
+    // Any failure here is worth running `migrate` again for: it writes the same rows.
+    let failed = |error: &dyn std::fmt::Display| StoreError::Unavailable(format!("{scan}: {error}"));
+    let pager = session.query_iter(scan.as_str(), ()).await.map_err(|error| failed(&error))?;
+    let mut rows =
+        pager.rows_stream::<(String, Option<bool>)>().map_err(|error| StoreError::Corrupt(error.to_string()))?;
+    let insert = format!("INSERT INTO {keyspace}.waiting_devices (bucket, device_id) VALUES (?, ?)");
+    while let Some((device_id, waiting)) = rows.try_next().await.map_err(|error| failed(&error))? {
+        if waiting == Some(true) {
+            let bucket = i32::from(crate::store::waiting_bucket(&device_id));
+            session
+                .query_unpaged(insert.as_str(), (bucket, device_id))
+                .await
+                .map_err(|error| cql_error(&error, &insert))?;
+        }
+    }
+    Ok(())
 }
 
 /// Refuses a keyspace that the cluster cannot serve with `serial` (see

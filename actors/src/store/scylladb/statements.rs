@@ -23,7 +23,9 @@ pub(super) struct Statements {
     pub select_state_serial: PreparedStatement,
     pub claim_new_device: PreparedStatement,
     pub claim_device: PreparedStatement,
-    pub select_waiting: PreparedStatement,
+    pub insert_waiting_device: PreparedStatement,
+    pub delete_waiting_device: PreparedStatement,
+    pub select_waiting_devices: PreparedStatement,
     pub select_employee_version: PreparedStatement,
     pub insert_employee_version: PreparedStatement,
     pub advance_employee_version: PreparedStatement,
@@ -158,7 +160,15 @@ impl Statements {
             .await?,
             claim_device: prepare("UPDATE device_state SET epoch = ? WHERE device_id = ? IF epoch = ?", Conditional)
                 .await?,
-            select_waiting: prepare("SELECT device_id, waiting FROM device_state", Idempotent).await?,
+            insert_waiting_device: prepare("INSERT INTO waiting_devices (bucket, device_id) VALUES (?, ?)", Idempotent)
+                .await?,
+            delete_waiting_device: prepare(
+                "DELETE FROM waiting_devices WHERE bucket = ? AND device_id = ?",
+                Idempotent,
+            )
+            .await?,
+            select_waiting_devices: prepare("SELECT device_id FROM waiting_devices WHERE bucket = ?", Idempotent)
+                .await?,
             select_employee_version: prepare(
                 "SELECT version, commit FROM employee_versions WHERE org_id = ? AND employee_id = ?",
                 SerialRead,

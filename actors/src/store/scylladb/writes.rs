@@ -16,7 +16,7 @@
 use super::errors::cql_error;
 use super::ScyllaStore;
 use crate::store::codec::encode;
-use crate::store::{AuditEvent, Commit, ConflictRecord, StoreError, SyncCounts};
+use crate::store::{waiting_bucket, AuditEvent, Commit, ConflictRecord, StoreError, SyncCounts};
 use futures_util::{StreamExt, TryStreamExt};
 use otg_schema::UtcDay;
 use scylla::client::session::Session;
@@ -123,6 +123,10 @@ impl ScyllaStore {
         }
         if let Some(device) = &commit.device {
             self.write_progress(device, &CommitTail::encode(&commit.audit, &commit.stats)).await?;
+            if device.was_waiting && device.progress.evaluation.waiting_since.is_none() {
+                let row = (i32::from(waiting_bucket(&device.device_id)), device.device_id.as_str());
+                self.execute(&self.statements.delete_waiting_device, row).await?;
+            }
             self.write_tail(&commit.audit, &commit.stats).await?;
         }
         Ok(())
@@ -151,6 +155,12 @@ impl ScyllaStore {
             }
             for rows in buckets.into_values() {
                 writes.batched(&statements.insert_seq, rows);
+            }
+            // Before the commit point: a device listed that does not wait yet (its
+            // commit cut short) only gets a wake-up that finds nothing due.
+            if device.progress.evaluation.waiting_since.is_some() {
+                let row = (i32::from(waiting_bucket(&device.device_id)), device.device_id.as_str());
+                writes.one(&statements.insert_waiting_device, row);
             }
         }
         // (org, employee, day) -> (at, device, seq) -> the entry.
