@@ -32,6 +32,7 @@ mod embedded;
 mod keys;
 mod model;
 mod scylladb;
+mod tolerant;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
