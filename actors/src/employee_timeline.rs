@@ -32,7 +32,8 @@ const READ_AHEAD_DAYS: usize = MAX_CACHED_DAYS / 2;
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmployeePlaced {
     pub placed: Vec<Placed>,
-    pub read_version: i64,
+    /// The employee's version the decisions were made on, and the one they advance to.
+    pub advance: EmployeeAdvance,
 }
 
 /// What placing one record decided, in the order of the request's records.
@@ -88,12 +89,14 @@ pub(crate) struct Cache {
     /// The employee's timeline version (`Store::employee_version`), read before any
     /// day, and advanced with every commit of this cache's decisions.
     version: Option<i64>,
+    /// The version the decisions on this cache advance to, once their commit succeeds.
+    advancing_to: Option<i64>,
 }
 
 impl Cache {
     /// A commit of what was decided on this cache succeeded: it advanced the version.
     pub(crate) fn committed(&mut self) {
-        self.version = self.version.map(|version| version + 1);
+        self.version = self.advancing_to.take();
     }
 
     /// Whether the cache holds all of `day`'s entries (or knows it has none).
@@ -189,6 +192,8 @@ impl CachedTimeline {
     ) -> Result<EmployeePlaced, StoreError> {
         fail::fail_point!("employee_timeline::place");
         let read_version = self.version().await?;
+        let advance = EmployeeAdvance::from(&self.org_id, &self.employee_id, read_version);
+        self.cache.advancing_to = Some(advance.new_version);
         let mut placed = Vec::with_capacity(records.len());
         for ToPlace { mut entry, evaluate_now } in records {
             entry.status = if evaluate_now { RecordStatus::Active } else { RecordStatus::Pending };
@@ -211,7 +216,7 @@ impl CachedTimeline {
             self.put(&entry);
             placed.push(Placed { entry, superseded, conflicts });
         }
-        Ok(EmployeePlaced { placed, read_version })
+        Ok(EmployeePlaced { placed, advance })
     }
 
     /// The store's version of the timeline, with the cache emptied if it is behind it:
@@ -271,11 +276,8 @@ impl CachedTimeline {
                 timeline.push(entry);
             }
         }
-        let employee = EmployeeAdvance {
-            org_id: self.org_id.to_string(),
-            employee_id: self.employee_id.to_string(),
-            read_version,
-        };
+        let employee = EmployeeAdvance::from(&self.org_id, &self.employee_id, read_version);
+        self.cache.advancing_to = Some(employee.new_version);
         let effects = Commit {
             id: CommitId::fresh(),
             employees: vec![employee],

@@ -328,12 +328,8 @@ impl Ingest {
         let (placed, commit_signals) = conflicts.place(employees, self.received_at, &self.settings, self.live).await?;
         let mut placement = Placement { commit_signals, ..Placement::default() };
         let mut all_placed = Vec::new();
-        for (employee, EmployeePlaced { placed, read_version }) in placed {
-            placement.employees.push(EmployeeAdvance {
-                org_id: employee.0.to_string(),
-                employee_id: employee.1.to_string(),
-                read_version,
-            });
+        for (_, EmployeePlaced { placed, advance }) in placed {
+            placement.employees.push(advance);
             all_placed.extend(placed);
         }
         for Placed { entry, superseded, conflicts } in all_placed {

@@ -34,6 +34,7 @@ pub async fn run_all(store: &dyn Store) {
     a_device_commits_only_under_its_latest_claim(store, &ids).await;
     a_placement_on_a_moved_timeline_is_refused(store, &ids).await;
     a_commit_is_known_by_its_identity(store, &ids).await;
+    a_later_decision_stands_whatever_the_clocks(store, &ids).await;
     gateways_are_live_until_they_leave_or_expire(store, &ids).await;
 }
 
@@ -658,7 +659,8 @@ async fn a_placement_on_a_moved_timeline_is_refused(store: &dyn Store, ids: &Ids
         let mut progress = DeviceProgress::default();
         progress.received.insert(1);
         let entries = vec![stored_in(&org, device, record(1, &employee, DAY_START))];
-        let advance = EmployeeAdvance { org_id: org.clone(), employee_id: employee.clone(), read_version };
+        let new_version = read_version + 1;
+        let advance = EmployeeAdvance { org_id: org.clone(), employee_id: employee.clone(), read_version, new_version };
         Commit { employees: vec![advance], ..device_commit(device, entries, progress) }
     };
     let (kiosk, phone) = (ids.of("versions-kiosk"), ids.of("versions-phone"));
@@ -691,11 +693,11 @@ async fn a_commit_is_known_by_its_identity(store: &dyn Store, ids: &Ids) {
         Commit::of_device(write)
     };
     let read_version = store.employee_version(&org, &employee).await.unwrap();
-    let advance = EmployeeAdvance { org_id: org.clone(), employee_id: employee.clone(), read_version };
-    let first = Commit { employees: vec![advance], ..commit_of(1, claim.progress.last_commit) };
+    let advance = EmployeeAdvance::from(&org, &employee, read_version);
+    let first = Commit { employees: vec![advance.clone()], ..commit_of(1, claim.progress.last_commit) };
     let flaky = FlakyStore { inner: store, fail_after_write: AtomicBool::new(false) };
     flaky.twice(|| async { flaky.landed(flaky.inner.commit(&first).await) }).await;
-    assert_eq!(store.employee_version(&org, &employee).await.unwrap(), read_version + 1, "advanced once");
+    assert_eq!(store.employee_version(&org, &employee).await.unwrap(), advance.new_version, "advanced once");
     assert_eq!(store.device_progress(&device).await.unwrap().last_commit, Some(first.id));
 
     let second = commit_of(2, Some(first.id));
@@ -704,6 +706,32 @@ async fn a_commit_is_known_by_its_identity(store: &dyn Store, ids: &Ids) {
     assert!(matches!(late, Err(StoreError::Fenced(_))), "a commit that no longer follows the progress: {late:?}");
     let progress = store.device_progress(&device).await.unwrap();
     assert_eq!((progress.last_commit, progress.received.next_seq()), (Some(second.id), 3), "nothing put back");
+}
+
+/// Which status of a record stands follows the order of the decisions, not the clocks
+/// of the gateways that made them: a record placed by a gateway whose clock is ten
+/// minutes ahead, then discarded by an administrator through one whose clock is right.
+async fn a_later_decision_stands_whatever_the_clocks(store: &dyn Store, ids: &Ids) {
+    let (org, employee, device) = (ids.of("clocks-org"), ids.of("clocks-emp"), ids.of("clocks-dev"));
+    let ahead_micros = chrono::Utc::now().timestamp_micros() + 600_000_000;
+    let read_version = store.employee_version(&org, &employee).await.unwrap();
+    let new_version = EmployeeAdvance::next_version(read_version, ahead_micros);
+    let advance = EmployeeAdvance { org_id: org.clone(), employee_id: employee.clone(), read_version, new_version };
+    let mut progress = DeviceProgress::default();
+    progress.received.insert(1);
+    let entries = vec![stored_in(&org, &device, record(1, &employee, DAY_START))];
+    let placed = Commit { employees: vec![advance], ..device_commit(&device, entries, progress) };
+    store.commit(&placed).await.unwrap();
+
+    let read_version = store.employee_version(&org, &employee).await.unwrap();
+    let advance = EmployeeAdvance::from(&org, &employee, read_version);
+    assert_eq!(advance.new_version, new_version + 1, "the next version follows the last, not the clock behind it");
+    let discarded = TimelineEntry { status: RecordStatus::Discarded, ..placed.timeline[0].clone() };
+    let decision =
+        Commit { id: CommitId::fresh(), employees: vec![advance], timeline: vec![discarded], ..Commit::default() };
+    store.commit(&decision).await.unwrap();
+    let day = store.timeline(&org, &employee, UtcDay::of_unix_ms(DAY_START)).await.unwrap();
+    assert_eq!(day.iter().map(|entry| entry.status).collect::<Vec<_>>(), vec![RecordStatus::Discarded]);
 }
 
 /// A heartbeat makes a gateway live until its TTL runs out; leaving ends it at once.

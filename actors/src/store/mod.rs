@@ -98,13 +98,15 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_device(&self, device_id: &str) -> Result<DeviceClaim, StoreError>;
 
     /// An employee's timeline version (0 for one never placed; a store that forgets
-    /// may read higher, never lower): a commit that places records of the employee
-    /// advances it by one, after writing their rows, from the version its placement
-    /// read, and fails with `TimelineMoved`, writing no progress, if it moved
-    /// meanwhile. Read the version before the timeline: every commit that advanced to
-    /// it is then in what is read. A conflict actor's cache counts its own commits on
-    /// from the version it read, and reads the timeline again once that is not the
-    /// store's.
+    /// may read higher, never lower): a commit that places records of the employee, or
+    /// resolves one of its conflicts, advances it from the version its placement read
+    /// to `EmployeeAdvance::new_version`, after writing their rows, and fails with
+    /// `TimelineMoved`, writing no progress, if it moved meanwhile. Versions order an
+    /// employee's decisions: of two writes of one record's entry, the one of the higher
+    /// version stands, whichever gateway's clock ran ahead. Read the version before the
+    /// timeline: every commit that advanced to it is then in what is read. A conflict
+    /// actor's cache takes its own commits' versions on from the version it read, and
+    /// reads the timeline again once that is not the store's.
     async fn employee_version(&self, org_id: &str, employee_id: &str) -> Result<i64, StoreError>;
 
     /// The devices with records waiting behind a gap for conflict evaluation whose

@@ -353,13 +353,39 @@ pub struct GatewayMember {
     pub started_at: i64,
 }
 
-/// An employee whose timeline a commit changes, and the version the change was
-/// decided on (`Store::employee_version`).
+/// An employee whose timeline a commit changes, the version the change was decided on
+/// (`Store::employee_version`) and the one the commit advances it to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmployeeAdvance {
     pub org_id: String,
     pub employee_id: String,
     pub read_version: i64,
+    /// `EmployeeAdvance::next_version` of `read_version`.
+    pub new_version: i64,
+}
+
+impl EmployeeAdvance {
+    /// The version after `read`: the greater of one past it and the clock in
+    /// microseconds. It is greater than the version it follows whatever the clock says,
+    /// so an employee's versions order its decisions, never a gateway's clock; and it
+    /// is never behind the clock, so a store may write a decision's timeline rows with
+    /// its version as their timestamp (ScyllaDB does): a later decision's rows win over
+    /// an earlier one's on any gateway, and over rows written before versions were
+    /// timestamps.
+    pub fn next_version(read: i64, now_micros: i64) -> i64 {
+        read.saturating_add(1).max(now_micros)
+    }
+
+    /// The advance of an employee from `read_version`, to the version after it now.
+    pub fn from(org_id: &str, employee_id: &str, read_version: i64) -> Self {
+        let now_micros = chrono::Utc::now().timestamp_micros();
+        EmployeeAdvance {
+            org_id: org_id.to_string(),
+            employee_id: employee_id.to_string(),
+            read_version,
+            new_version: Self::next_version(read_version, now_micros),
+        }
+    }
 }
 
 /// Whether a stored record counts in the effective timeline. Nothing is ever deleted.

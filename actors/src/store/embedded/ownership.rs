@@ -108,13 +108,13 @@ impl Ownership {
         for advance in employees {
             let key = (advance.org_id.clone(), advance.employee_id.clone());
             let current = versions.of.get(&key).copied().unwrap_or((versions.forgotten, None));
-            if current == (advance.read_version + 1, Some(commit)) {
+            if current == (advance.new_version, Some(commit)) {
                 continue;
             }
             if current.0 != advance.read_version {
                 return Err(StoreError::TimelineMoved(format!("{}/{}", advance.org_id, advance.employee_id)));
             }
-            versions.of.insert(key, (current.0 + 1, Some(commit)));
+            versions.of.insert(key, (advance.new_version, Some(commit)));
         }
         Ok(())
     }
@@ -141,7 +141,12 @@ mod tests {
     use super::*;
 
     fn advance(org: &str, employee: &str, read_version: i64) -> EmployeeAdvance {
-        EmployeeAdvance { org_id: org.into(), employee_id: employee.into(), read_version }
+        EmployeeAdvance {
+            org_id: org.into(),
+            employee_id: employee.into(),
+            read_version,
+            new_version: read_version + 1,
+        }
     }
 
     /// Past `TRACKED` employees everything is forgotten, and what was forgotten only

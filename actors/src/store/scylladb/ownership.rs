@@ -133,16 +133,17 @@ impl ScyllaStore {
         let advances = employees.iter().map(|advance| async move {
             let (org, employee) = (advance.org_id.as_str(), advance.employee_id.as_str());
             let outcome = if advance.read_version == 0 {
-                self.conditional(&self.statements.insert_employee_version, (org, employee, commit.0)).await?
+                let values = (org, employee, advance.new_version, commit.0);
+                self.conditional(&self.statements.insert_employee_version, values).await?
             } else {
-                let values = (advance.read_version + 1, commit.0, org, employee, advance.read_version);
+                let values = (advance.new_version, commit.0, org, employee, advance.read_version);
                 self.conditional(&self.statements.advance_employee_version, values).await?
             };
             if let Conditional::Applied = outcome {
                 return Ok(());
             }
             match self.employee_state(org, employee).await? {
-                (version, Some(by)) if version == advance.read_version + 1 && by == commit.0 => Ok(()),
+                (version, Some(by)) if version == advance.new_version && by == commit.0 => Ok(()),
                 _ => Err(StoreError::TimelineMoved(format!("{org}/{employee}"))),
             }
         });

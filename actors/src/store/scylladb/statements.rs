@@ -35,6 +35,7 @@ pub(super) struct Statements {
     pub insert_seq: PreparedStatement,
     pub select_seqs: PreparedStatement,
     pub insert_timeline: PreparedStatement,
+    pub insert_timeline_at: PreparedStatement,
     pub select_timeline: PreparedStatement,
     pub insert_timeline_day: PreparedStatement,
     pub select_timeline_days: PreparedStatement,
@@ -175,7 +176,7 @@ impl Statements {
             )
             .await?,
             insert_employee_version: prepare(
-                "INSERT INTO employee_versions (org_id, employee_id, version, commit) VALUES (?, ?, 1, ?) \
+                "INSERT INTO employee_versions (org_id, employee_id, version, commit) VALUES (?, ?, ?, ?) \
                  IF NOT EXISTS",
                 Conditional,
             )
@@ -207,6 +208,14 @@ impl Statements {
             insert_timeline: prepare(
                 "INSERT INTO timeline (org_id, employee_id, day, recorded_at, device_id, seq, entry) \
                  VALUES (?, ?, ?, ?, ?, ?, ?)",
+                Idempotent,
+            )
+            .await?,
+            // A decision's rows carry its employee version as their timestamp: the
+            // decisions' order, never a gateway's clock, says which status stands.
+            insert_timeline_at: prepare(
+                "INSERT INTO timeline (org_id, employee_id, day, recorded_at, device_id, seq, entry) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
                 Idempotent,
             )
             .await?,

@@ -176,13 +176,24 @@ impl ScyllaStore {
                 partitions.entry((org, employee, day.0)).or_default().insert((at, device, entry.seq as i64), value);
             }
         }
+        // The version each employee's decisions advance it to: their rows' timestamp.
+        let versions: BTreeMap<(&str, &str), i64> = commit
+            .employees
+            .iter()
+            .map(|advance| ((advance.org_id.as_str(), advance.employee_id.as_str()), advance.new_version))
+            .collect();
         for ((org, employee, day), rows) in partitions {
             writes.one(&statements.insert_timeline_day, (org, employee, day));
-            let rows: Vec<_> = rows
-                .into_iter()
-                .map(|((at, device, seq), value)| (org, employee, day, at, device, seq, value))
-                .collect();
-            writes.batched(&statements.insert_timeline, rows);
+            let rows =
+                rows.into_iter().map(move |((at, device, seq), value)| (org, employee, day, at, device, seq, value));
+            match versions.get(&(org, employee)) {
+                Some(&version) => {
+                    let rows = rows.map(|row| (row.0, row.1, row.2, row.3, row.4, row.5, row.6, version)).collect();
+                    writes.batched(&statements.insert_timeline_at, rows);
+                }
+                // No decision placed them (conflict detection is off): written once, as active.
+                None => writes.batched(&statements.insert_timeline, rows.collect()),
+            }
         }
     }
 
