@@ -734,6 +734,90 @@ async fn a_later_decision_stands_whatever_the_clocks(store: &dyn Store, ids: &Id
     assert_eq!(day.iter().map(|entry| entry.status).collect::<Vec<_>>(), vec![RecordStatus::Discarded]);
 }
 
+/// Cuts a device commit before each of its writes in turn (the store fails there, as a
+/// node or the gateway dies), then reads back what people read: before the commit point
+/// nothing of the commit is seen (its progress, conflict, listings, audit, statistics,
+/// and, where `timeline_hides_uncommitted`, its timeline entries); after it, the commit
+/// stands. Sent again, as the device actor's retry does, the same commit completes
+/// once: one audit entry, counted once, listed once. Drives the fail point
+/// `store::write` (`write_point`), so run it in a process of its own. Returns how many
+/// writes the commit made: how many places it was cut at.
+pub async fn commits_cut_between_any_two_writes(store: &dyn Store, timeline_hides_uncommitted: bool) -> i64 {
+    let ids = Ids::fresh();
+    for cut_at in 0.. {
+        let (org, device, employee) = (ids.of("cut-org"), ids.of(&format!("cut-dev-{cut_at}")), ids.of("cut-emp"));
+        let claim = store.claim_device(&device).await.unwrap();
+        let day = UtcDay::of_unix_ms(DAY_START + cut_at * HOUR);
+        let recorded = |seq: u64| {
+            let record = record(seq, &employee, DAY_START + cut_at * HOUR + seq as i64 * 60_000);
+            ValidRecord { record_id: ids.of(&format!("record-{cut_at}-{seq}")), ..record }
+        };
+        let counts = SyncTotals { batches_succeeded: 1, accepted: 2, ..SyncTotals::default() };
+        let mut progress = DeviceProgress { totals: counts, ..DeviceProgress::default() };
+        progress.received.insert(1);
+        progress.received.insert(2);
+        let entries = vec![stored_in(&org, &device, recorded(1)), stored_in(&org, &device, recorded(2))];
+        let (epoch, after) = (claim.epoch, claim.progress.last_commit);
+        let write = DeviceWrite { device_id: device.clone(), entries, progress, epoch, after, was_waiting: false };
+        let mut commit = Commit::of_device(write);
+        let read_version = store.employee_version(&org, &employee).await.unwrap();
+        commit.employees = vec![EmployeeAdvance::from(&org, &employee, read_version)];
+        let (first, second) = (&commit.timeline[0], &commit.timeline[1]);
+        let kind = crate::conflict_rules::ConflictKind::DuplicateEvent;
+        let conflict = ConflictRecord {
+            id: crate::conflict_rules::conflict_id(kind, &second.record_id, Some(&first.record_id)),
+            org_id: org.clone(),
+            employee_id: employee.clone(),
+            kind,
+            device_record: second.reference(),
+            server_record: Some(first.reference()),
+            policy: ConflictResolution::Manual,
+            outcome: PolicyOutcome::BothStand,
+            detected_at: DAY_START + cut_at * HOUR,
+            resolution: None,
+        };
+        commit.conflicts = vec![conflict.clone()];
+        let received = batch_received(&org, &device, DAY_START + cut_at * HOUR);
+        commit.stats = vec![SyncCounts::of(&received, counts)];
+        commit.audit = vec![received];
+
+        fail::cfg("store::write", &format!("{cut_at}*off->return")).unwrap();
+        let cut = store.commit(&commit).await;
+        fail::remove("store::write");
+        if cut.is_ok() {
+            assert!(cut_at > 0, "the first write was cut");
+            return cut_at;
+        }
+        let committed = store.device_progress(&device).await.unwrap().received.contains(1);
+        let at = format!("cut before write {cut_at}, committed: {committed}");
+        assert_eq!(store.conflict(&conflict.id).await.unwrap().is_some(), committed, "{at}");
+        let listed = store.conflicts(&org, None, Page { after: None, limit: 100 }).await.unwrap();
+        let listed = listed.iter().filter(|(listed, _)| listed.id == conflict.id).count();
+        assert_eq!(listed, usize::from(committed), "{at}");
+        assert_eq!(store.open_conflicts_of_device(&device).await.unwrap().len(), usize::from(committed), "{at}");
+        // A commit that reached its point may have filed its entry before the cut.
+        let filed = trail(store, AuditScope::Device(&device)).await.len();
+        assert!(filed <= usize::from(committed), "{at}: a commit cut before its point files nothing");
+        let totals = store.device_totals(&device).await.unwrap();
+        assert_eq!(totals.batches_succeeded, u64::from(committed), "{at}: the progress's counts, nothing more");
+        if timeline_hides_uncommitted && !committed {
+            let entries = store.timeline(&org, &employee, day).await.unwrap();
+            assert!(!entries.iter().any(|entry| *entry.device_id == *device), "{at}: no entry seen");
+        }
+
+        store.commit(&commit).await.unwrap_or_else(|error| panic!("{at}: sent again: {error}"));
+        assert_eq!(store.device_progress(&device).await.unwrap().last_commit, Some(commit.id), "{at}");
+        let stands = store.conflict(&conflict.id).await.unwrap();
+        assert_eq!(stands.map(|conflict| conflict.device_record), Some(conflict.device_record.clone()), "{at}");
+        assert_eq!(trail(store, AuditScope::Device(&device)).await.len(), 1, "{at}: filed once");
+        assert_eq!(store.device_totals(&device).await.unwrap().accepted, 2, "{at}: counted once");
+        let entries = store.timeline(&org, &employee, day).await.unwrap();
+        let mine = entries.iter().filter(|entry| *entry.device_id == *device).count();
+        assert_eq!(mine, 2, "{at}: both records in the timeline, once each");
+    }
+    unreachable!("a commit makes finitely many writes")
+}
+
 /// A heartbeat makes a gateway live until its TTL runs out; leaving ends it at once.
 async fn gateways_are_live_until_they_leave_or_expire(store: &dyn Store, ids: &Ids) {
     let member = |name: &str| GatewayMember { gateway_id: ids.of(name), started_at: DAY_START };

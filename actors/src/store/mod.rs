@@ -71,6 +71,16 @@ pub enum StoreError {
     TimelineMoved(String),
 }
 
+/// Where a test cuts a commit between two of its writes, as a dying node or gateway
+/// would: every write of both stores passes here first (the fail point `store::write`,
+/// which fires in test builds only; `conformance::commits_cut_between_any_two_writes`).
+pub(crate) fn write_point() -> Result<(), StoreError> {
+    fail::fail_point!("store::write", |_| Err(StoreError::Unavailable(
+        "injected: the store failed before this write".into()
+    )));
+    Ok(())
+}
+
 /// Where otg keeps everything. Writes return only once durable.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {

@@ -303,6 +303,8 @@ impl Store for EmbeddedStore {
         if self.failed.load(Ordering::Relaxed) {
             return Err(failed_earlier());
         }
+        // A commit is one atomic write here: a cut falls before all of it or after.
+        super::write_point()?;
         if let Some(device) = &commit.device {
             self.ownership.check_epoch(device)?;
         }

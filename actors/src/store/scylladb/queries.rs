@@ -81,6 +81,7 @@ impl ScyllaStore {
         values: impl SerializeRow,
     ) -> Result<Conditional, StoreError> {
         self.check_open()?;
+        crate::store::write_point()?;
         match self.session.execute_unpaged(statement, values).await {
             Ok(result) => Ok(if applied(result)? { Conditional::Applied } else { Conditional::NotApplied }),
             Err(error) if outcome_unknown(&error) => Ok(Conditional::Unknown(Box::new(error))),

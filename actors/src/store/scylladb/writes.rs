@@ -16,7 +16,7 @@
 use super::errors::cql_error;
 use super::ScyllaStore;
 use crate::store::codec::encode;
-use crate::store::{waiting_bucket, AuditEvent, Commit, ConflictRecord, StoreError, SyncCounts};
+use crate::store::{waiting_bucket, write_point, AuditEvent, Commit, ConflictRecord, StoreError, SyncCounts};
 use futures_util::{StreamExt, TryStreamExt};
 use otg_schema::UtcDay;
 use scylla::client::session::Session;
@@ -56,6 +56,7 @@ impl<'a> Writes<'a> {
         let (session, in_flight) = (self.session, self.in_flight);
         self.pending.push(Box::pin(async move {
             let _permit = in_flight.acquire().await.map_err(|_| closed())?;
+            write_point()?;
             let outcome = session.execute_unpaged(statement, values).await;
             outcome.map(drop).map_err(|error| cql_error(&error, statement.get_statement()))
         }));
@@ -79,6 +80,7 @@ impl<'a> Writes<'a> {
             batch.set_consistency(statement.get_consistency().unwrap_or_default());
             self.pending.push(Box::pin(async move {
                 let _permit = in_flight.acquire().await.map_err(|_| closed())?;
+                write_point()?;
                 let outcome = session.batch(&batch, chunk).await;
                 outcome.map(drop).map_err(|error| cql_error(&error, statement.get_statement()))
             }));
@@ -124,8 +126,10 @@ impl ScyllaStore {
         if let Some(device) = &commit.device {
             self.write_progress(device, &CommitTail::encode(&commit.audit, &commit.stats)).await?;
             if device.was_waiting && device.progress.evaluation.waiting_since.is_none() {
+                let mut unlist = Writes::new(self);
                 let row = (i32::from(waiting_bucket(&device.device_id)), device.device_id.as_str());
-                self.execute(&self.statements.delete_waiting_device, row).await?;
+                unlist.one(&self.statements.delete_waiting_device, row);
+                unlist.run().await?;
             }
             self.write_tail(&commit.audit, &commit.stats).await?;
         }
