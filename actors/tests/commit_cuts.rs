@@ -31,5 +31,6 @@ async fn a_commit_cut_between_any_two_writes_is_seen_whole_or_not_at_all() {
     // the commit never happens (docs/scylla.md, "What a cut commit leaves in the
     // timeline"), so they are checked once the commit is sent again, not before.
     let writes = commits_cut_between_any_two_writes(&cluster, false).await;
+    eprintln!("the CQL commit was cut at {writes} places");
     assert!(writes >= 10, "conflicts, rows, the version, the progress, the tail: cut at {writes} places");
 }
