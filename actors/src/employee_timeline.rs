@@ -192,7 +192,7 @@ impl CachedTimeline {
     ) -> Result<EmployeePlaced, StoreError> {
         fail::fail_point!("employee_timeline::place");
         let read_version = self.version().await?;
-        let advance = EmployeeAdvance::from(&self.org_id, &self.employee_id, read_version);
+        let advance = EmployeeAdvance::next(&self.org_id, &self.employee_id, read_version);
         self.cache.advancing_to = Some(advance.new_version);
         let mut placed = Vec::with_capacity(records.len());
         for ToPlace { mut entry, evaluate_now } in records {
@@ -276,7 +276,7 @@ impl CachedTimeline {
                 timeline.push(entry);
             }
         }
-        let employee = EmployeeAdvance::from(&self.org_id, &self.employee_id, read_version);
+        let employee = EmployeeAdvance::next(&self.org_id, &self.employee_id, read_version);
         self.cache.advancing_to = Some(employee.new_version);
         let effects = Commit {
             id: CommitId::fresh(),

@@ -693,7 +693,7 @@ async fn a_commit_is_known_by_its_identity(store: &dyn Store, ids: &Ids) {
         Commit::of_device(write)
     };
     let read_version = store.employee_version(&org, &employee).await.unwrap();
-    let advance = EmployeeAdvance::from(&org, &employee, read_version);
+    let advance = EmployeeAdvance::next(&org, &employee, read_version);
     let first = Commit { employees: vec![advance.clone()], ..commit_of(1, claim.progress.last_commit) };
     let flaky = FlakyStore { inner: store, fail_after_write: AtomicBool::new(false) };
     flaky.twice(|| async { flaky.landed(flaky.inner.commit(&first).await) }).await;
@@ -724,7 +724,7 @@ async fn a_later_decision_stands_whatever_the_clocks(store: &dyn Store, ids: &Id
     store.commit(&placed).await.unwrap();
 
     let read_version = store.employee_version(&org, &employee).await.unwrap();
-    let advance = EmployeeAdvance::from(&org, &employee, read_version);
+    let advance = EmployeeAdvance::next(&org, &employee, read_version);
     assert_eq!(advance.new_version, new_version + 1, "the next version follows the last, not the clock behind it");
     let discarded = TimelineEntry { status: RecordStatus::Discarded, ..placed.timeline[0].clone() };
     let decision =
@@ -761,7 +761,7 @@ pub async fn commits_cut_between_any_two_writes(store: &dyn Store, timeline_hide
         let write = DeviceWrite { device_id: device.clone(), entries, progress, epoch, after, was_waiting: false };
         let mut commit = Commit::of_device(write);
         let read_version = store.employee_version(&org, &employee).await.unwrap();
-        commit.employees = vec![EmployeeAdvance::from(&org, &employee, read_version)];
+        commit.employees = vec![EmployeeAdvance::next(&org, &employee, read_version)];
         let (first, second) = (&commit.timeline[0], &commit.timeline[1]);
         let kind = crate::conflict_rules::ConflictKind::DuplicateEvent;
         let conflict = ConflictRecord {

@@ -377,7 +377,7 @@ impl EmployeeAdvance {
     }
 
     /// The advance of an employee from `read_version`, to the version after it now.
-    pub fn from(org_id: &str, employee_id: &str, read_version: i64) -> Self {
+    pub fn next(org_id: &str, employee_id: &str, read_version: i64) -> Self {
         let now_micros = chrono::Utc::now().timestamp_micros();
         EmployeeAdvance {
             org_id: org_id.to_string(),
