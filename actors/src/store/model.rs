@@ -367,10 +367,11 @@ pub struct EmployeeAdvance {
 impl EmployeeAdvance {
     /// The version after `read`: the greater of one past it and the clock in
     /// microseconds. It is greater than the version it follows whatever the clock says,
-    /// so an employee's versions order its decisions, never a gateway's clock (the
-    /// ScyllaDB store keeps each decision about a record as a fact of its version, and
-    /// readers take the committed one of the highest); and it is never behind the
-    /// clock, so versions stay comparable with the clock-based ones of earlier releases.
+    /// so an employee's versions order its decisions, never a gateway's clock; and it
+    /// is never behind the clock, so a store may write a decision's timeline rows with
+    /// its version as their timestamp (ScyllaDB does): a later decision's rows win over
+    /// an earlier one's on any gateway, and over rows written before versions were
+    /// timestamps.
     pub fn next_version(read: i64, now_micros: i64) -> i64 {
         read.saturating_add(1).max(now_micros)
     }
