@@ -16,7 +16,6 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 3, name: "commit_tail", cql: include_str!("../cql/V003__commit_tail.cql") },
     Migration { version: 4, name: "commit_identity", cql: include_str!("../cql/V004__commit_identity.cql") },
     Migration { version: 5, name: "waiting_devices", cql: include_str!("../cql/V005__waiting_devices.cql") },
-    Migration { version: 6, name: "timeline_facts", cql: include_str!("../cql/V006__timeline_facts.cql") },
 ];
 
 /// The version a gateway of this build needs.
@@ -46,23 +45,16 @@ impl Migration {
     }
 }
 
-/// The table and column of an `ALTER TABLE <table> ADD <column> <type> [STATIC]`
-/// statement (a collection type written without spaces).
+/// The table and column of an `ALTER TABLE <table> ADD <column> <type>` statement.
 /// CQL has no `ADD IF NOT EXISTS` that both ScyllaDB and Cassandra take, so the
 /// migration runs such a statement only if the column is not there yet: run again after
 /// a failure part-way, it changes nothing.
 pub fn added_column(statement: &str) -> Option<(&str, &str)> {
     let words: Vec<&str> = statement.split_whitespace().collect();
     match words.as_slice() {
-        [alter, table_word, table, add, column, _type, rest @ ..] => {
+        [alter, table_word, table, add, column, _type] => {
             let keywords = [(alter, "ALTER"), (table_word, "TABLE"), (add, "ADD")];
-            let known = match rest {
-                [] => true,
-                [kind] => kind.eq_ignore_ascii_case("STATIC"),
-                _ => false,
-            };
-            (known && keywords.iter().all(|(word, keyword)| word.eq_ignore_ascii_case(keyword)))
-                .then_some((*table, *column))
+            keywords.iter().all(|(word, keyword)| word.eq_ignore_ascii_case(keyword)).then_some((*table, *column))
         }
         _ => None,
     }
@@ -92,8 +84,6 @@ mod tests {
     fn an_added_column_is_named() {
         assert_eq!(added_column("ALTER TABLE device_state ADD unfinished blob"), Some(("device_state", "unfinished")));
         assert_eq!(added_column("ALTER TABLE device_state DROP unfinished"), None);
-        assert_eq!(added_column("ALTER TABLE timeline ADD commits set<uuid> STATIC"), Some(("timeline", "commits")));
-        assert_eq!(added_column("ALTER TABLE timeline ADD facts map<uuid, blob>"), None, "spaces in the type");
         assert_eq!(added_column("CREATE TABLE IF NOT EXISTS t (a int PRIMARY KEY)"), None);
     }
 }

@@ -59,7 +59,7 @@ impl ScyllaStore {
     async fn claimed(&self, epoch: i64, (progress, _, unfinished, _): StateRow) -> Result<DeviceClaim, StoreError> {
         if let Some(tail) = unfinished {
             let tail: CommitTail = decode(&tail)?;
-            self.write_tail(&tail.audit, &tail.stats, &tail.marks).await?;
+            self.write_tail(&tail.audit, &tail.stats).await?;
         }
         Ok(DeviceClaim { epoch, progress: progress_of(progress.as_deref())? })
     }

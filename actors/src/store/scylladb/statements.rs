@@ -34,11 +34,9 @@ pub(super) struct Statements {
     pub delete_gateway: PreparedStatement,
     pub insert_seq: PreparedStatement,
     pub select_seqs: PreparedStatement,
-    pub insert_timeline_fact: PreparedStatement,
+    pub insert_timeline: PreparedStatement,
+    pub insert_timeline_at: PreparedStatement,
     pub select_timeline: PreparedStatement,
-    pub mark_timeline_commit: PreparedStatement,
-    pub select_timeline_marks: PreparedStatement,
-    pub select_last_commit: PreparedStatement,
     pub insert_timeline_day: PreparedStatement,
     pub select_timeline_days: PreparedStatement,
     pub insert_conflict: PreparedStatement,
@@ -207,30 +205,25 @@ impl Statements {
                 Idempotent,
             )
             .await?,
-            // A decision about a record, keyed by its commit: no run overwrites another's.
-            insert_timeline_fact: prepare(
-                "UPDATE timeline SET facts[?] = ? WHERE org_id = ? AND employee_id = ? AND day = ? \
-                 AND recorded_at = ? AND device_id = ? AND seq = ?",
+            insert_timeline: prepare(
+                "INSERT INTO timeline (org_id, employee_id, day, recorded_at, device_id, seq, entry) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                Idempotent,
+            )
+            .await?,
+            // A decision's rows carry its employee version as their timestamp: the
+            // decisions' order, never a gateway's clock, says which status stands.
+            insert_timeline_at: prepare(
+                "INSERT INTO timeline (org_id, employee_id, day, recorded_at, device_id, seq, entry) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?",
                 Idempotent,
             )
             .await?,
             select_timeline: prepare(
-                "SELECT entry, facts, commits FROM timeline WHERE org_id = ? AND employee_id = ? AND day = ?",
+                "SELECT entry FROM timeline WHERE org_id = ? AND employee_id = ? AND day = ?",
                 Idempotent,
             )
             .await?,
-            // A commit's mark in a day it wrote, after its commit point.
-            mark_timeline_commit: prepare(
-                "UPDATE timeline SET commits = commits + ? WHERE org_id = ? AND employee_id = ? AND day = ?",
-                Idempotent,
-            )
-            .await?,
-            select_timeline_marks: prepare(
-                "SELECT commits FROM timeline WHERE org_id = ? AND employee_id = ? AND day = ? LIMIT 1",
-                Idempotent,
-            )
-            .await?,
-            select_last_commit: prepare("SELECT last_commit FROM device_state WHERE device_id = ?", Idempotent).await?,
             insert_timeline_day: prepare(
                 "INSERT INTO timeline_days (org_id, employee_id, day) VALUES (?, ?, ?)",
                 Idempotent,

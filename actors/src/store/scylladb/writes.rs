@@ -14,7 +14,6 @@
 //! (`ownership.rs`): an owner killed between the point and the tail loses none of it.
 
 use super::errors::cql_error;
-use super::timeline::{Fact, Marks};
 use super::ScyllaStore;
 use crate::store::codec::encode;
 use crate::store::{waiting_bucket, write_point, AuditEvent, Commit, ConflictRecord, StoreError, SyncCounts};
@@ -125,33 +124,21 @@ impl ScyllaStore {
             self.advance_employees(&commit.employees, commit.id).await?;
         }
         if let Some(device) = &commit.device {
-            let marks = marks_of(commit);
-            self.write_progress(device, &CommitTail::encode(&commit.audit, &commit.stats, &marks)).await?;
+            self.write_progress(device, &CommitTail::encode(&commit.audit, &commit.stats)).await?;
             if device.was_waiting && device.progress.evaluation.waiting_since.is_none() {
                 let mut unlist = Writes::new(self);
                 let row = (i32::from(waiting_bucket(&device.device_id)), device.device_id.as_str());
                 unlist.one(&self.statements.delete_waiting_device, row);
                 unlist.run().await?;
             }
-            self.write_tail(&commit.audit, &commit.stats, &marks).await?;
+            self.write_tail(&commit.audit, &commit.stats).await?;
         }
         Ok(())
     }
 
-    /// A device commit's tail, written after its commit point: the marks that make its
-    /// timeline facts seen at once (`timeline.rs`), its audit entries and statistics.
-    pub(super) async fn write_tail(
-        &self,
-        audit: &[AuditEvent],
-        stats: &[SyncCounts],
-        marks: &Marks,
-    ) -> Result<(), StoreError> {
+    /// A device commit's audit entries and statistics, written after its commit point.
+    pub(super) async fn write_tail(&self, audit: &[AuditEvent], stats: &[SyncCounts]) -> Result<(), StoreError> {
         let mut tail = Writes::new(self);
-        let commit = std::collections::HashSet::from([marks.commit.0]);
-        for (org, employee, day) in &marks.partitions {
-            let row = (commit.clone(), org.as_str(), employee.as_str(), *day);
-            tail.one(&self.statements.mark_timeline_commit, row);
-        }
         self.audit_writes(audit, &mut tail);
         // The device's own counts travel in its progress.
         self.stats_writes(stats, false, &mut tail);
@@ -180,20 +167,11 @@ impl ScyllaStore {
                 writes.one(&statements.insert_waiting_device, row);
             }
         }
-        // The version each employee's decisions advance it to, and the device whose
-        // progress commits them: what a fact says beside its entry.
-        let versions: BTreeMap<(&str, &str), i64> = commit
-            .employees
-            .iter()
-            .map(|advance| ((advance.org_id.as_str(), advance.employee_id.as_str()), advance.new_version))
-            .collect();
-        let primary = commit.device.as_ref().map(|device| device.device_id.clone());
-        // (org, employee, day) -> (at, device, seq) -> the fact.
+        // (org, employee, day) -> (at, device, seq) -> the entry.
         type Rows<'p> = BTreeMap<(i64, &'p str, i64), Vec<u8>>;
         let mut partitions: BTreeMap<(&str, &str, i32), Rows> = BTreeMap::new();
         for entry in &commit.timeline {
-            let version = versions.get(&(&*entry.org_id, &*entry.employee_id)).copied().unwrap_or(0);
-            let mut value = encode(&Fact { version, primary: primary.clone(), entry });
+            let mut value = encode(entry);
             let (org, employee, device) = (&*entry.org_id, &*entry.employee_id, &*entry.device_id);
             let mut positions = entry.positions().into_iter().peekable();
             while let Some((day, at)) = positions.next() {
@@ -202,14 +180,24 @@ impl ScyllaStore {
                 partitions.entry((org, employee, day.0)).or_default().insert((at, device, entry.seq as i64), value);
             }
         }
-        let commit_id = commit.id.0;
+        // The version each employee's decisions advance it to: their rows' timestamp.
+        let versions: BTreeMap<(&str, &str), i64> = commit
+            .employees
+            .iter()
+            .map(|advance| ((advance.org_id.as_str(), advance.employee_id.as_str()), advance.new_version))
+            .collect();
         for ((org, employee, day), rows) in partitions {
             writes.one(&statements.insert_timeline_day, (org, employee, day));
-            let rows: Vec<_> = rows
-                .into_iter()
-                .map(|((at, device, seq), fact)| (commit_id, fact, org, employee, day, at, device, seq))
-                .collect();
-            writes.batched(&statements.insert_timeline_fact, rows);
+            let rows =
+                rows.into_iter().map(move |((at, device, seq), value)| (org, employee, day, at, device, seq, value));
+            match versions.get(&(org, employee)) {
+                Some(&version) => {
+                    let rows = rows.map(|row| (row.0, row.1, row.2, row.3, row.4, row.5, row.6, version)).collect();
+                    writes.batched(&statements.insert_timeline_at, rows);
+                }
+                // No decision placed them (conflict detection is off): written once, as active.
+                None => writes.batched(&statements.insert_timeline, rows.collect()),
+            }
         }
     }
 
@@ -283,31 +271,13 @@ impl ScyllaStore {
 pub(super) struct CommitTail {
     pub audit: Vec<AuditEvent>,
     pub stats: Vec<SyncCounts>,
-    /// Written by schema version 6 on; a tail from before marks nothing.
-    #[serde(default)]
-    pub marks: Marks,
 }
 
 impl CommitTail {
     /// The tail of a commit, encoded as it reads back: without copying the entries.
-    pub(super) fn encode(audit: &[AuditEvent], stats: &[SyncCounts], marks: &Marks) -> Vec<u8> {
-        encode(&(audit, stats, marks))
+    pub(super) fn encode(audit: &[AuditEvent], stats: &[SyncCounts]) -> Vec<u8> {
+        encode(&(audit, stats))
     }
-}
-
-/// The day partitions a commit wrote timeline facts in, to mark once it is committed.
-fn marks_of(commit: &Commit) -> Marks {
-    let partitions: BTreeSet<(String, String, i32)> = commit
-        .timeline
-        .iter()
-        .flat_map(|entry| {
-            entry
-                .positions()
-                .into_iter()
-                .map(|(day, _)| (entry.org_id.to_string(), entry.employee_id.to_string(), day.0))
-        })
-        .collect();
-    Marks { commit: commit.id, partitions: partitions.into_iter().collect() }
 }
 
 /// Months since 1970-01 of a unix ms time, UTC.
