@@ -127,8 +127,7 @@ impl ScyllaStore {
             self.write_progress(device, &CommitTail::encode(&commit.audit, &commit.stats)).await?;
             if device.was_waiting && device.progress.evaluation.waiting_since.is_none() {
                 let mut unlist = Writes::new(self);
-                let row = (i32::from(waiting_bucket(&device.device_id)), device.device_id.as_str());
-                unlist.one(&self.statements.delete_waiting_device, row);
+                unlist.one(&self.statements.delete_waiting_device, waiting_row(&device.device_id));
                 unlist.run().await?;
             }
             self.write_tail(&commit.audit, &commit.stats).await?;
@@ -163,8 +162,7 @@ impl ScyllaStore {
             // Before the commit point: a device listed that does not wait yet (its
             // commit cut short) only gets a wake-up that finds nothing due.
             if device.progress.evaluation.waiting_since.is_some() {
-                let row = (i32::from(waiting_bucket(&device.device_id)), device.device_id.as_str());
-                writes.one(&statements.insert_waiting_device, row);
+                writes.one(&statements.insert_waiting_device, waiting_row(&device.device_id));
             }
         }
         // (org, employee, day) -> (at, device, seq) -> the entry.
@@ -278,6 +276,11 @@ impl CommitTail {
     pub(super) fn encode(audit: &[AuditEvent], stats: &[SyncCounts]) -> Vec<u8> {
         encode(&(audit, stats))
     }
+}
+
+/// A device's row of `waiting_devices`: its bucket and its id.
+fn waiting_row(device_id: &str) -> (i32, &str) {
+    (i32::from(waiting_bucket(device_id)), device_id)
 }
 
 /// Months since 1970-01 of a unix ms time, UTC.
